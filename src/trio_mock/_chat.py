@@ -1,0 +1,88 @@
+"""Chat completions from parsed request to plan: prompt tokens, text source, choices.
+
+Holds what lives as long as the app (tokenizer, corpus) and turns a validated request into
+one ``ChoicePlan`` per choice. Tokenizing happens here, off the event loop when it is long.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+import trio
+
+from ._corpus import Corpus
+from ._generate import CorpusText, RepeatedText, TextSource
+from ._plan import ChoicePlan, Limits, plan_choice
+from ._tokens import INLINE_CHARS, TOKENIZER_LIMITER, Tokenizer
+
+if TYPE_CHECKING:
+    from ._protocol import ChatCompletionRequest, ChatMessage
+    from ._settings import Settings
+
+# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
+# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+TOKENS_PER_IMAGE = 85
+
+
+def message_text(message: ChatMessage) -> str:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part.text or "" for part in content if part.type == "text")
+
+
+class ChatModel:
+    """The simulated model behind the chat endpoint."""
+
+    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
+        self.settings = settings
+        self.tokenizer = tokenizer
+        out = settings.output
+        self.corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed) if out.output_mode == "corpus" else None
+        self.fixed = RepeatedText(tokenizer.pieces(out.fixed_text)) if out.output_mode == "fixed" else None
+
+    def count_messages(self, messages: list[ChatMessage]) -> int:
+        total = REPLY_PRIMING
+        encode = self.tokenizer.encode
+        for m in messages:
+            total += TOKENS_PER_MESSAGE + len(encode(message_text(m))) + 1  # + the role
+            if m.name:
+                total += TOKENS_PER_NAME + len(encode(m.name))
+            if isinstance(m.content, list):
+                total += TOKENS_PER_IMAGE * sum(p.type == "image_url" for p in m.content)
+        return total
+
+    async def prompt_tokens(self, chat: ChatCompletionRequest) -> int:
+        """Count the prompt; a long one is tokenized in a thread so streams keep pace."""
+        if sum(len(message_text(m)) for m in chat.messages) < INLINE_CHARS:
+            await trio.lowlevel.checkpoint()
+            return self.count_messages(chat.messages)
+        count = partial(self.count_messages, chat.messages)
+        return await trio.to_thread.run_sync(count, limiter=TOKENIZER_LIMITER)
+
+    async def source_for(self, chat: ChatCompletionRequest) -> TextSource:
+        out = self.settings.output
+        if self.corpus is not None:
+            return CorpusText(self.corpus, out.output_tokens_mean, out.output_tokens_stddev)
+        if self.fixed is not None:
+            return self.fixed
+        users = [m for m in chat.messages if m.role == "user"] or chat.messages
+        text = message_text(users[-1])
+        if len(text) < INLINE_CHARS:
+            return RepeatedText(self.tokenizer.pieces(text))
+        pieces = await trio.to_thread.run_sync(self.tokenizer.pieces, text, limiter=TOKENIZER_LIMITER)
+        return RepeatedText(pieces)
+
+    async def plan(self, chat: ChatCompletionRequest) -> list[ChoicePlan]:
+        """One plan per choice; a request ``seed`` makes text and schedule reproducible."""
+        rng = np.random.default_rng(chat.seed if chat.seed is None or chat.seed >= 0 else chat.seed & (2**64 - 1))
+        source = await self.source_for(chat)
+        limits = Limits(max_tokens=chat.token_limit, min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos)
+        out = self.settings.output
+        per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
+        return [plan_choice(i, source, limits, self.settings.latency, per_event, rng) for i in range(chat.n)]

@@ -1,0 +1,138 @@
+"""Wire bytes for chat completions: the JSON body and the SSE frames (sans-IO).
+
+Streaming is the hot path, so frames are pre-serialized templates: per request the JSON
+head (id, created, model, fingerprint) is built once, and per event only the already
+escaped token bytes are joined in. No object is JSON-encoded per token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from itertools import chain
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orjson
+
+if TYPE_CHECKING:
+    from ._plan import ChoicePlan
+
+DONE = b"data: [DONE]\n\n"
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_id(prefix: str) -> str:
+    """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(29))
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+class ChatEmitter:
+    """Renders one chat completion request's body or frames."""
+
+    def __init__(self, *, model: str, fingerprint: str, include_usage: bool = False) -> None:
+        self.id = new_id("chatcmpl-")
+        self.created = int(time.time())
+        self.model = model
+        self.fingerprint = fingerprint
+        self.include_usage = include_usage
+
+    def body(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> bytes:
+        """The non-streamed ``chat.completion`` object."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": c.index,
+                        "message": {"role": "assistant", "content": c.text, "refusal": None, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": c.finish_reason,
+                    }
+                    for c in choices
+                ],
+                "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+                "service_tier": "default",
+                "system_fingerprint": self.fingerprint,
+            }
+        )
+
+    def _head(self) -> bytes:
+        return b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":"%s","choices":' % (
+            self.id.encode(),
+            self.created,
+            orjson.dumps(self.model),
+            self.fingerprint.encode(),
+        )
+
+    def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
+        """One frame per event; the first also opens with the ``role`` chunk, the last
+        carries ``finish_reason``."""
+        tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
+        head = self._head() + b'[{"index":%d,"delta":' % choice.index
+        content = head + b'{"content":"'
+        middle = b'"},"logprobs":null,"finish_reason":null}]' + tail
+        last = b'"},"logprobs":null,"finish_reason":"%s"}]' % choice.finish_reason.encode() + tail
+        role = head + b'{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]' + tail
+        escaped, final = choice.escaped, len(choice.event_ends) - 1
+        start = 0
+        for k, end in enumerate(choice.event_ends):
+            frame = content + b"".join(escaped[start:end]) + (middle if k < final else last)
+            yield role + frame if k == 0 else frame
+            start = end
+
+    def usage_frame(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> bytes:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": [],
+            "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+        }
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    def stream(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> tuple[list[float], Iterator[bytes]]:
+        """Every event of every choice in due order, then usage and ``[DONE]``.
+
+        Returns:
+          The offsets (seconds after arrival) and a lazy iterator of frames, one per offset.
+        """
+        if len(choices) == 1:
+            offsets = list(choices[0].offsets)
+            frames: Iterator[bytes] = self.choice_frames(choices[0])
+        else:  # interleave choices by due time; ties keep choice order
+            due = np.concatenate([c.offsets for c in choices])
+            owner = np.concatenate([np.full(len(c.offsets), c.index) for c in choices])
+            order = np.argsort(due, kind="stable")
+            offsets = due[order].tolist()
+            generators = [self.choice_frames(c) for c in choices]
+            frames = (next(generators[c]) for c in owner[order].tolist())
+        closing = (self.usage_frame(choices, prompt_tokens) if self.include_usage else b"") + DONE
+        offsets.append(offsets[-1])
+        return offsets, chain(frames, (closing,))
+
+
+def error_frame(body: bytes) -> bytes:
+    """A failure after the SSE headers went out: a final ``data: {"error": ...}`` frame."""
+    return b"data: " + body + b"\n\n"

@@ -1,0 +1,60 @@
+"""Text sources: where a reply's tokens come from (sans-IO).
+
+Each source yields a *natural* length (what the "model" would say before stopping) and then
+exactly ``n`` pieces, one per token, with their JSON-escaped bytes. The planner decides
+``n`` from the natural length and the request's limits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ._corpus import Corpus
+
+
+class TextSource(Protocol):
+    def natural_length(self, rng: np.random.Generator) -> int: ...
+
+    def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
+        """``n`` token strings and their JSON-escaped bytes (no quotes)."""
+        ...
+
+
+class CorpusText:
+    """Slices of the generated articles; length ~ normal(mean, stddev), at least 1."""
+
+    def __init__(self, corpus: Corpus, mean: float, stddev: float) -> None:
+        self.corpus, self.mean, self.stddev = corpus, mean, stddev
+
+    def natural_length(self, rng: np.random.Generator) -> int:
+        if not self.stddev:
+            return max(1, round(self.mean))
+        return max(1, round(rng.normal(self.mean, self.stddev)))
+
+    def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
+        ids = self.corpus.slice(n, rng).tolist()
+        text, escaped = self.corpus.pieces, self.corpus.escaped
+        return [text[i] for i in ids], [escaped[i] for i in ids]
+
+
+class RepeatedText:
+    """A fixed token sequence (the configured text, or an echoed message), repeated if
+    more tokens are required than it has (``min_tokens``, ``ignore_eos``)."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.text = pieces
+        self.escaped = [orjson.dumps(p)[1:-1] for p in pieces]
+
+    def natural_length(self, rng: np.random.Generator) -> int:
+        return len(self.text)
+
+    def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
+        if n <= len(self.text):
+            return self.text[:n], self.escaped[:n]
+        reps = -(-n // len(self.text))
+        return (self.text * reps)[:n], (self.escaped * reps)[:n]

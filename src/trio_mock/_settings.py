@@ -1,0 +1,326 @@
+"""Settings: the one source of truth for every knob.
+
+Every knob is a field of one of the frozen groups below. Its CLI flag (``--ttft-ms``), its
+environment variable (``TRIO_MOCK_TTFT_MS``) and its TOML key (``ttft_ms``, at top level or
+under its group's table) are all derived from the field, so the surfaces cannot drift.
+Precedence: CLI > environment > TOML file > defaults. This module does no I/O beyond
+reading the TOML file and the certificate check; it never starts anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from attrs import field, frozen
+
+ENV_PREFIX = "TRIO_MOCK_"
+OutputMode = Literal["corpus", "echo", "fixed"]
+
+
+class SettingsError(ValueError):
+    """A knob has a bad value; the message names the knob and the problem."""
+
+
+def knob(default: Any, help: str, check: Callable[[Any], str | None] | None = None) -> Any:  # noqa: A002
+    """Declare a knob: its default, its one-line help, and an optional value check.
+
+    ``check`` returns a problem description, or None when the value is fine.
+    """
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be >= {low:g}, got {v!r}"
+
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def port_number(v: Any) -> str | None:
+    return None if 0 <= v <= 65535 else f"must be a port number 0-65535, got {v!r}"
+
+
+def readable_file(v: Any) -> str | None:
+    if v is None:
+        return None
+    try:
+        with open(v, "rb"):
+            return None
+    except OSError as error:
+        return f"cannot read {v!r}: {error.strerror or error}"
+
+
+def non_empty(v: Any) -> str | None:
+    return None if len(v) else "must not be empty"
+
+
+@frozen(kw_only=True)
+class ServerSettings:
+    """Where and how the HTTP server listens."""
+
+    host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)")
+    port: int = knob(8000, "TCP port (0 picks a free one)", port_number)
+    workers: int = knob(1, "worker processes sharing the port", at_least(1))
+    certfile: str | None = knob(None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file)
+    keyfile: str | None = knob(None, "TLS private key (PEM)", readable_file)
+    graceful_timeout_s: float = knob(5.0, "on shutdown, seconds in-flight streams may finish", at_least(0))
+    max_request_s: float = knob(600.0, "longest a request may take before it is cut", positive)
+    max_body_bytes: int = knob(50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive)
+    backlog: int = knob(2048, "listen backlog: bursts of new connections", positive)
+    keep_alive_timeout_s: float = knob(75.0, "idle keep-alive connection timeout", positive)
+    keep_alive_max_requests: int = knob(1_000_000, "requests per connection before it is closed", positive)
+    access_log: bool = knob(False, "log every request to stderr")
+
+
+@frozen(kw_only=True)
+class ModelSettings:
+    """Which model names exist."""
+
+    models: tuple[str, ...] = knob(("trio-mock",), "model ids listed by /v1/models (comma-separated)", non_empty)
+    any_model: bool = knob(True, "accept any model name, not only the listed ones")
+    owned_by: str = knob("trio-mock", "owned_by of the listed models")
+    system_fingerprint: str = knob("fp_trio_mock", "system_fingerprint sent in completions")
+
+
+@frozen(kw_only=True)
+class LatencySettings:
+    """When tokens are sent: token i goes out at arrival + ttft + i * itl (plus jitter)."""
+
+    ttft_ms: float = knob(100.0, "time to first token, milliseconds", at_least(0))
+    ttft_jitter_ms: float = knob(0.0, "standard deviation of TTFT (normal, clamped at 0)", at_least(0))
+    itl_ms: float = knob(10.0, "inter-token latency, milliseconds", at_least(0))
+    itl_jitter_ms: float = knob(0.0, "standard deviation of ITL (normal, clamped at 0)", at_least(0))
+
+
+@frozen(kw_only=True)
+class OutputSettings:
+    """What text comes back, and in how many tokens."""
+
+    output_mode: OutputMode = knob("corpus", "corpus (generated articles), echo (last user message) or fixed")
+    output_tokens_mean: float = knob(128.0, "mean completion length in tokens (corpus mode)", at_least(1))
+    output_tokens_stddev: float = knob(32.0, "standard deviation of the completion length", at_least(0))
+    fixed_text: str = knob("This is a mock response from trio-mock.", "the reply in fixed mode", non_empty)
+    corpus_articles: int = knob(4096, "articles pre-generated at start-up (corpus mode)", positive)
+    corpus_seed: int = knob(0, "seed of the corpus, so every worker holds the same text", at_least(0))
+    tokens_per_event_min: int = knob(1, "fewest tokens carried by one streamed chunk", at_least(1))
+    tokens_per_event_max: int = knob(1, "most tokens carried by one streamed chunk", at_least(1))
+    tokenizer: str = knob(
+        "cl100k_base",
+        "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",
+        non_empty,
+    )
+
+
+@frozen(kw_only=True)
+class Settings:
+    """Every knob of trio-mock, grouped; build with ``Settings.load`` or directly."""
+
+    server: ServerSettings = ServerSettings()
+    models: ModelSettings = ModelSettings()
+    latency: LatencySettings = LatencySettings()
+    output: OutputSettings = OutputSettings()
+
+    def __attrs_post_init__(self) -> None:
+        for name, group in self.groups():
+            for f in attrs.fields(type(group)):
+                check: Callable[[Any], str | None] | None = f.metadata.get("check")
+                problem = check(getattr(group, f.name)) if check else None
+                if problem:
+                    raise SettingsError(f"{describe(f.name)}: {problem}")
+        out, srv = self.output, self.server
+        if out.tokens_per_event_min > out.tokens_per_event_max:
+            raise SettingsError(
+                f"{describe('tokens_per_event_min')}: must not exceed tokens_per_event_max "
+                f"({out.tokens_per_event_min} > {out.tokens_per_event_max})"
+            )
+        if (srv.certfile is None) != (srv.keyfile is None):
+            raise SettingsError(f"{describe('certfile')}: certfile and keyfile go together")
+
+    def groups(self) -> Iterator[tuple[str, Any]]:
+        for f in attrs.fields(Settings):
+            yield f.name, getattr(self, f.name)
+
+    def replace(self, **leaves: Any) -> Settings:
+        """Return a copy with the named knobs (leaf names) changed."""
+        return build(self, leaves)
+
+    def public(self) -> dict[str, dict[str, Any]]:
+        """Effective settings as plain data, for ``GET /`` (no secrets exist yet)."""
+        return {name: attrs.asdict(group) for name, group in self.groups()}
+
+    @classmethod
+    def load(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        config: str | Path | None = None,
+    ) -> Settings:
+        """Merge defaults < TOML file < environment < CLI into one Settings.
+
+        Args:
+          cli: leaf name -> value, only the knobs given on the command line.
+          env: the environment (``os.environ`` when None); ``TRIO_MOCK_*`` are read.
+          config: TOML path; when None, ``TRIO_MOCK_CONFIG`` names one if set.
+        """
+        env = os.environ if env is None else env
+        config = config if config is not None else env.get(ENV_PREFIX + "CONFIG")
+        leaves: dict[str, Any] = {}
+        if config:
+            leaves |= read_toml(Path(config))
+        leaves |= from_env(env)
+        leaves |= dict(cli or {})
+        return build(cls(), leaves)
+
+    def to_json(self) -> str:
+        """Every knob as JSON, for handing exact settings to worker processes."""
+        return json.dumps(self.public())
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        groups = json.loads(text)
+        return build(cls(), {k: v for group in groups.values() for k, v in group.items()})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return cls.load(env=env)
+
+
+class Knob(typing.NamedTuple):
+    """A leaf setting as the CLI, environment and docs see it."""
+
+    group: str
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def knobs() -> list[Knob]:
+    """Every leaf knob, in declaration order."""
+    hints = {
+        name: typing.get_type_hints(group_cls)
+        for name, group_cls in typing.get_type_hints(Settings).items()
+    }
+    return [
+        Knob(group, f.name, hints[group][f.name], f.default, f.metadata["help"])
+        for group, group_cls in typing.get_type_hints(Settings).items()
+        for f in attrs.fields(group_cls)
+    ]
+
+
+KNOBS = {k.name: k for k in knobs()}
+
+
+def describe(name: str) -> str:
+    """Name a knob the way every surface knows it: ``--ttft-ms (TRIO_MOCK_TTFT_MS)``."""
+    k = KNOBS[name]
+    return f"{k.flag} ({k.env})"
+
+
+def build(base: Settings, leaves: Mapping[str, Any]) -> Settings:
+    """Apply leaf values (typed or strings) onto ``base``; raise SettingsError on bad ones."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name, raw in leaves.items():
+        k = KNOBS.get(name)
+        if k is None:
+            raise SettingsError(f"unknown setting {name!r}")
+        try:
+            value = parse_value(k.type, raw)
+        except (TypeError, ValueError) as error:
+            raise SettingsError(f"{describe(name)}: {error}") from None
+        changes.setdefault(k.group, {})[name] = value
+    groups = {g: attrs.evolve(getattr(base, g), **c) for g, c in changes.items()}
+    return attrs.evolve(base, **groups)
+
+
+def parse_value(tp: Any, raw: Any) -> Any:
+    """Convert ``raw`` (a string from the CLI or environment, or a TOML value) to ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None or (isinstance(raw, str) and raw.lower() in {"", "none", "null"}):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return parse_value(inner, raw)
+    if origin is Literal:
+        if raw not in args:
+            raise ValueError(f"must be one of {', '.join(map(str, args))}, got {raw!r}")
+        return raw
+    if origin is tuple:
+        items = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"expected a list, got {raw!r}")
+        return tuple(parse_value(args[0], item) for item in items if item != "")
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if isinstance(raw, str) and raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if tp is int:
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise TypeError(f"expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if tp is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise TypeError(f"expected a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if value != value:  # NaN
+            raise ValueError("expected a number, got NaN")
+        return value
+    if tp is str:
+        if not isinstance(raw, str):
+            raise TypeError(f"expected a string, got {raw!r}")
+        return raw
+    raise TypeError(f"unsupported setting type {tp!r}")
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The knobs set in the environment, as leaf name -> string."""
+    return {k.name: env[k.env] for k in KNOBS.values() if k.env in env}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config: keys at top level or under their group's table."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SettingsError(f"--config ({ENV_PREFIX}CONFIG): cannot read {str(path)!r}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"--config ({ENV_PREFIX}CONFIG): {str(path)!r} is not valid TOML: {error}") from None
+    leaves: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in {f.name for f in attrs.fields(Settings)}:
+            for sub, sub_value in value.items():
+                if sub not in KNOBS or KNOBS[sub].group != key:
+                    raise SettingsError(f"{path}: unknown setting [{key}] {sub!r}")
+                leaves[sub] = sub_value
+        elif key in KNOBS:
+            leaves[key] = value
+        else:
+            raise SettingsError(f"{path}: unknown setting {key!r}")
+    return leaves

