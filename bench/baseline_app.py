@@ -54,7 +54,7 @@ def create_app(ttft_s: float, itl_s: float) -> QuartTrio:
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
         start = trio.current_time()  # the schedule counts from arrival
-        body = await request.get_data()
+        body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         found = MAX_TOKENS.search(body)
         n = int(found.group(1)) if found else 16
         if not STREAM.search(body):

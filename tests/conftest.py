@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import trio
+
+from trio_mock import Settings, serve
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+
+# Quick to start and instant to answer; tests override what they exercise.
+FAST: dict[str, Any] = {"port": 0, "ttft_ms": 0, "itl_ms": 0, "corpus_articles": 64}
 
 
 def only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -49,4 +60,57 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         raise leaf from None
 
 
-# Fixtures go below.
+def fast_settings(**leaves: Any) -> Settings:
+    """Settings for tests: port 0, no latency, a small corpus, then ``leaves``."""
+    return Settings().replace(**(FAST | leaves))
+
+
+StartServer = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> StartServer:
+    """Start trio-mock on 127.0.0.1:0 in the test's nursery; returns its base URL.
+
+    Call as ``url = await start_server(itl_ms=5)`` (knob leaf names) or with a ``Settings``.
+    The server is cancelled with the test's nursery.
+    """
+
+    async def start(settings: Settings | None = None, **leaves: Any) -> str:
+        settings = settings if settings is not None else fast_settings(**leaves)
+        binds: list[str] = await nursery.start(partial(serve, settings))
+        return binds[0]
+
+    return start
+
+
+@contextmanager
+def server_in_thread(settings: Settings | None = None, **leaves: Any) -> Iterator[str]:
+    """Run trio-mock in its own thread and Trio run, for synchronous clients.
+
+    Yields the base URL; on exit the server shuts down gracefully and the thread ends.
+    """
+    settings = settings if settings is not None else fast_settings(**leaves)
+    ready: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.Event] | BaseException] = queue.Queue()
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(partial(serve, settings, shutdown_trigger=shutdown.wait))
+                ready.put((binds[0], trio.lowlevel.current_trio_token(), shutdown))
+        except BaseException as error:
+            ready.put(error)
+            raise
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    started = ready.get(timeout=60)
+    if isinstance(started, BaseException):
+        raise started
+    url, token, shutdown = started
+    try:
+        yield url
+    finally:
+        trio.from_thread.run_sync(shutdown.set, trio_token=token)
+        thread.join(timeout=30)

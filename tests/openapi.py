@@ -6,7 +6,7 @@ against ``#/components/schemas/<Name>``. It does no I/O beyond reading the spec 
 it never checks ``format`` (the spec's ``unixtime``, ``float`` and ``int64`` are labels,
 not assertions).
 
-The spec still carries 110 OpenAPI 3.0 ``nullable`` keywords, which JSON Schema ignores;
+The spec still carries 109 OpenAPI 3.0 ``nullable: true`` keywords, which JSON Schema ignores;
 without help a chunk's ``"finish_reason": null`` or ``"usage": null`` would be rejected
 although the API sends both. The loader rewrites ``nullable: true`` into the 3.1 form
 (``type: [..., "null"]``, or ``anyOf: [schema, {"type": "null"}]``).
@@ -69,7 +69,8 @@ def validate(schema_name: str, instance: object) -> None:
     errors = sorted(_validator(schema_name).iter_errors(instance), key=_sort_key)
     if not errors:
         return
-    lines = [f"body does not match OpenAPI schema {schema_name!r} ({len(errors)} errors):"]
+    count = f"{len(errors)} error{'s' if len(errors) > 1 else ''}"
+    lines = [f"body does not match OpenAPI schema {schema_name!r} ({count}):"]
     lines += [f"  {_describe(error)}" for error in errors[:_MAX_LISTED]]
     if len(errors) > _MAX_LISTED:
         lines.append(f"  ... and {len(errors) - _MAX_LISTED} more")
@@ -83,7 +84,7 @@ def schema_names() -> frozenset[str]:
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    # The C loader parses the 3 MB file in under a second; the pure-Python one takes ~10x.
+    # libyaml's loader parses the 87k-line file in about 1 s; the pure-Python one takes about 4 s.
     loader: type[yaml.CSafeLoader | yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC_PATH.open("rb") as f:
         document: dict[str, Any] = yaml.load(f, Loader=loader)

@@ -8,10 +8,16 @@ field's path, e.g. ``messages[0].role``.
 from __future__ import annotations
 
 import logging
+import re
+import typing
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
+import cattrs.cols
+import cattrs.gen
 import cattrs.preconf.json
+import cattrs.v
 import orjson
 
 from ._errors import OpenAIError, invalid
@@ -54,6 +60,30 @@ def _structure_stop(value: Any, _: Any) -> str | list[str] | None:
     raise TypeError("expected a string or an array of strings")
 
 
+def _objects_only(cls: type) -> Any:
+    build = cattrs.gen.make_dict_structure_fn(cls, converter)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError("expected object")
+        return build(value, cls)
+
+    return structure
+
+
+def _arrays_only(tp: Any) -> Any:
+    build = cattrs.cols.list_structure_factory(tp, converter)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, list):
+            raise TypeError("expected array")
+        return build(value, tp)
+
+    return structure
+
+
+converter.register_structure_hook_factory(attrs.has, _objects_only)
+converter.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is list, _arrays_only)
 converter.register_structure_hook(str | list[ContentPart] | None, _structure_content)
 converter.register_structure_hook(str | list[str] | None, _structure_stop)
 
@@ -77,14 +107,44 @@ def structure(data: dict[str, Any], cls: type[T]) -> T:
     try:
         return converter.structure(data, cls)
     except cattrs.BaseValidationError as error:
-        raise shape_error(error) from None
+        raise shape_error(error, data) from None
 
 
-def shape_error(error: cattrs.BaseValidationError) -> OpenAIError:
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
+EXPECTED_NAMES = {"int": "an integer", "float": "a number", "bool": "a boolean", "str": "a string", "object": "an object", "array": "an array"}
+NOT_IN_LITERAL = re.compile(r"not in literal typing\.Literal\[(.*)\]")
+
+
+def shape_error(error: cattrs.BaseValidationError, data: dict[str, Any]) -> OpenAIError:
     """Turn cattrs' first complaint into OpenAI's wording, with the field path as ``param``."""
-    first = cattrs.transform_error(error, path="$")[0]
+    first = cattrs.transform_error(error, path="$", format_exception=describe_problem)[0]
     problem, _, where = first.rpartition(" @ ")
     param = where.removeprefix("$").removeprefix(".") or None
     if problem.startswith("required field missing"):
         return invalid(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
-    return invalid(f"Invalid type for '{param}': {problem}.", param, "invalid_type")
+    got = JSON_TYPES.get(type(value_at(data, where)), "another type")
+    if problem.startswith("expected "):
+        wanted = problem.removeprefix("expected ")
+        wanted = EXPECTED_NAMES.get(wanted, wanted)
+        return invalid(f"Invalid type for '{param}': expected {wanted}, but got {got} instead.", param, "invalid_type")
+    if choices := NOT_IN_LITERAL.search(problem):
+        value = value_at(data, where)
+        return invalid(f"Invalid value: {value!r}. Supported values are: {choices.group(1)}.", param, "invalid_value")
+    return invalid(f"Invalid value for '{param}': {problem}.", param, "invalid_value")
+
+
+def describe_problem(exc: BaseException, tp: Any) -> str:
+    """Our hooks' own words ("expected int") where they raised; cattrs' elsewhere."""
+    if isinstance(exc, TypeError) and str(exc).startswith("expected "):
+        return str(exc)
+    return cattrs.v.format_exception(exc, tp)
+
+
+def value_at(data: Any, where: str) -> Any:
+    """The value at a cattrs path like ``$.messages[0].role`` (None if absent)."""
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", where):
+        try:
+            data = data[key] if key else data[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
