@@ -20,9 +20,10 @@ runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Every lin
 scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
 figures, the DESIGN.md targets met or not, and any problems (failed requests, tracebacks in a
 server's output, a server that died). The exit status is 1 if a phase could not run. A default
-run takes about 3 minutes, ``--quick`` (3 s runs, no repeat, no second worker) about one.
+run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) under one.
 
-Hidden options: ``--duration S`` per rps/stream run; ``--bench-dir`` for the shared runner;
+Hidden options: ``--duration S`` per rps/stream run; ``--budget S`` for the whole run (330,
+--quick 110: then runs are cut and phases skipped); ``--bench-dir`` for the shared runner;
 ``--server-cmd`` / ``--baseline-cmd`` replace a server's command with a template using
 ``{python}``, ``{port}``, ``{ttft_ms}``, ``{itl_ms}`` and ``{workers}`` (without ``{workers}``
 the two-worker phase is skipped), e.g. the calibration server:
@@ -68,7 +69,7 @@ BASELINE_CMD = (
 MOCK, BASELINE, MOCK_W2 = "trio-mock", "baseline", "trio-mock-w2"
 PACE_TTFT_MS, PACE_ITL_MS, PACE_TOKENS = 50.0, 10.0, 100
 START_TIMEOUT_S = 60.0  # trio-mock builds its corpus before it listens
-RUN_TIMEOUT_S = 300.0  # one run.py call; a stuck 1000-stream burst gives up after 120 s
+BUDGET_S, QUICK_BUDGET_S = 330.0, 110.0  # past this, calls are cut and phases skipped
 RATIO_KEYS = {  # per scenario, the figures compared with the reference server
     "rss": ["rss_mib"],
     "rss_after": ["rss_mib"],
@@ -176,6 +177,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.deadline = time.monotonic() + args.budget
         self.records: dict[tuple[str, str], Record] = {}  # (label, key) -> line
         self.problems: list[str] = []
         self.failed_phases: list[str] = []
@@ -192,17 +194,23 @@ class Bench:
         cmd = [sys.executable, str(self.args.bench_dir / "run.py"), "--url", server.url]
         cmd += ["--pid", str(server.pid), "--label", label, "--scenarios", scenarios]
         cmd += ["--duration", f"{self.args.duration:g}", *extra]
+        # Its own session, so that a timeout also ends the wrk or loadgen.py it started.
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as error:
-            raise BenchError(f"run.py --scenarios {scenarios} timed out") from error
-        lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
-        if done.returncode or not lines:
-            output = tail(done.stdout + done.stderr)
+            out, err = proc.communicate(timeout=max(5.0, self.deadline - time.monotonic()))
+        except BaseException as error:  # the budget, or Ctrl+C: which the child did not get
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            if isinstance(error, subprocess.TimeoutExpired):
+                raise BenchError(f"run.py --scenarios {scenarios}: time budget spent") from error
+            raise
+        lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        if proc.returncode or not lines:
+            output = tail(out + err)
             raise BenchError(
-                f"run.py --scenarios {scenarios} failed ({done.returncode}):\n{output}"
+                f"run.py --scenarios {scenarios} failed ({proc.returncode}):\n{output}"
             )
         return lines
 
@@ -259,10 +267,13 @@ class Bench:
     def attempt(self, what: str, phase: Callable[..., None], *args: Any) -> None:
         """Run one phase; a failure becomes an ``error`` line and a problem, not an abort."""
         try:
+            if time.monotonic() > self.deadline:
+                raise BenchError(f"skipped: the time budget ({self.args.budget:g} s) is spent")
             phase(*args)
         except BenchError as error:
             self.failed_phases.append(what)
-            self.problems.append(f"{what}: {str(error).splitlines()[0]}")
+            lines = str(error).strip().splitlines()  # the first line says what, the last why
+            self.problems.append(f"{what}: {lines[0]}" + (f" ... {lines[-1]}" if lines[1:] else ""))
             print(f"bench: {what} failed: {error}", file=sys.stderr)
             self.emit({"scenario": "error", "label": what, "error": str(error)})
 
@@ -357,12 +368,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 s runs, no repeat, no --workers 2")
     ap.add_argument("--out", type=Path, help="also append every JSON line to this file")
     ap.add_argument("--duration", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--bench-dir", type=Path, default=SHARED_BENCH, help=argparse.SUPPRESS)
     ap.add_argument("--server-cmd", default=TRIO_MOCK_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--baseline-cmd", default=BASELINE_CMD, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
+    if args.budget is None:
+        args.budget = QUICK_BUDGET_S if args.quick else BUDGET_S
     if not all((args.bench_dir / name).is_file() for name in ("run.py", "loadgen.py")):
         raise SystemExit(
             f"bench: shared runner not found: expected run.py and loadgen.py in "

@@ -9,6 +9,8 @@ Each piece's JSON-escaped bytes are kept too, so streaming never JSON-encodes te
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,12 +94,19 @@ class Corpus:
         self.sentence_starts: IntArray = np.concatenate(
             ([0], np.flatnonzero((self.ids == period) | (self.ids == paragraph))[:-1] + 1)
         ).astype(np.int32)
+        release_free_memory()
 
     def slice(self, n: int, rng: np.random.Generator) -> IntArray:
         """``n`` piece ids from a random sentence start, wrapping at the end."""
         start = int(self.sentence_starts[rng.integers(len(self.sentence_starts))])
         take = np.arange(start, start + n) % len(self.ids)
         return self.ids[take]
+
+
+def release_free_memory() -> None:
+    """Hand the corpus build's temporary arrays back to the OS (glibc keeps them otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def one_token_each(tokenizer: Tokenizer, word: str) -> bool:

