@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -384,6 +385,11 @@ def main() -> None:
         )
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is not on PATH (apt-get install wrk)")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # children inherit it
+    if soft != resource.RLIM_INFINITY and soft < 4096:  # 1000 streams: a socket each side
+        high = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high, hard))
 
     started = time.monotonic()
     bench = Bench(args)

@@ -206,30 +206,62 @@ async def wait_refused(host: str, port: int) -> None:
         await trio.sleep(0.01)
 
 
+async def stream_until_shutdown(
+    client: httpx.AsyncClient, url: str, max_tokens: int, shutdown: trio.Event
+) -> list[str]:
+    """Stream a chat, set ``shutdown`` after the second frame, return every payload.
+
+    After the trigger it checks that new connections are refused while the stream goes on.
+    """
+    host, port = host_port(url)
+    payloads: list[str] = []
+    async with client.stream("POST", url + CHAT, json=chat_body(max_tokens, stream=True)) as response:
+        assert response.status_code == 200
+        async with aclosing(response.aiter_lines()) as lines:
+            async for line in lines:
+                if not line.startswith("data: "):
+                    continue
+                payloads.append(line.removeprefix("data: "))
+                if len(payloads) == 2:
+                    shutdown.set()
+                    await wait_refused(host, port)  # the listener closes at once
+    return payloads
+
+
 async def test_graceful_shutdown_lets_stream_finish() -> None:
-    itl_ms, max_tokens = 20, 20  # the stream lasts about 0.4 s
-    settings = fast_settings(itl_ms=itl_ms, graceful_timeout_s=5)
-    async with serving(settings) as (url, shutdown, stopped), httpx.AsyncClient() as client:
+    max_tokens = 20  # at 20 ms: about 0.4 s, well inside the grace period
+    settings = fast_settings(itl_ms=20, graceful_timeout_s=5)
+    async with serving(settings) as (url, shutdown, stopped):
         host, port = host_port(url)
-        payloads: list[str] = []
         with trio.fail_after(5):
-            async with client.stream("POST", url + CHAT, json=chat_body(max_tokens, stream=True)) as response:
-                assert response.status_code == 200
-                async with aclosing(response.aiter_lines()) as lines:
-                    async for line in lines:
-                        if not line.startswith("data: "):
-                            continue
-                        payloads.append(line.removeprefix("data: "))
-                        if len(payloads) == 2:
-                            shutdown.set()
-                            # The listener closes at once; the stream goes on.
-                            await wait_refused(host, port)
-                            assert not stopped.is_set()
+            async with httpx.AsyncClient() as client:
+                payloads = await stream_until_shutdown(client, url, max_tokens, shutdown)
+                assert not stopped.is_set()
         check_stream(payloads, max_tokens)
-        with trio.fail_after(2):  # idle keep-alive connections close on shutdown too
+        with trio.fail_after(2):  # nothing is in flight: no need to wait out the 5 s
             await stopped.wait()
         with pytest.raises(OSError):
             await trio.open_tcp_stream(host, port)
+
+
+@pytest.mark.xfail(
+    reason="BUG: after shutdown, serve() waits the whole graceful_timeout_s when a client "
+    "keeps its keep-alive connection open, although no request is in flight",
+    strict=True,
+)
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2c"])
+async def test_graceful_shutdown_closes_idle_keep_alive(http2: bool) -> None:  # noqa: FBT001
+    max_tokens = 10
+    settings = fast_settings(itl_ms=20, graceful_timeout_s=2)
+    async with serving(settings) as (url, shutdown, stopped):
+        async with httpx.AsyncClient(http1=not http2, http2=http2) as client:
+            with trio.fail_after(5):
+                payloads = await stream_until_shutdown(client, url, max_tokens, shutdown)
+            check_stream(payloads, max_tokens)
+            # The client keeps its pooled connection, as every HTTP client does.
+            with trio.move_on_after(0.5):
+                await stopped.wait()
+            assert stopped.is_set(), "serve() still running 0.5 s after its last stream ended"
 
 
 async def test_graceful_timeout_cuts_long_stream() -> None:

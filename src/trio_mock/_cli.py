@@ -51,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_reference() -> str:
+    """The README's settings table, generated from Settings so the docs cannot drift."""
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for k in KNOBS.values():
+        rows.append(f"| `{k.flag}` | `{k.env}` | {shown_default(k.default)} | {k.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def shown_default(default: Any) -> str:
+    if default is None:
+        return "(none)"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`"
+    return f"`{default}`"
+
+
 def metavar(tp: Any) -> str:
     if tp is int:
         return "N"
