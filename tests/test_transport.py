@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from conftest import StartServer
 
 CHAT = "/v1/chat/completions"
+# Leaving ``aiter_lines()`` early (or on an error) leaves httpx's inner async generators to
+# the garbage collector, and trio warns about each (STYLE.md section 6).
+HTTPX_GENERATORS_LEFT_OPEN = pytest.mark.filterwarnings("ignore:Async generator 'httpx?(core)?\\.:ResourceWarning")
 
 
 def chat_body(max_tokens: int, *, stream: bool = False) -> dict[str, Any]:
@@ -264,6 +267,7 @@ async def test_graceful_shutdown_closes_idle_keep_alive(http2: bool) -> None:  #
             assert stopped.is_set(), "serve() still running 0.5 s after its last stream ended"
 
 
+@HTTPX_GENERATORS_LEFT_OPEN
 async def test_graceful_timeout_cuts_long_stream() -> None:
     grace_s = 0.1
     settings = fast_settings(itl_ms=20, graceful_timeout_s=grace_s)  # 500 tokens: 10 s
@@ -311,6 +315,7 @@ async def wait_task_count(target: int, within_s: float) -> int:
     return count_tasks()
 
 
+@HTTPX_GENERATORS_LEFT_OPEN
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2c"])
 async def test_disconnect_mid_stream_cancels_handler(
     start_server: StartServer,

@@ -73,7 +73,12 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     limit_s = settings.server.max_request_s
 
     def model_object(model_id: str) -> dict[str, object]:
-        return {"id": model_id, "object": "model", "created": started, "owned_by": settings.models.owned_by}
+        return {
+            "id": model_id,
+            "object": "model",
+            "created": started,
+            "owned_by": settings.models.owned_by,
+        }
 
     @app.get("/health")
     async def health() -> ResponseReturnValue:
@@ -94,7 +99,9 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     @app.get("/v1/models")
     @app.get("/models")
     async def list_models() -> ResponseReturnValue:
-        return json_response({"object": "list", "data": [model_object(m) for m in settings.models.models]})
+        return json_response(
+            {"object": "list", "data": [model_object(m) for m in settings.models.models]}
+        )
 
     @app.get("/v1/models/<path:model_id>")
     @app.get("/models/<path:model_id>")
@@ -107,12 +114,17 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     async def chat_completions() -> ResponseReturnValue:
         start = trio.current_time()  # TTFT counts from arrival
         headers = {"x-request-id": request.headers.get("x-request-id") or new_id("req_")}
-        chat = structure(parse_json(await request.get_data(cache=False)), ChatCompletionRequest)
+        chat = structure(
+            parse_json(await request.get_data(cache=False, as_text=False, parse_form_data=False)),
+            ChatCompletionRequest,
+        )
         check_chat(chat, settings.models)
         prompt_tokens = await model.prompt_tokens(chat)
         choices = await model.plan(chat)
         emitter = ChatEmitter(
-            model=chat.model, fingerprint=settings.models.system_fingerprint, include_usage=chat.include_usage
+            model=chat.model,
+            fingerprint=settings.models.system_fingerprint,
+            include_usage=chat.include_usage,
         )
         if not chat.stream:
             done_at = max(c.offsets[-1] for c in choices)
@@ -120,10 +132,16 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
                 await trio.sleep_until(start + limit_s)
                 raise too_long(limit_s)
             await trio.sleep_until(start + done_at)
-            return Response(emitter.body(choices, prompt_tokens), content_type=JSON, headers=headers)
+            return Response(
+                emitter.body(choices, prompt_tokens), content_type=JSON, headers=headers
+            )
         offsets, frames = emitter.stream(choices, prompt_tokens)
         offsets, frames = cut_at(offsets, frames, limit_s, error_frame(too_long(limit_s).to_json()))
-        response = Response(paced(frames, offsets, start), content_type="text/event-stream; charset=utf-8", headers=headers | SSE_HEADERS)
+        response = Response(
+            paced(frames, offsets, start),
+            content_type="text/event-stream; charset=utf-8",
+            headers=headers | SSE_HEADERS,
+        )
         response.timeout = limit_s + CANCEL_MARGIN_S
         return response
 
@@ -131,7 +149,9 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
 
 def too_long(limit_s: float) -> OpenAIError:
-    return OpenAIError(504, f"The request exceeded the server's maximum duration of {limit_s:g} s.", code="timeout")
+    return OpenAIError(
+        504, f"The request exceeded the server's maximum duration of {limit_s:g} s.", code="timeout"
+    )
 
 
 def app_from_environment() -> QuartTrio:

@@ -43,8 +43,14 @@ class ChatModel:
         self.settings = settings
         self.tokenizer = tokenizer
         out = settings.output
-        self.corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed) if out.output_mode == "corpus" else None
-        self.fixed = RepeatedText(tokenizer.pieces(out.fixed_text)) if out.output_mode == "fixed" else None
+        self.corpus = (
+            Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            if out.output_mode == "corpus"
+            else None
+        )
+        self.fixed = (
+            RepeatedText(tokenizer.pieces(out.fixed_text)) if out.output_mode == "fixed" else None
+        )
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
 
     def count_messages(self, messages: list[ChatMessage]) -> int:
@@ -76,14 +82,21 @@ class ChatModel:
         text = message_text(users[-1])
         if len(text) < INLINE_CHARS:
             return RepeatedText(self.tokenizer.pieces(text))
-        pieces = await trio.to_thread.run_sync(self.tokenizer.pieces, text, limiter=TOKENIZER_LIMITER)
+        pieces = await trio.to_thread.run_sync(
+            self.tokenizer.pieces, text, limiter=TOKENIZER_LIMITER
+        )
         return RepeatedText(pieces)
 
     async def plan(self, chat: ChatCompletionRequest) -> list[ChoicePlan]:
         """One plan per choice; a request ``seed`` makes text and schedule reproducible."""
         rng = self.unseeded if chat.seed is None else np.random.default_rng(chat.seed & (2**64 - 1))
         source = await self.source_for(chat)
-        limits = Limits(max_tokens=chat.token_limit, min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos)
+        limits = Limits(
+            max_tokens=chat.token_limit, min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos
+        )
         out = self.settings.output
         per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
-        return [plan_choice(i, source, limits, self.settings.latency, per_event, rng) for i in range(chat.n)]
+        return [
+            plan_choice(i, source, limits, self.settings.latency, per_event, rng)
+            for i in range(chat.n)
+        ]

@@ -40,14 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for k in KNOBS.values():
-        group = groups.get(k.group) or groups.setdefault(k.group, parser.add_argument_group(f"{k.group} settings"))
+        group = groups.get(k.group) or groups.setdefault(
+            k.group, parser.add_argument_group(f"{k.group} settings")
+        )
         default = ",".join(k.default) if isinstance(k.default, tuple) else k.default
         help_text = f"{k.help} [default: {default}; env: {k.env}]".replace("%", "%%")
         if k.type is bool:
-            group.add_argument(k.flag, dest=k.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                k.flag,
+                dest=k.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         else:
-            choices = typing.get_args(k.type) if typing.get_origin(k.type) is typing.Literal else None
-            group.add_argument(k.flag, dest=k.name, metavar=metavar(k.type), choices=choices, default=argparse.SUPPRESS, help=help_text)
+            choices = (
+                typing.get_args(k.type) if typing.get_origin(k.type) is typing.Literal else None
+            )
+            group.add_argument(
+                k.flag,
+                dest=k.name,
+                metavar=metavar(k.type),
+                choices=choices,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
     return parser
 
 
@@ -93,12 +110,18 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings(argv)
         tokenizer = load_tokenizer(settings.output.tokenizer)
     except (SettingsError, TokenizerError) as error:
-        detail = str(error) if isinstance(error, SettingsError) else f"--tokenizer ({ENV_PREFIX}TOKENIZER): {error}"
+        detail = (
+            str(error)
+            if isinstance(error, SettingsError)
+            else f"--tokenizer ({ENV_PREFIX}TOKENIZER): {error}"
+        )
         print(f"trio-mock: error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None
     log.info(

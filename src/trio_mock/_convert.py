@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -61,7 +62,7 @@ def _structure_stop(value: Any, _: Any) -> str | list[str] | None:
 
 
 def _objects_only(cls: type) -> Any:
-    build = cattrs.gen.make_dict_structure_fn(cls, converter)
+    build: Callable[[Any, type], Any] = cattrs.gen.make_dict_structure_fn(cls, converter)
 
     def structure(value: Any, _: type) -> Any:
         if not isinstance(value, dict):
@@ -83,7 +84,13 @@ def _arrays_only(tp: Any) -> Any:
 
 
 converter.register_structure_hook_factory(attrs.has, _objects_only)
-converter.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is list, _arrays_only)
+
+
+def _is_list(tp: Any) -> bool:
+    return typing.get_origin(tp) is list
+
+
+converter.register_structure_hook_factory(_is_list, _arrays_only)
 converter.register_structure_hook(str | list[ContentPart] | None, _structure_content)
 converter.register_structure_hook(str | list[str] | None, _structure_stop)
 
@@ -110,8 +117,23 @@ def structure(data: dict[str, Any], cls: type[T]) -> T:
         raise shape_error(error, data) from None
 
 
-JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
-EXPECTED_NAMES = {"int": "an integer", "float": "a number", "bool": "a boolean", "str": "a string", "object": "an object", "array": "an array"}
+JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
+EXPECTED_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "str": "a string",
+    "object": "an object",
+    "array": "an array",
+}
 NOT_IN_LITERAL = re.compile(r"not in literal typing\.Literal\[(.*)\]")
 
 
@@ -121,15 +143,25 @@ def shape_error(error: cattrs.BaseValidationError, data: dict[str, Any]) -> Open
     problem, _, where = first.rpartition(" @ ")
     param = where.removeprefix("$").removeprefix(".") or None
     if problem.startswith("required field missing"):
-        return invalid(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
+        return invalid(
+            f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+        )
     got = JSON_TYPES.get(type(value_at(data, where)), "another type")
     if problem.startswith("expected "):
         wanted = problem.removeprefix("expected ")
         wanted = EXPECTED_NAMES.get(wanted, wanted)
-        return invalid(f"Invalid type for '{param}': expected {wanted}, but got {got} instead.", param, "invalid_type")
+        return invalid(
+            f"Invalid type for '{param}': expected {wanted}, but got {got} instead.",
+            param,
+            "invalid_type",
+        )
     if choices := NOT_IN_LITERAL.search(problem):
         value = value_at(data, where)
-        return invalid(f"Invalid value: {value!r}. Supported values are: {choices.group(1)}.", param, "invalid_value")
+        return invalid(
+            f"Invalid value: {value!r}. Supported values are: {choices.group(1)}.",
+            param,
+            "invalid_value",
+        )
     return invalid(f"Invalid value for '{param}': {problem}.", param, "invalid_value")
 
 

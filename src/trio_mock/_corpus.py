@@ -61,7 +61,9 @@ class Corpus:
         words = list(dict.fromkeys(w for w in WORDS if one_token_each(tokenizer, w)))
         v = len(words)
         self.pieces: list[str] = (
-            [f" {w}" for w in words] + [f" {w.capitalize()}" for w in words] + [w.capitalize() for w in words]
+            [f" {w}" for w in words]
+            + [f" {w.capitalize()}" for w in words]
+            + [w.capitalize() for w in words]
         )
         comma, period, paragraph = len(self.pieces), len(self.pieces) + 1, len(self.pieces) + 2
         self.pieces += [",", ".", ".\n\n"]

@@ -64,7 +64,12 @@ class ChatEmitter:
                 "choices": [
                     {
                         "index": c.index,
-                        "message": {"role": "assistant", "content": c.text, "refusal": None, "annotations": []},
+                        "message": {
+                            "role": "assistant",
+                            "content": c.text,
+                            "refusal": None,
+                            "annotations": [],
+                        },
                         "logprobs": None,
                         "finish_reason": c.finish_reason,
                     }
@@ -77,11 +82,14 @@ class ChatEmitter:
         )
 
     def _head(self) -> bytes:
-        return b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":"%s","choices":' % (
-            self.id.encode(),
-            self.created,
-            orjson.dumps(self.model),
-            self.fingerprint.encode(),
+        return (
+            b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":"%s","choices":'
+            % (
+                self.id.encode(),
+                self.created,
+                orjson.dumps(self.model),
+                self.fingerprint.encode(),
+            )
         )
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
@@ -92,7 +100,11 @@ class ChatEmitter:
         content = head + b'{"content":"'
         middle = b'"},"logprobs":null,"finish_reason":null}]' + tail
         last = b'"},"logprobs":null,"finish_reason":"%s"}]' % choice.finish_reason.encode() + tail
-        role = head + b'{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]' + tail
+        role = (
+            head
+            + b'{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]'
+            + tail
+        )
         escaped, final = choice.escaped, len(choice.event_ends) - 1
         start = 0
         for k, end in enumerate(choice.event_ends):
@@ -112,7 +124,9 @@ class ChatEmitter:
         }
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def stream(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> tuple[list[float], Iterator[bytes]]:
+    def stream(
+        self, choices: Sequence[ChoicePlan], prompt_tokens: int
+    ) -> tuple[list[float], Iterator[bytes]]:
         """Every event of every choice in due order, then usage and ``[DONE]``.
 
         Returns:

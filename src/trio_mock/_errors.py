@@ -47,7 +47,9 @@ class OpenAIError(Exception):
 
     def to_body(self) -> dict[str, object]:
         kind = self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
-        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return {
+            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_body())
@@ -65,11 +67,15 @@ def from_http_exception(error: HTTPException) -> OpenAIError:
     """Map Quart/Werkzeug's HTTP errors (404, 405, 413, bad JSON) to OpenAI's wording."""
     status = error.code or 500
     if status == 404:
-        return OpenAIError(404, "Unknown request URL. Please check the URL and method.", code="unknown_url")
+        return OpenAIError(
+            404, "Unknown request URL. Please check the URL and method.", code="unknown_url"
+        )
     if status == 405:
         return OpenAIError(405, "Method not allowed for this URL.", code="method_not_allowed")
     if status == 413:
-        return OpenAIError(413, "Request body is larger than the server accepts.", code="request_too_large")
+        return OpenAIError(
+            413, "Request body is larger than the server accepts.", code="request_too_large"
+        )
     return OpenAIError(status, error.description or error.name)
 
 
@@ -87,4 +93,6 @@ def install_error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.exception("unexpected error while handling a request")
-        return OpenAIError(500, "The server had an error while processing your request.").to_response()
+        return OpenAIError(
+            500, "The server had an error while processing your request."
+        ).to_response()

@@ -13,7 +13,9 @@ from itertools import chain, islice
 import trio
 
 
-async def paced(frames: Iterator[bytes], offsets: Sequence[float], start: float) -> AsyncIterator[bytes]:
+async def paced(
+    frames: Iterator[bytes], offsets: Sequence[float], start: float
+) -> AsyncIterator[bytes]:
     """Yield ``frames`` (one per offset), each batch when its first frame is due.
 
     Args:
@@ -31,7 +33,9 @@ async def paced(frames: Iterator[bytes], offsets: Sequence[float], start: float)
         i = j
 
 
-def cut_at(offsets: list[float], frames: Iterator[bytes], limit_s: float, last: bytes) -> tuple[list[float], Iterator[bytes]]:
+def cut_at(
+    offsets: list[float], frames: Iterator[bytes], limit_s: float, last: bytes
+) -> tuple[list[float], Iterator[bytes]]:
     """Truncate a schedule at ``limit_s`` seconds: what is due later is replaced by ``last``."""
     if not offsets or offsets[-1] <= limit_s:
         return offsets, frames

@@ -62,4 +62,8 @@ class ChatCompletionRequest:
     @property
     def token_limit(self) -> int | None:
         """OpenAI's newer name wins when both are sent."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )

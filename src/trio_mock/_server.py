@@ -65,7 +65,9 @@ async def serve(
     app = create_app(settings)
     config = hypercorn_config(settings)
     config.workers = 1
-    await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await hypercorn.trio.serve(
+        app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
+    )
 
 
 async def wait_for_signal() -> None:

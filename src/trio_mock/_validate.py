@@ -37,7 +37,11 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
         )
     at_least("n", chat.n, 1)
     if chat.n > MAX_N:
-        raise invalid(f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_N}, but got {chat.n} instead.", "n", "integer_above_max_value")
+        raise invalid(
+            f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_N}, but got {chat.n} instead.",
+            "n",
+            "integer_above_max_value",
+        )
     for name in ("max_tokens", "max_completion_tokens"):
         value = getattr(chat, name)
         if value is not None:
@@ -45,7 +49,10 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
     at_least("min_tokens", chat.min_tokens, 0)
     limit = chat.token_limit
     if limit is not None and chat.min_tokens > limit:
-        raise invalid(f"min_tokens ({chat.min_tokens}) must be less than or equal to max_tokens ({limit}).", "min_tokens")
+        raise invalid(
+            f"min_tokens ({chat.min_tokens}) must be less than or equal to max_tokens ({limit}).",
+            "min_tokens",
+        )
     if chat.seed is not None and not -(2**63) <= chat.seed < 2**64:
         raise invalid("Invalid 'seed': integer out of range.", "seed", "integer_out_of_range")
     check_model(chat.model, settings)
