@@ -7,6 +7,8 @@ nox -s bench        # loopback benchmark, prints one JSON line per scenario
 
 from __future__ import annotations
 
+import shutil
+
 import nox
 
 nox.needs_version = ">=2025.2.9"
@@ -40,5 +42,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=None, default=False)
 def bench(session: nox.Session) -> None:
     """Loopback benchmark against ../shared/bench's load tools (needs wrk; bounded in time)."""
+    if shutil.which("wrk") is None:
+        session.error("nox -s bench needs wrk on PATH (Debian: apt-get install wrk)")
     session.install("-e.", *nox.project.dependency_groups(PYPROJECT, "bench"))
     session.run("python", "bench/bench.py", *session.posargs)

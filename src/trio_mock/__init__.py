@@ -1,36 +1,17 @@
 """trio-mock: an OpenAI-compatible LLM API simulator on Trio.
 
 Public API: ``serve`` (embed in a Trio program), ``create_app`` (the Quart-Trio app),
-``Settings``, and ``app`` (built lazily from ``TRIO_MOCK_*`` for
-``hypercorn -k trio trio_mock:app``).
+``Settings``, and ``app`` for ``hypercorn -k trio trio_mock:app`` (built from the
+``TRIO_MOCK_*`` environment on first use, so importing trio_mock stays cheap).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._app import create_app as create_app
+from ._app import EnvironmentApp, create_app as create_app
 from ._server import serve as serve
 from ._settings import Settings as Settings, SettingsError as SettingsError
 from ._version import __version__ as __version__
 
-if TYPE_CHECKING:
-    from quart_trio import QuartTrio
-
-    app: QuartTrio
+app = EnvironmentApp()
 
 __all__ = ["Settings", "SettingsError", "__version__", "app", "create_app", "serve"]
-
-_app: QuartTrio | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """Build ``app`` on first access only, so importing trio_mock stays cheap."""
-    global _app
-    if name == "app":
-        if _app is None:
-            from ._app import app_from_environment
-
-            _app = app_from_environment()
-        return _app
-    raise AttributeError(f"module 'trio_mock' has no attribute {name!r}")

@@ -1,9 +1,7 @@
-"""The Quart-Trio app: thin routes over parse -> validate -> plan -> emit -> pace.
+"""The Quart-Trio app: thin Quart routes, plus the hot chat endpoint as raw ASGI.
 
-I/O happens only here and in ``_server``; everything a route calls in between is a sync
-or sans-IO stage. Streams are owned by quart-trio's per-request task: its nursery is
-cancelled when the client disconnects, and ``response.timeout`` is the cancel scope that
-bounds the whole stream.
+I/O happens only here, in ``_asgi`` and in ``_server``; everything a route calls in
+between is a sync or sans-IO stage (parse -> validate -> plan -> emit -> pace).
 """
 
 from __future__ import annotations
@@ -14,19 +12,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from ._asgi import ASGIApp, ChatEndpoint
 from ._chat import ChatModel
-from ._convert import parse_json, structure
-from ._emit import ChatEmitter, error_frame, new_id
-from ._errors import OpenAIError, install_error_handlers
-from ._pacing import cut_at, paced
-from ._protocol import ChatCompletionRequest
+from ._emit import new_id
+from ._errors import install_error_handlers
 from ._settings import Settings
 from ._tokens import load_tokenizer
-from ._validate import check_chat, check_model
+from ._validate import check_model
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -43,10 +38,6 @@ ENDPOINTS = [
     "POST /chat/completions",
 ]
 JSON = "application/json"
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-# The stream's own schedule ends it at max_request_s with an error frame; the cancel scope
-# is the backstop for a client too slow to take it.
-CANCEL_MARGIN_S = 1.0
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -64,13 +55,13 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     model = ChatModel(settings, tokenizer)
     started = int(time.time())
 
-    app = QuartTrio("trio_mock")
+    app = TrioMockApp("trio_mock")
+    chat = ChatEndpoint(settings, model)
+    app.fast_routes = {"/v1/chat/completions": chat, "/chat/completions": chat}
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
-    app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
     app.extensions["trio_mock"] = {"settings": settings, "tokenizer": tokenizer}
     install_error_handlers(app)
-    limit_s = settings.server.max_request_s
 
     def model_object(model_id: str) -> dict[str, object]:
         return {
@@ -79,6 +70,11 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
             "created": started,
             "owned_by": settings.models.owned_by,
         }
+
+    @app.after_request
+    async def add_request_id(response: Response) -> Response:
+        response.headers["x-request-id"] = request.headers.get("x-request-id") or new_id("req_")
+        return response
 
     @app.get("/health")
     async def health() -> ResponseReturnValue:
@@ -109,53 +105,26 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         check_model(model_id, settings.models)
         return json_response(model_object(model_id))
 
-    @app.post("/v1/chat/completions")
-    @app.post("/chat/completions")
-    async def chat_completions() -> ResponseReturnValue:
-        start = trio.current_time()  # TTFT counts from arrival
-        headers = {"x-request-id": request.headers.get("x-request-id") or new_id("req_")}
-        chat = structure(
-            parse_json(await request.get_data(cache=False, as_text=False, parse_form_data=False)),
-            ChatCompletionRequest,
-        )
-        check_chat(chat, settings.models)
-        prompt_tokens = await model.prompt_tokens(chat)
-        choices = await model.plan(chat)
-        emitter = ChatEmitter(
-            model=chat.model,
-            fingerprint=settings.models.system_fingerprint,
-            include_usage=chat.include_usage,
-        )
-        if not chat.stream:
-            done_at = max(c.offsets[-1] for c in choices)
-            if done_at > limit_s:
-                await trio.sleep_until(start + limit_s)
-                raise too_long(limit_s)
-            await trio.sleep_until(start + done_at)
-            return Response(
-                emitter.body(choices, prompt_tokens), content_type=JSON, headers=headers
-            )
-        offsets, frames = emitter.stream(choices, prompt_tokens)
-        offsets, frames = cut_at(offsets, frames, limit_s, error_frame(too_long(limit_s).to_json()))
-        response = Response(
-            paced(frames, offsets, start),
-            content_type="text/event-stream; charset=utf-8",
-            headers=headers | SSE_HEADERS,
-        )
-        response.timeout = limit_s + CANCEL_MARGIN_S
-        return response
-
     return app
 
 
-def too_long(limit_s: float) -> OpenAIError:
-    return OpenAIError(
-        504, f"The request exceeded the server's maximum duration of {limit_s:g} s.", code="timeout"
-    )
+class TrioMockApp(QuartTrio):
+    """QuartTrio, with the hot endpoints served as raw ASGI (see ``_asgi``)."""
+
+    fast_routes: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (route := self.fast_routes.get(scope["path"])):
+            await route(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"
 
 
 def app_from_environment() -> QuartTrio:
-    """The module-level ``trio_mock.app`` for ``hypercorn -k trio trio_mock:app``.
+    """Build the app for ``hypercorn -k trio trio_mock:app`` and the CLI's workers.
 
     The CLI's worker processes receive the parent's exact settings in one variable; other
     launchers use the ``TRIO_MOCK_*`` variables.
@@ -165,4 +134,17 @@ def app_from_environment() -> QuartTrio:
     return create_app(settings)
 
 
-SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"
+class EnvironmentApp:
+    """``trio_mock.app``: an ASGI app built from the environment on first use.
+
+    Hypercorn finds ``app`` in the module's namespace, so it must exist at import; building
+    the real app (tokenizer, corpus) only when served keeps ``import trio_mock`` cheap.
+    """
+
+    def __init__(self) -> None:
+        self._app: QuartTrio | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            self._app = app_from_environment()
+        await self._app(scope, receive, send)

@@ -44,17 +44,28 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
 
 
 class ChatEmitter:
-    """Renders one chat completion request's body or frames."""
+    """Renders one chat completion's body or frames from its planned choices."""
 
-    def __init__(self, *, model: str, fingerprint: str, include_usage: bool = False) -> None:
+    def __init__(
+        self,
+        choices: Sequence[ChoicePlan],
+        prompt_tokens: int,
+        *,
+        model: str,
+        fingerprint: str,
+        include_usage: bool = False,
+    ) -> None:
+        self.choices = choices
+        self.prompt_tokens = prompt_tokens
         self.id = new_id("chatcmpl-")
         self.created = int(time.time())
         self.model = model
         self.fingerprint = fingerprint
         self.include_usage = include_usage
 
-    def body(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> bytes:
+    def body(self) -> bytes:
         """The non-streamed ``chat.completion`` object."""
+        choices, prompt_tokens = self.choices, self.prompt_tokens
         return orjson.dumps(
             {
                 "id": self.id,
@@ -112,7 +123,7 @@ class ChatEmitter:
             yield role + frame if k == 0 else frame
             start = end
 
-    def usage_frame(self, choices: Sequence[ChoicePlan], prompt_tokens: int) -> bytes:
+    def usage_frame(self) -> bytes:
         body = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -120,18 +131,17 @@ class ChatEmitter:
             "model": self.model,
             "system_fingerprint": self.fingerprint,
             "choices": [],
-            "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+            "usage": usage(self.prompt_tokens, sum(c.tokens for c in self.choices)),
         }
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def stream(
-        self, choices: Sequence[ChoicePlan], prompt_tokens: int
-    ) -> tuple[list[float], Iterator[bytes]]:
+    def stream(self) -> tuple[list[float], Iterator[bytes]]:
         """Every event of every choice in due order, then usage and ``[DONE]``.
 
         Returns:
           The offsets (seconds after arrival) and a lazy iterator of frames, one per offset.
         """
+        choices = self.choices
         if len(choices) == 1:
             offsets = list(choices[0].offsets)
             frames: Iterator[bytes] = self.choice_frames(choices[0])
@@ -142,7 +152,7 @@ class ChatEmitter:
             offsets = due[order].tolist()
             generators = [self.choice_frames(c) for c in choices]
             frames = (next(generators[c]) for c in owner[order].tolist())
-        closing = (self.usage_frame(choices, prompt_tokens) if self.include_usage else b"") + DONE
+        closing = (self.usage_frame() if self.include_usage else b"") + DONE
         offsets.append(offsets[-1])
         return offsets, chain(frames, (closing,))
 

@@ -56,5 +56,7 @@ class RepeatedText:
     def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
         if n <= len(self.text):
             return self.text[:n], self.escaped[:n]
+        if not self.text:  # nothing to repeat (an empty message echoed): " x" is one token
+            return [" x"] * n, [b" x"] * n
         reps = -(-n // len(self.text))
         return (self.text * reps)[:n], (self.escaped * reps)[:n]

@@ -7,7 +7,7 @@ because the client pushed back, leave in one write: fewer, fuller writes cost le
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from itertools import chain, islice
 
 import trio
@@ -15,7 +15,7 @@ import trio
 
 async def paced(
     frames: Iterator[bytes], offsets: Sequence[float], start: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """Yield ``frames`` (one per offset), each batch when its first frame is due.
 
     Args:

@@ -35,6 +35,11 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
             "messages",
             "empty_array",
         )
+    if chat.stream_options is not None and not chat.stream:
+        raise invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     at_least("n", chat.n, 1)
     if chat.n > MAX_N:
         raise invalid(

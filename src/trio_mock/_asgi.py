@@ -1,0 +1,196 @@
+"""The hot endpoints as raw ASGI, inside the Quart-Trio app.
+
+Quart's request context, routing and response objects cost more per request than all of
+trio-mock's own work, so ``POST /v1/chat/completions`` is served here, straight on the ASGI
+``receive``/``send`` callables; every other route stays a Quart view. The behaviour is the
+same as a Quart view: body limit (413), OpenAI-shaped errors, and a stream owned by this
+task, whose nursery is cancelled when the client disconnects and whose cancel scope bounds
+the stream's duration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._convert import parse_json, structure
+from ._emit import ChatEmitter, error_frame, new_id
+from ._errors import OpenAIError
+from ._pacing import cut_at, paced
+from ._protocol import ChatCompletionRequest
+from ._validate import check_chat
+
+if TYPE_CHECKING:
+    from ._chat import ChatModel
+    from ._settings import Settings
+
+log = logging.getLogger("trio_mock")
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# A stream's own schedule ends it at max_request_s with an error frame; the cancel scope is
+# the backstop for a client too slow to take that frame.
+CANCEL_MARGIN_S = 1.0
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+def too_long(limit_s: float) -> OpenAIError:
+    return OpenAIError(
+        504, f"The request exceeded the server's maximum duration of {limit_s:g} s.", code="timeout"
+    )
+
+
+async def read_body(scope: Message, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused with a 413 as soon as it passes ``limit`` bytes."""
+    too_large = OpenAIError(
+        413, "Request body is larger than the server accepts.", code="request_too_large"
+    )
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise too_large
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def request_id(scope: Message) -> bytes:
+    """The client's ``x-request-id`` if it sent one, else a fresh OpenAI-style one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and value:
+            return bytes(value)
+    return new_id("req_").encode()
+
+
+async def send_body(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    """Wait for the client to go away, then cancel whatever serves it."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+class ChatEndpoint:
+    """``POST /v1/chat/completions`` as an ASGI callable."""
+
+    def __init__(self, settings: Settings, model: ChatModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.limit_s = settings.server.max_request_s
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        start = trio.current_time()  # TTFT counts from arrival
+        headers = [(b"x-request-id", request_id(scope))]
+        try:
+            if scope["method"] != "POST":
+                raise OpenAIError(
+                    405, "Method not allowed for this URL.", code="method_not_allowed"
+                )
+            body = await read_body(scope, receive, self.settings.server.max_body_bytes)
+            chat = structure(parse_json(body), ChatCompletionRequest)
+            check_chat(chat, self.settings.models)
+            prompt_tokens = await self.model.prompt_tokens(chat)
+            choices = await self.model.plan(chat)
+        except ClientGone:
+            return
+        except OpenAIError as error:
+            await send_body(send, error.status, error.to_json(), JSON_HEADERS + headers)
+            return
+        emitter = ChatEmitter(
+            choices,
+            prompt_tokens,
+            model=chat.model,
+            fingerprint=self.settings.models.system_fingerprint,
+            include_usage=chat.include_usage,
+        )
+        last = await self.respond(receive, send, chat, emitter, start, headers)
+        if last is None:  # the client went away
+            return
+        # The last send goes out after the disconnect watcher is gone: it may close the
+        # connection (on shutdown), which Hypercorn reports as a disconnect, and cancelling
+        # that close would leave the socket open until the grace period ends.
+        if chat.stream:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await send_body(send, *last, JSON_HEADERS + headers)
+
+    async def respond(
+        self,
+        receive: Receive,
+        send: Send,
+        chat: ChatCompletionRequest,
+        emitter: ChatEmitter,
+        start: float,
+        headers: list[tuple[bytes, bytes]],
+    ) -> tuple[int, bytes] | None:
+        """Serve the request on schedule while watching for a disconnect.
+
+        Returns:
+          The status and body still to send (the caller sends it), or None when the client
+          disconnected.
+        """
+        last: tuple[int, bytes] | None = None  # stays None when the client disconnects
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
+            if chat.stream:
+                await self.stream(send, emitter.stream(), start, headers)
+                last = (200, b"")
+            else:
+                done_at = max(c.offsets[-1] for c in emitter.choices)
+                if done_at > self.limit_s:
+                    await trio.sleep_until(start + self.limit_s)
+                    late = too_long(self.limit_s)
+                    last = (late.status, late.to_json())
+                else:
+                    await trio.sleep_until(start + done_at)
+                    last = (200, emitter.body())
+            nursery.cancel_scope.cancel()
+        return last
+
+    async def stream(
+        self,
+        send: Send,
+        schedule: tuple[list[float], Any],
+        start: float,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Send the SSE frames on schedule, cut at ``max_request_s``; the caller ends the body."""
+        offsets, frames = schedule
+        last = error_frame(too_long(self.limit_s).to_json())
+        offsets, frames = cut_at(offsets, frames, self.limit_s, last)
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        with trio.move_on_at(start + self.limit_s + CANCEL_MARGIN_S):
+            async with aclosing(paced(frames, offsets, start)) as batches:
+                async for data in batches:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
