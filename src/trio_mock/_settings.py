@@ -82,7 +82,7 @@ class ServerSettings:
         50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive
     )
     backlog: int = knob(2048, "listen backlog: bursts of new connections", positive)
-    keep_alive_timeout_s: float = knob(75.0, "idle keep-alive connection timeout", positive)
+    keep_alive_timeout_s: float = knob(5.0, "idle keep-alive connection timeout", positive)
     keep_alive_max_requests: int = knob(
         1_000_000, "requests per connection before it is closed", positive
     )
