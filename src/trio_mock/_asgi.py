@@ -134,7 +134,10 @@ class ChatEndpoint:
             fingerprint=self.settings.models.system_fingerprint,
             include_usage=chat.include_usage,
         )
-        last = await self.respond(receive, send, chat, emitter, start, headers)
+        if not chat.stream and start + emitter.done_at <= trio.current_time():
+            last: tuple[int, bytes] | None = (200, emitter.body())  # due now: nothing to watch
+        else:
+            last = await self.respond(receive, send, chat, emitter, start, headers)
         if last is None:  # the client went away
             return
         # The last send goes out after the disconnect watcher is gone: it may close the
@@ -167,7 +170,7 @@ class ChatEndpoint:
                 await self.stream(send, emitter.stream(), start, headers)
                 last = (200, b"")
             else:
-                done_at = max(c.offsets[-1] for c in emitter.choices)
+                done_at = emitter.done_at
                 if done_at > self.limit_s:
                     await trio.sleep_until(start + self.limit_s)
                     late = too_long(self.limit_s)

@@ -63,6 +63,11 @@ class ChatEmitter:
         self.fingerprint = fingerprint
         self.include_usage = include_usage
 
+    @property
+    def done_at(self) -> float:
+        """Seconds after arrival when the last token of any choice is due."""
+        return max(c.offsets[-1] for c in self.choices)
+
     def body(self) -> bytes:
         """The non-streamed ``chat.completion`` object."""
         choices, prompt_tokens = self.choices, self.prompt_tokens

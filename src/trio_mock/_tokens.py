@@ -9,6 +9,7 @@ unless asked for an encoding that is neither bundled nor cached.
 
 from __future__ import annotations
 
+import functools
 import os
 from functools import partial
 from pathlib import Path
@@ -98,6 +99,7 @@ async def count_tokens(tokenizer: Tokenizer, text: str) -> int:
     return len(await trio.to_thread.run_sync(encode, limiter=TOKENIZER_LIMITER))
 
 
+@functools.cache  # the CLI checks it before serving; load it once per process
 def load_tokenizer(spec: str) -> Tokenizer:
     """Load ``spec``: ``approx``, a ``.tiktoken`` file, or a tiktoken encoding name.
 
