@@ -116,3 +116,24 @@ async def test_index_reports_version_tokenizer_and_settings() -> None:
     assert "POST /v1/chat/completions" in data["endpoints"]
     assert data["settings"]["models"]["models"] == ["alpha"]
     assert data["settings"]["latency"]["ttft_ms"] == 0
+
+
+async def test_a_bug_is_an_openai_shaped_500_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_mock._chat import ChatModel
+
+    async def broken(self: ChatModel, chat: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ChatModel, "plan", broken)
+    app = create_app(fast_settings())
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post(
+            "/v1/chat/completions", json={"model": "m", "messages": user("x")}
+        )
+        body = await response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "boom" not in body
+    assert "Traceback" not in body
+    assert '"type":"server_error"' in body

@@ -60,7 +60,6 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     app.fast_routes = {"/v1/chat/completions": chat, "/chat/completions": chat}
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
-    app.extensions["trio_mock"] = {"settings": settings, "tokenizer": tokenizer}
     install_error_handlers(app)
 
     def model_object(model_id: str) -> dict[str, object]:

@@ -19,7 +19,7 @@ import trio
 
 from ._convert import parse_json, structure
 from ._emit import ChatEmitter, error_frame, new_id
-from ._errors import OpenAIError
+from ._errors import SERVER_ERROR, OpenAIError
 from ._pacing import cut_at, paced
 from ._protocol import ChatCompletionRequest
 from ._validate import check_chat
@@ -126,6 +126,10 @@ class ChatEndpoint:
             return
         except OpenAIError as error:
             await send_body(send, error.status, error.to_json(), JSON_HEADERS + headers)
+            return
+        except Exception:  # a bug must not reach the client as a traceback
+            log.exception("unexpected error while handling a chat request")
+            await send_body(send, 500, SERVER_ERROR.to_json(), JSON_HEADERS + headers)
             return
         emitter = ChatEmitter(
             choices,

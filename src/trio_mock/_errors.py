@@ -58,6 +58,9 @@ class OpenAIError(Exception):
         return Response(self.to_json(), status=self.status, content_type="application/json")
 
 
+SERVER_ERROR = OpenAIError(500, "The server had an error while processing your request.")
+
+
 def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
     """A 400 ``invalid_request_error``."""
     return OpenAIError(400, message, param=param, code=code)
@@ -93,6 +96,4 @@ def install_error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.exception("unexpected error while handling a request")
-        return OpenAIError(
-            500, "The server had an error while processing your request."
-        ).to_response()
+        return SERVER_ERROR.to_response()
