@@ -12,12 +12,18 @@ then stops the server (SIGTERM, then SIGKILL). Phases, each on a fresh server:
                              (a second after the burst); trio-mock without --quick also a
                              second 1000-stream burst (pace_repeat, rss_after_repeat), since
                              memory kept after one burst is not a leak but growth is
+  load, trio-mock only, pace's settings plus --itl-load-factor 0.001: 1000 streams of 100
+                             tokens; while all decode, the model's ITL is 10 x (1 + 0.001 x 999)
+                             = 19.99 ms (``modelled_itl_ms``, also the line's target ITL, so
+                             ``itl_err_*`` and ``stretch_*`` are off the model), with the
+                             observed ITL over it (``observed_itl_*_vs_modelled``) and over the
+                             pace phase's 1000 streams at factor 0 (``itl_*_ms_vs_unloaded``)
 
-Both phases run for the baseline (``bench/baseline_app.py``) first, then for trio-mock, whose
-lines carry ``*_vs_baseline`` ratios from the same run. Without --quick, the throughput phase
-runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Every line has a
-``phase``; pace lines add ``stretch_p50``/``stretch_p99``, a stream's observed end over its
-scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
+Throughput and pace run for the baseline (``bench/baseline_app.py``) first, then for trio-mock,
+whose lines carry ``*_vs_baseline`` ratios from the same run. Without --quick, the throughput
+phase runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Every line has a
+``phase``; pace and load lines add ``stretch_p50``/``stretch_p99``, a stream's observed end over
+its scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
 figures, the DESIGN.md targets met or not, and any problems (failed requests, tracebacks in a
 server's output, a server that died). The exit status is 1 if a phase could not run. A default
 run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) under one.
@@ -25,8 +31,10 @@ run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) u
 Hidden options: ``--duration S`` per rps/stream run; ``--budget S`` for the whole run (330,
 --quick 110: then runs are cut and phases skipped); ``--bench-dir`` for the shared runner;
 ``--server-cmd`` / ``--baseline-cmd`` replace a server's command with a template using
-``{python}``, ``{port}``, ``{ttft_ms}``, ``{itl_ms}`` and ``{workers}`` (without ``{workers}``
-the two-worker phase is skipped), e.g. the calibration server:
+``{python}``, ``{port}``, ``{ttft_ms}``, ``{itl_ms}``, ``{workers}`` and ``{itl_load_factor}``
+(without ``{workers}`` the two-worker phase is skipped, without ``{itl_load_factor}`` the load
+phase; the default command gets ``--itl-load-factor`` in the load phase only), e.g. the
+calibration server:
 
     python bench/bench.py --quick --server-cmd \\
         "{python} ../shared/bench/trivial_server.py --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
@@ -67,8 +75,10 @@ BASELINE_CMD = (
     "{python} " + shlex.quote(str(HERE / "baseline_app.py")) + " --host 127.0.0.1 --port {port}"
     " --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
 )
+LOAD_ARGS = " --itl-load-factor {itl_load_factor}"  # added to the default command's load phase
 MOCK, BASELINE, MOCK_W2 = "trio-mock", "baseline", "trio-mock-w2"
 PACE_TTFT_MS, PACE_ITL_MS, PACE_TOKENS = 50.0, 10.0, 100
+LOAD_STREAMS, LOAD_ITL_FACTOR = 1000, 0.001  # the load phase: pace with the ITL load model
 START_TIMEOUT_S = 60.0  # trio-mock builds its corpus before it listens
 BUDGET_S, QUICK_BUDGET_S = 330.0, 110.0  # past this, calls are cut and phases skipped
 RATIO_KEYS = {  # per scenario, the figures compared with the reference server
@@ -157,10 +167,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(template: str, ttft_ms: float, itl_ms: float, workers: int = 1) -> Generator[Server]:
+def running(
+    template: str, ttft_ms: float, itl_ms: float, workers: int = 1, itl_load_factor: float = 0.0
+) -> Generator[Server]:
     """Start a server from ``template`` on a free port, yield it once healthy, then stop it."""
     port = free_port()
     fields = {"port": port, "ttft_ms": f"{ttft_ms:g}", "itl_ms": f"{itl_ms:g}", "workers": workers}
+    fields["itl_load_factor"] = f"{itl_load_factor:g}"
     cmd = shlex.split(template.format(python=shlex.quote(sys.executable), **fields))
     print(f"bench: starting {shlex.join(cmd)}", file=sys.stderr)
     with tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log") as log:
@@ -219,7 +232,7 @@ class Bench:
         self, label: str, key: str, line: Record, compare: tuple[str, str] | None = None
     ) -> None:
         """Add stretch and ratios to a reference's line of the same key; check; emit."""
-        if line["scenario"].startswith("pace"):
+        if line["scenario"].startswith(("pace", "load")):
             line |= stretch(line)
         if compare and (reference := self.records.get((compare[0], key))):
             for name in RATIO_KEYS.get(line["scenario"], []):
@@ -256,6 +269,28 @@ class Bench:
                 for line in self.run(server, label, "pace", *pace, "--pace-n", "1000"):
                     self.record(label, "pace_repeat", line | phase | {"scenario": "pace_repeat"})
                 self.rss_after(server, label, "rss_after_repeat", None)
+            self.note(label, server)
+
+    def load(self, template: str, label: str) -> None:
+        """Pace ``LOAD_STREAMS`` streams against a server whose ITL grows with the decoders."""
+        modelled = modelled_itl_ms(PACE_ITL_MS, LOAD_ITL_FACTOR, LOAD_STREAMS)
+        # The model is the target: itl_err_* and stretch_* are then off the model, not off 10 ms.
+        pace = ["--ttft-ms", f"{PACE_TTFT_MS:g}", "--itl-ms", f"{modelled:g}"]
+        pace += ["--pace-tokens", str(PACE_TOKENS), "--pace-n", str(LOAD_STREAMS)]
+        key = f"load{LOAD_STREAMS}"
+        model = {"itl_ms": PACE_ITL_MS, "itl_load_factor": LOAD_ITL_FACTOR}
+        model["modelled_itl_ms"] = modelled
+        unloaded = self.records.get((label, f"pace{LOAD_STREAMS}"), {})  # factor 0, pace phase
+        with running(
+            template, PACE_TTFT_MS, PACE_ITL_MS, itl_load_factor=LOAD_ITL_FACTOR
+        ) as server:
+            (line,) = self.run(server, label, "pace", *pace)
+            line |= {"scenario": "load", "phase": "load"} | model
+            for p in ("p50", "p99"):
+                observed = line.get(f"itl_{p}_ms")
+                line[f"observed_itl_{p}_vs_modelled"] = ratio(observed, modelled)
+                line[f"itl_{p}_ms_vs_unloaded"] = ratio(observed, unloaded.get(f"itl_{p}_ms"))
+            self.record(label, key, line)
             self.note(label, server)
 
     def rss_after(
@@ -299,6 +334,15 @@ class Bench:
                 s[f"pace{n}_{name}"] = get(MOCK, f"pace{n}", name)
             for name in ("stretch_p50", "stretch_p99", "stretch_p99_vs_baseline"):
                 s[f"pace{n}_{name}"] = get(MOCK, f"pace{n}", name)
+        load = f"load{LOAD_STREAMS}"
+        s |= {
+            f"{load}_itl_p50_ms": get(MOCK, load, "itl_p50_ms"),
+            f"{load}_itl_p99_ms": get(MOCK, load, "itl_p99_ms"),
+            f"{load}_modelled_itl_ms": get(MOCK, load, "modelled_itl_ms"),
+            f"{load}_itl_vs_modelled": get(MOCK, load, "observed_itl_p50_vs_modelled"),
+            f"{load}_itl_p99_vs_modelled": get(MOCK, load, "observed_itl_p99_vs_modelled"),
+            f"{load}_itl_p50_vs_unloaded": get(MOCK, load, "itl_p50_ms_vs_unloaded"),
+        }
         idle, after = get(MOCK, "rss_idle", "rss_mib"), get(MOCK, "rss_after", "rss_mib")
         after_repeat = get(MOCK, "rss_after_repeat", "rss_mib")
         s |= {
@@ -329,6 +373,11 @@ class Bench:
         }
         s["problems"] = self.problems
         return s
+
+
+def modelled_itl_ms(itl_ms: float, factor: float, streams: int) -> float:
+    """The ITL while ``streams`` streams decode at once: ``itl_ms * (1 + factor * (D - 1))``."""
+    return round(itl_ms * (1 + factor * (streams - 1)), 3)
 
 
 def stretch(line: Record) -> Record:
@@ -399,6 +448,13 @@ def main() -> None:
     bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_baseline)
     bench.attempt("baseline pace", bench.pace, base, BASELINE, None, False)
     bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_baseline, not args.quick)
+    load_cmd = mock + LOAD_ARGS if mock == TRIO_MOCK_CMD else mock
+    if "{itl_load_factor}" in load_cmd:
+        bench.attempt("trio-mock load", bench.load, load_cmd, MOCK)
+    else:
+        print(
+            "bench: --server-cmd has no {itl_load_factor}: skipping the load phase", file=sys.stderr
+        )
     if not args.quick and "{workers}" in mock:
         vs_1worker = (MOCK, "_vs_1worker")
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)

@@ -19,6 +19,7 @@ from ._asgi import ASGIApp, ChatEndpoint
 from ._chat import ChatModel
 from ._emit import new_id
 from ._errors import install_error_handlers
+from ._load import Load
 from ._settings import Settings
 from ._tokens import load_tokenizer
 from ._validate import check_model
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     started = int(time.time())
 
     app = TrioMockApp("trio_mock")
-    chat = ChatEndpoint(settings, model)
+    load = Load(settings.capacity, settings.latency)
+    chat = ChatEndpoint(settings, model, load)
     app.fast_routes = {"/v1/chat/completions": chat, "/chat/completions": chat}
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
                 "name": "trio-mock",
                 "version": __version__,
                 "tokenizer": tokenizer.description,
+                "load": load.snapshot(),
                 "endpoints": ENDPOINTS,
                 "settings": settings.public(),
             }

@@ -11,21 +11,23 @@ the stream's duration.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import trio
+from attrs import frozen
 
 from ._convert import parse_json, structure
 from ._emit import ChatEmitter, error_frame, new_id
 from ._errors import SERVER_ERROR, OpenAIError
-from ._pacing import cut_at, paced
+from ._pacing import Event, cut_at, deadlines, paced
 from ._protocol import ChatCompletionRequest
-from ._validate import check_chat
+from ._validate import check_chat, parse_overrides
 
 if TYPE_CHECKING:
     from ._chat import ChatModel
+    from ._load import Admission, Load
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
@@ -101,16 +103,34 @@ async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> Non
     scope.cancel()
 
 
+@frozen
+class Timing:
+    """When a request arrived and was admitted: the schedule runs from admission, so the
+    client's TTFT includes the queue; the time limit runs from arrival."""
+
+    start: float
+    admitted: float
+    admission: Admission
+
+    @property
+    def static(self) -> bool:
+        return self.admission.ttft_scale == 1.0
+
+
 class ChatEndpoint:
     """``POST /v1/chat/completions`` as an ASGI callable."""
 
-    def __init__(self, settings: Settings, model: ChatModel) -> None:
+    def __init__(self, settings: Settings, model: ChatModel, load: Load) -> None:
         self.settings = settings
         self.model = model
+        self.load = load
         self.limit_s = settings.server.max_request_s
+        self.late_frame = error_frame(too_long(self.limit_s).to_json())
+        # Under the load model each ITL step is stretched by the decode count at that moment.
+        self.itl_scale = load.itl_scale if settings.latency.itl_load_factor else None
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        start = trio.current_time()  # TTFT counts from arrival
+        start = trio.current_time()  # the client's TTFT counts from arrival
         headers = [(b"x-request-id", request_id(scope))]
         try:
             if scope["method"] != "POST":
@@ -120,8 +140,10 @@ class ChatEndpoint:
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)
             chat = structure(parse_json(body), ChatCompletionRequest)
             check_chat(chat, self.settings.models)
+            overrides = parse_overrides(scope["headers"])
             prompt_tokens = await self.model.prompt_tokens(chat)
-            choices = await self.model.plan(chat)
+            choices = await self.model.plan(chat, prompt_tokens, overrides)
+            admission = await self.load.admit()  # may queue, or refuse
         except ClientGone:
             return
         except OpenAIError as error:
@@ -131,26 +153,31 @@ class ChatEndpoint:
             log.exception("unexpected error while handling a chat request")
             await send_body(send, 500, SERVER_ERROR.to_json(), JSON_HEADERS + headers)
             return
-        emitter = ChatEmitter(
-            choices,
-            prompt_tokens,
-            model=chat.model,
-            fingerprint=self.settings.models.system_fingerprint,
-            include_usage=chat.include_usage,
-        )
-        if not chat.stream and start + emitter.done_at <= trio.current_time():
-            last: tuple[int, bytes] | None = (200, emitter.body())  # due now: nothing to watch
-        else:
-            last = await self.respond(receive, send, chat, emitter, start, headers)
-        if last is None:  # the client went away
-            return
-        # The last send goes out after the disconnect watcher is gone: it may close the
-        # connection (on shutdown), which Hypercorn reports as a disconnect, and cancelling
-        # that close would leave the socket open until the grace period ends.
-        if chat.stream:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        else:
-            await send_body(send, *last, JSON_HEADERS + headers)
+        try:
+            emitter = ChatEmitter(
+                choices,
+                prompt_tokens,
+                model=chat.model,
+                fingerprint=self.settings.models.system_fingerprint,
+                include_usage=chat.include_usage,
+            )
+            plan = Timing(start=start, admitted=trio.current_time(), admission=admission)
+            if not chat.stream and plan.static and plan.admitted + emitter.done_at <= start:
+                admission.first_token()
+                last: tuple[int, bytes] | None = (200, emitter.body())  # due: nothing to watch
+            else:
+                last = await self.respond(receive, send, chat, emitter, plan, headers)
+            if last is None:  # the client went away
+                return
+            # The last send goes out after the disconnect watcher is gone: it may close the
+            # connection (on shutdown), which Hypercorn reports as a disconnect, and
+            # cancelling that close would leave the socket open until the grace period ends.
+            if chat.stream:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await send_body(send, *last, JSON_HEADERS + headers)
+        finally:
+            admission.finish()
 
     async def respond(
         self,
@@ -158,7 +185,7 @@ class ChatEndpoint:
         send: Send,
         chat: ChatCompletionRequest,
         emitter: ChatEmitter,
-        start: float,
+        plan: Timing,
         headers: list[tuple[bytes, bytes]],
     ) -> tuple[int, bytes] | None:
         """Serve the request on schedule while watching for a disconnect.
@@ -168,36 +195,43 @@ class ChatEndpoint:
           disconnected.
         """
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
+        limit = plan.start + self.limit_s
+        offsets, frames = emitter.stream()
+        due = deadlines(offsets, plan.admitted, plan.admission.ttft_scale, self.itl_scale)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             if chat.stream:
-                await self.stream(send, emitter.stream(), start, headers)
+                events = cut_at(zip(due, frames, strict=True), limit, self.late_frame)
+                await self.stream(send, events, plan, headers)
                 last = (200, b"")
             else:
-                done_at = emitter.done_at
-                if done_at > self.limit_s:
-                    await trio.sleep_until(start + self.limit_s)
-                    late = too_long(self.limit_s)
-                    last = (late.status, late.to_json())
-                else:
-                    await trio.sleep_until(start + done_at)
-                    last = (200, emitter.body())
+                last = await self.wait_for_reply(due, limit, plan, emitter)
             nursery.cancel_scope.cancel()
         return last
 
+    async def wait_for_reply(
+        self, due: Iterator[float], limit: float, plan: Timing, emitter: ChatEmitter
+    ) -> tuple[int, bytes]:
+        """Sleep until the reply's last token is due, as the stream would have sent it."""
+        for i, deadline in enumerate(due):
+            if deadline > limit:
+                await trio.sleep_until(limit)
+                late = too_long(self.limit_s)
+                return late.status, late.to_json()
+            if i == 0 or self.itl_scale is not None:  # under load, each step needs its moment
+                await trio.sleep_until(deadline)
+                plan.admission.first_token()
+            final = deadline
+        await trio.sleep_until(final)
+        return 200, emitter.body()
+
     async def stream(
-        self,
-        send: Send,
-        schedule: tuple[list[float], Any],
-        start: float,
-        headers: list[tuple[bytes, bytes]],
+        self, send: Send, events: Iterator[Event], plan: Timing, headers: list[tuple[bytes, bytes]]
     ) -> None:
-        """Send the SSE frames on schedule, cut at ``max_request_s``; the caller ends the body."""
-        offsets, frames = schedule
-        last = error_frame(too_long(self.limit_s).to_json())
-        offsets, frames = cut_at(offsets, frames, self.limit_s, last)
+        """Send the SSE frames on schedule; the caller ends the body."""
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-        with trio.move_on_at(start + self.limit_s + CANCEL_MARGIN_S):
-            async with aclosing(paced(frames, offsets, start)) as batches:
+        with trio.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
+            async with aclosing(paced(events)) as batches:
                 async for data in batches:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                    plan.admission.first_token()

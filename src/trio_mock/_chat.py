@@ -18,7 +18,7 @@ from ._plan import ChoicePlan, Limits, plan_choice
 from ._tokens import INLINE_CHARS, TOKENIZER_LIMITER, Tokenizer
 
 if TYPE_CHECKING:
-    from ._protocol import ChatCompletionRequest, ChatMessage
+    from ._protocol import ChatCompletionRequest, ChatMessage, Overrides
     from ._settings import Settings
 
 # OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
@@ -75,7 +75,7 @@ class ChatModel:
     async def source_for(self, chat: ChatCompletionRequest) -> TextSource:
         out = self.settings.output
         if self.corpus is not None:
-            return CorpusText(self.corpus, out.output_tokens_mean, out.output_tokens_stddev)
+            return CorpusText(self.corpus, out)
         if self.fixed is not None:
             return self.fixed
         users = [m for m in chat.messages if m.role == "user"] or chat.messages
@@ -87,16 +87,33 @@ class ChatModel:
         )
         return RepeatedText(pieces)
 
-    async def plan(self, chat: ChatCompletionRequest) -> list[ChoicePlan]:
-        """One plan per choice; a request ``seed`` makes text and schedule reproducible."""
-        rng = self.unseeded if chat.seed is None else np.random.default_rng(chat.seed & (2**64 - 1))
+    async def plan(
+        self, chat: ChatCompletionRequest, prompt_tokens: int, overrides: Overrides
+    ) -> list[ChoicePlan]:
+        """One plan per choice; a ``seed`` makes text and schedule reproducible.
+
+        Args:
+          overrides: the request's ``x-mock-*`` headers, which win over the settings.
+        """
+        seed = overrides.seed if overrides.seed is not None else chat.seed
+        rng = self.unseeded if seed is None else np.random.default_rng(seed & (2**64 - 1))
         source = await self.source_for(chat)
         limits = Limits(
             max_tokens=chat.token_limit, min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos
         )
         out = self.settings.output
         per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
+        latency = overrides.apply(self.settings.latency)
         return [
-            plan_choice(i, source, limits, self.settings.latency, per_event, rng)
+            plan_choice(
+                i,
+                source,
+                limits,
+                latency,
+                per_event,
+                rng,
+                prompt_tokens=prompt_tokens,
+                natural=overrides.output_tokens,
+            )
             for i in range(chat.n)
         ]

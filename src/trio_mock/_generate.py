@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from ._latency import draw
+
 if TYPE_CHECKING:
     import numpy as np
 
     from ._corpus import Corpus
+    from ._settings import OutputSettings
 
 
 class TextSource(Protocol):
@@ -26,15 +29,24 @@ class TextSource(Protocol):
 
 
 class CorpusText:
-    """Slices of the generated articles; length ~ normal(mean, stddev), at least 1."""
+    """Slices of the generated articles; their length follows ``output_tokens_*``."""
 
-    def __init__(self, corpus: Corpus, mean: float, stddev: float) -> None:
-        self.corpus, self.mean, self.stddev = corpus, mean, stddev
+    def __init__(self, corpus: Corpus, output: OutputSettings) -> None:
+        self.corpus, self.output = corpus, output
 
     def natural_length(self, rng: np.random.Generator) -> int:
-        if not self.stddev:
-            return max(1, round(self.mean))
-        return max(1, round(rng.normal(self.mean, self.stddev)))
+        out = self.output
+        low, high = out.output_tokens_min, out.output_tokens_max
+        length = draw(
+            out.output_tokens_distribution,
+            out.output_tokens_mean,
+            out.output_tokens_stddev,
+            low,
+            high,
+            1,
+            rng,
+        )[0]
+        return max(low, round(float(length)))
 
     def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
         ids = self.corpus.slice(n, rng).tolist()

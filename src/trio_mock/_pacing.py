@@ -1,43 +1,65 @@
-"""The only timing code: release frames at their deadlines.
+"""The only timing code: turn planned offsets into deadlines, and release frames on them.
 
-Every deadline is ``start + offset`` from one anchor (the request's arrival), through
-``trio.sleep_until``, so pacing never drifts. Frames that are due together, or overdue
+Every deadline is absolute (``trio.current_time()`` based) and each one is computed from
+the previous *deadline*, never from when a sleep happened to end, so pacing does not drift.
+Unloaded, deadline ``i`` is exactly ``start + offset_i``. Under the load model the steps
+between offsets stretch: TTFT by the factor fixed at admission, each later gap by the ITL
+factor at the moment the previous token is sent. Frames that are due together, or overdue
 because the client pushed back, leave in one write: fewer, fuller writes cost less.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from itertools import chain, islice
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 
 import trio
 
+Event = tuple[float, bytes]  # (deadline, frame)
 
-async def paced(
-    frames: Iterator[bytes], offsets: Sequence[float], start: float
-) -> AsyncGenerator[bytes]:
-    """Yield ``frames`` (one per offset), each batch when its first frame is due.
+
+def deadlines(
+    offsets: Sequence[float],
+    start: float,
+    ttft_scale: float = 1.0,
+    itl_scale: Callable[[], float] | None = None,
+) -> Iterator[float]:
+    """Absolute deadlines for ``offsets`` (seconds after ``start``), lazily.
 
     Args:
-      offsets: seconds after ``start``, non-decreasing.
-      start: a ``trio.current_time()`` reading, normally the request's arrival.
+      ttft_scale: stretch of the first offset (load at admission).
+      itl_scale: called for each later step, when it is computed (just after the previous
+        frame is sent); None keeps every step as planned.
     """
-    i, n = 0, len(offsets)
-    while i < n:
-        await trio.sleep_until(start + offsets[i])  # a past deadline is just a checkpoint
-        now = trio.current_time() - start
-        j = i + 1
-        while j < n and offsets[j] <= now:
-            j += 1
-        yield b"".join(islice(frames, j - i))
-        i = j
+    if ttft_scale == 1.0 and itl_scale is None:
+        yield from (start + offset for offset in offsets)
+        return
+    previous_offset, previous = 0.0, start
+    for i, offset in enumerate(offsets):
+        scale = ttft_scale if i == 0 else (itl_scale() if itl_scale else 1.0)
+        previous += (offset - previous_offset) * scale
+        previous_offset = offset
+        yield previous
 
 
-def cut_at(
-    offsets: list[float], frames: Iterator[bytes], limit_s: float, last: bytes
-) -> tuple[list[float], Iterator[bytes]]:
-    """Truncate a schedule at ``limit_s`` seconds: what is due later is replaced by ``last``."""
-    if not offsets or offsets[-1] <= limit_s:
-        return offsets, frames
-    keep = sum(1 for o in offsets if o <= limit_s)
-    return [*offsets[:keep], limit_s], chain(islice(frames, keep), (last,))
+def cut_at(events: Iterable[Event], limit: float, last: bytes) -> Iterator[Event]:
+    """Stop a schedule at the absolute time ``limit``: what is due later becomes ``last``."""
+    for deadline, frame in events:
+        if deadline > limit:
+            yield limit, last
+            return
+        yield deadline, frame
+
+
+async def paced(events: Iterable[Event]) -> AsyncGenerator[bytes]:
+    """Yield each event's frame at its deadline, joining frames that are due together."""
+    pending = iter(events)
+    nxt = next(pending, None)
+    while nxt is not None:
+        await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
+        now = trio.current_time()
+        batch = [nxt[1]]
+        nxt = next(pending, None)
+        while nxt is not None and nxt[0] <= now:
+            batch.append(nxt[1])
+            nxt = next(pending, None)
+        yield batch[0] if len(batch) == 1 else b"".join(batch)

@@ -1,16 +1,20 @@
 """The plan of a reply: how many tokens, how they group into events, and when each is due.
 
 Sans-IO and pure: the same request, settings and seed give the same plan. Token ``i`` is due
-``ttft + i * itl`` seconds after arrival (with jitter: ITL gaps drawn from a normal clamped
-at zero); a streamed event is due when its last token is.
+``ttft + gap_1 + ... + gap_i`` seconds after admission (``ttft + i * itl`` when constant),
+TTFT including the prompt's prefill cost; a streamed event is due when its last token is.
+Load-dependent slowdown is applied later, at send time (``_pacing.deadlines``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from attrs import frozen
+
+from ._latency import FloatArray, draw_itl_s, draw_ttft_s
 
 if TYPE_CHECKING:
     from ._generate import TextSource
@@ -59,16 +63,19 @@ def completion_length(natural: int, limits: Limits) -> tuple[int, FinishReason]:
     return n, "stop"
 
 
-def token_offsets(n: int, latency: LatencySettings, rng: np.random.Generator) -> np.ndarray:
-    """Seconds after arrival at which each of ``n`` tokens is due (at least one entry)."""
-    ttft = latency.ttft_ms / 1000
-    if latency.ttft_jitter_ms:
-        ttft = max(0.0, float(rng.normal(ttft, latency.ttft_jitter_ms / 1000)))
-    itl = latency.itl_ms / 1000
-    if n <= 1 or not latency.itl_jitter_ms:
-        return ttft + itl * np.arange(max(n, 1))
-    gaps = np.clip(rng.normal(itl, latency.itl_jitter_ms / 1000, n - 1), 0.0, None)
-    return ttft + np.concatenate(([0.0], np.cumsum(gaps)))
+def token_offsets(
+    n: int, latency: LatencySettings, rng: np.random.Generator, prompt_tokens: int = 0
+) -> FloatArray:
+    """Seconds after admission at which each of ``n`` tokens is due (at least one entry)."""
+    ttft = draw_ttft_s(latency, prompt_tokens, rng)
+    if n <= 1:
+        return np.array([ttft])
+    if latency.itl_distribution == "constant" or not (
+        latency.itl_jitter_ms or latency.itl_distribution == "uniform"
+    ):
+        itl = min(max(latency.itl_ms, latency.itl_min_ms), latency.itl_max_ms or math.inf)
+        return (ttft + itl / 1000 * np.arange(n)).astype(np.float64)  # exact: no summed rounding
+    return ttft + np.concatenate(([0.0], np.cumsum(draw_itl_s(latency, n - 1, rng))))
 
 
 def event_ends(n: int, low: int, high: int, rng: np.random.Generator) -> list[int]:
@@ -89,11 +96,21 @@ def plan_choice(
     latency: LatencySettings,
     tokens_per_event: tuple[int, int],
     rng: np.random.Generator,
+    *,
+    prompt_tokens: int = 0,
+    natural: int | None = None,
 ) -> ChoicePlan:
-    n, finish_reason = completion_length(source.natural_length(rng), limits)
+    """Plan one choice.
+
+    Args:
+      natural: the reply's length before limits, when the request fixes it (a header);
+        otherwise the source draws it.
+    """
+    natural = source.natural_length(rng) if natural is None else natural
+    n, finish_reason = completion_length(natural, limits)
     pieces, escaped = source.pieces(n, rng)
     ends = event_ends(n, *tokens_per_event, rng)
-    token_due = token_offsets(n, latency, rng)
+    token_due = token_offsets(n, latency, rng, prompt_tokens)
     offsets = token_due[np.maximum(np.asarray(ends) - 1, 0)].tolist()
     return ChoicePlan(
         index=index,

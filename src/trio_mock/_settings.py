@@ -21,8 +21,12 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from ._profiles import PROFILES
+
 ENV_PREFIX = "TRIO_MOCK_"
 OutputMode = Literal["corpus", "echo", "fixed"]
+Distribution = Literal["constant", "normal", "lognormal", "uniform"]
+LengthDistribution = Literal["fixed", "normal", "lognormal", "uniform"]
 
 
 class SettingsError(ValueError):
@@ -57,6 +61,16 @@ def readable_file(v: Any) -> str | None:
             return None
     except OSError as error:
         return f"cannot read {v!r}: {error.strerror or error}"
+
+
+def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None else check(v)
+
+
+def one_of(*allowed: Any) -> Callable[[Any], str | None]:
+    return lambda v: (
+        None if v in allowed else f"must be one of {', '.join(map(str, allowed))}, got {v!r}"
+    )
 
 
 def non_empty(v: Any) -> str | None:
@@ -103,15 +117,59 @@ class ModelSettings:
 
 @frozen(kw_only=True)
 class LatencySettings:
-    """When tokens are sent: token i goes out at arrival + ttft + i * itl (plus jitter)."""
+    """When tokens are sent (the README's "Latency model" gives the formulas)."""
 
-    ttft_ms: float = knob(100.0, "time to first token, milliseconds", at_least(0))
-    ttft_jitter_ms: float = knob(
-        0.0, "standard deviation of TTFT (normal, clamped at 0)", at_least(0)
+    profile: str | None = knob(
+        None, "named preset: instant, fast-api, vllm-8b-h100, overloaded (knobs override it)"
     )
-    itl_ms: float = knob(10.0, "inter-token latency, milliseconds", at_least(0))
-    itl_jitter_ms: float = knob(
-        0.0, "standard deviation of ITL (normal, clamped at 0)", at_least(0)
+    ttft_distribution: Distribution = knob(
+        "normal", "TTFT distribution: constant, normal, lognormal or uniform"
+    )
+    ttft_ms: float = knob(100.0, "mean time to first token, milliseconds", at_least(0))
+    ttft_jitter_ms: float = knob(0.0, "standard deviation of TTFT (normal, lognormal)", at_least(0))
+    ttft_min_ms: float = knob(0.0, "TTFT clamp and uniform lower bound", at_least(0))
+    ttft_max_ms: float | None = knob(
+        None, "TTFT clamp and uniform upper bound", optional(at_least(0))
+    )
+    prefill_ms_per_token: float = knob(
+        0.0, "TTFT grows by this much per prompt token (prefill cost)", at_least(0)
+    )
+    ttft_load_factor: float = knob(
+        0.0, "TTFT grows by this fraction per other request in prefill", at_least(0)
+    )
+    itl_distribution: Distribution = knob(
+        "normal", "ITL distribution: constant, normal, lognormal or uniform"
+    )
+    itl_ms: float = knob(10.0, "mean inter-token latency, milliseconds", at_least(0))
+    itl_jitter_ms: float = knob(0.0, "standard deviation of ITL (normal, lognormal)", at_least(0))
+    itl_min_ms: float = knob(0.0, "ITL clamp and uniform lower bound", at_least(0))
+    itl_max_ms: float | None = knob(
+        None, "ITL clamp and uniform upper bound", optional(at_least(0))
+    )
+    itl_load_factor: float = knob(
+        0.0, "ITL grows by this fraction per other stream decoding", at_least(0)
+    )
+
+
+@frozen(kw_only=True)
+class CapacitySettings:
+    """How many requests run at once, and what happens to the rest."""
+
+    max_concurrency: int | None = knob(
+        None,
+        "requests served at once (like vLLM's max_num_seqs); the rest queue FIFO",
+        optional(positive),
+    )
+    max_queue: int | None = knob(
+        None, "requests that may wait; beyond it they are refused at once", optional(at_least(0))
+    )
+    queue_timeout_s: float | None = knob(
+        None, "longest a request may wait in the queue before it is refused", optional(positive)
+    )
+    overload_status: int = knob(
+        503,
+        "status for a refused request: 503 (overloaded) or 429 (rate limited)",
+        one_of(429, 503),
     )
 
 
@@ -122,11 +180,18 @@ class OutputSettings:
     output_mode: OutputMode = knob(
         "corpus", "corpus (generated articles), echo (last user message) or fixed"
     )
+    output_tokens_distribution: LengthDistribution = knob(
+        "normal", "completion length: fixed, normal, lognormal or uniform (corpus mode)"
+    )
     output_tokens_mean: float = knob(
         128.0, "mean completion length in tokens (corpus mode)", at_least(1)
     )
     output_tokens_stddev: float = knob(
         32.0, "standard deviation of the completion length", at_least(0)
+    )
+    output_tokens_min: int = knob(1, "completion length clamp and uniform lower bound", at_least(1))
+    output_tokens_max: int | None = knob(
+        None, "completion length clamp and uniform upper bound", optional(at_least(1))
     )
     fixed_text: str = knob(
         "This is a mock response from trio-mock.", "the reply in fixed mode", non_empty
@@ -151,6 +216,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     models: ModelSettings = ModelSettings()
     latency: LatencySettings = LatencySettings()
+    capacity: CapacitySettings = CapacitySettings()
     output: OutputSettings = OutputSettings()
 
     def __attrs_post_init__(self) -> None:
@@ -168,6 +234,22 @@ class Settings:
             )
         if (srv.certfile is None) != (srv.keyfile is None):
             raise SettingsError(f"{describe('certfile')}: certfile and keyfile go together")
+        for low, high, distribution in (
+            ("ttft_min_ms", "ttft_max_ms", "ttft_distribution"),
+            ("itl_min_ms", "itl_max_ms", "itl_distribution"),
+            ("output_tokens_min", "output_tokens_max", "output_tokens_distribution"),
+        ):
+            low_value, high_value = self.value(low), self.value(high)
+            if high_value is not None and low_value > high_value:
+                raise SettingsError(
+                    f"{describe(low)}: must not exceed {high} ({low_value:g} > {high_value:g})"
+                )
+            if self.value(distribution) == "uniform" and high_value is None:
+                raise SettingsError(f"{describe(distribution)}: uniform needs {describe(high)}")
+
+    def value(self, name: str) -> Any:
+        """One knob's value by its leaf name."""
+        return getattr(getattr(self, KNOBS[name].group), name)
 
     def groups(self) -> Iterator[tuple[str, Any]]:
         for f in attrs.fields(Settings):
@@ -259,7 +341,17 @@ def describe(name: str) -> str:
 
 
 def build(base: Settings, leaves: Mapping[str, Any]) -> Settings:
-    """Apply leaf values (typed or strings) onto ``base``; raise SettingsError on bad ones."""
+    """Apply leaf values (typed or strings) onto ``base``; raise SettingsError on bad ones.
+
+    A ``profile`` among them brings its preset knobs, which the other leaves override.
+    """
+    profile = leaves.get("profile")
+    if isinstance(profile, str) and profile.lower() not in {"", "none", "null"}:
+        if profile not in PROFILES:
+            raise SettingsError(
+                f"{describe('profile')}: unknown profile {profile!r}; known: {', '.join(PROFILES)}"
+            )
+        leaves = PROFILES[profile] | dict(leaves)
     changes: dict[str, dict[str, Any]] = {}
     for name, raw in leaves.items():
         k = KNOBS.get(name)

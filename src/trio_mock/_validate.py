@@ -6,11 +6,14 @@ Each failure names the offending parameter in ``param``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import OpenAIError, invalid
+from ._protocol import NO_OVERRIDES, Overrides
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._protocol import ChatCompletionRequest
     from ._settings import ModelSettings
 
@@ -70,3 +73,36 @@ def at_least(name: str, value: int, low: int) -> None:
             name,
             "integer_below_min_value",
         )
+
+
+# Header -> (Overrides field, parser, smallest value).
+OVERRIDE_HEADERS: dict[bytes, tuple[str, type, float]] = {
+    b"x-mock-ttft-ms": ("ttft_ms", float, 0),
+    b"x-mock-itl-ms": ("itl_ms", float, 0),
+    b"x-mock-output-tokens": ("output_tokens", int, 0),
+    b"x-mock-seed": ("seed", int, 0),
+}
+
+
+def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
+    """The request's ``x-mock-*`` headers; a bad value is a 400 naming the header."""
+    found: dict[str, Any] = {}
+    for name, raw in headers:
+        spec = OVERRIDE_HEADERS.get(name.lower()) if name[:7].lower() == b"x-mock-" else None
+        if spec is None:
+            continue
+        field, kind, low = spec
+        try:
+            value = kind(raw.decode("latin-1").strip())
+        except ValueError:
+            value = None
+        if value is None or value != value or value < low or value == float("inf"):
+            kind_name = "an integer" if kind is int else "a number"
+            raise invalid(
+                f"Invalid value for header '{name.decode('latin-1')}': expected {kind_name} >= {low}, "
+                f"got {raw.decode('latin-1')!r}.",
+                name.decode("latin-1"),
+                "invalid_header",
+            )
+        found[field] = value
+    return Overrides(**found) if found else NO_OVERRIDES

@@ -1,0 +1,78 @@
+"""Sampling from the configured distributions (sans-IO, numpy).
+
+One function serves TTFT, ITL and output lengths, so every knob family (``*_distribution``,
+mean, ``*_jitter_ms`` / stddev, ``*_min``, ``*_max``) means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from ._settings import LatencySettings
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def draw(
+    distribution: str,
+    mean: float,
+    stddev: float,
+    low: float,
+    high: float | None,
+    size: int,
+    rng: np.random.Generator,
+) -> FloatArray:
+    """``size`` samples, clamped to ``[low, high]`` so no delay is ever negative.
+
+    ``lognormal`` is parametrised by the mean and standard deviation of the samples
+    themselves (not of their logarithm), so switching distribution keeps the mean.
+    ``uniform`` spans ``[low, high]``; ``constant`` and ``fixed`` ignore ``stddev``.
+    """
+    if distribution in {"constant", "fixed"} or (distribution != "uniform" and not stddev):
+        values = np.full(size, mean, dtype=np.float64)
+    elif distribution == "normal":
+        values = rng.normal(mean, stddev, size)
+    elif distribution == "lognormal":
+        if mean <= 0:
+            values = np.zeros(size)
+        else:
+            sigma2 = math.log1p((stddev / mean) ** 2)
+            values = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), size)
+    elif distribution == "uniform":
+        values = rng.uniform(low, high if high is not None else low, size)
+    else:
+        raise ValueError(f"unknown distribution {distribution!r}")
+    return np.clip(values, low, math.inf if high is None else high)
+
+
+def draw_ttft_s(latency: LatencySettings, prompt_tokens: int, rng: np.random.Generator) -> float:
+    """Time to first token: a sample plus the prefill cost of the prompt, in seconds."""
+    ttft_ms = draw(
+        latency.ttft_distribution,
+        latency.ttft_ms,
+        latency.ttft_jitter_ms,
+        latency.ttft_min_ms,
+        latency.ttft_max_ms,
+        1,
+        rng,
+    )[0]
+    return float(ttft_ms + prompt_tokens * latency.prefill_ms_per_token) / 1000
+
+
+def draw_itl_s(latency: LatencySettings, size: int, rng: np.random.Generator) -> FloatArray:
+    """``size`` inter-token gaps in seconds."""
+    gaps_ms = draw(
+        latency.itl_distribution,
+        latency.itl_ms,
+        latency.itl_jitter_ms,
+        latency.itl_min_ms,
+        latency.itl_max_ms,
+        size,
+        rng,
+    )
+    return gaps_ms / 1000
