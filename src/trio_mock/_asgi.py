@@ -112,10 +112,6 @@ class Timing:
     admitted: float
     admission: Admission
 
-    @property
-    def static(self) -> bool:
-        return self.admission.ttft_scale == 1.0
-
 
 class ChatEndpoint:
     """``POST /v1/chat/completions`` as an ASGI callable."""
@@ -162,9 +158,9 @@ class ChatEndpoint:
                 include_usage=chat.include_usage,
             )
             plan = Timing(start=start, admitted=trio.current_time(), admission=admission)
-            if not chat.stream and plan.static and plan.admitted + emitter.done_at <= start:
+            if not chat.stream and emitter.done_at == 0.0:  # no latency: nothing to wait for
                 admission.first_token()
-                last: tuple[int, bytes] | None = (200, emitter.body())  # due: nothing to watch
+                last: tuple[int, bytes] | None = (200, emitter.body())
             else:
                 last = await self.respond(receive, send, chat, emitter, plan, headers)
             if last is None:  # the client went away
