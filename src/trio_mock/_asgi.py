@@ -193,7 +193,10 @@ class ChatEndpoint:
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
         limit = plan.start + self.limit_s
         offsets, frames = emitter.stream()
-        due = deadlines(offsets, plan.admitted, plan.admission.ttft_scale, self.itl_scale)
+        admission = plan.admission
+        due = deadlines(
+            offsets, plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             if chat.stream:
@@ -201,12 +204,12 @@ class ChatEndpoint:
                 await self.stream(send, events, plan, headers)
                 last = (200, b"")
             else:
-                last = await self.wait_for_reply(due, limit, plan, emitter)
+                last = await self.wait_for_reply(due, limit, emitter)
             nursery.cancel_scope.cancel()
         return last
 
     async def wait_for_reply(
-        self, due: Iterator[float], limit: float, plan: Timing, emitter: ChatEmitter
+        self, due: Iterator[float], limit: float, emitter: ChatEmitter
     ) -> tuple[int, bytes]:
         """Sleep until the reply's last token is due, as the stream would have sent it."""
         for i, deadline in enumerate(due):
@@ -216,7 +219,6 @@ class ChatEndpoint:
                 return late.status, late.to_json()
             if i == 0 or self.itl_scale is not None:  # under load, each step needs its moment
                 await trio.sleep_until(deadline)
-                plan.admission.first_token()
             final = deadline
         await trio.sleep_until(final)
         return 200, emitter.body()
@@ -230,4 +232,3 @@ class ChatEndpoint:
             async with aclosing(paced(events)) as batches:
                 async for data in batches:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-                    plan.admission.first_token()

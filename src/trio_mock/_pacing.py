@@ -11,6 +11,7 @@ because the client pushed back, leave in one write: fewer, fuller writes cost le
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from itertools import islice
 
 import trio
 
@@ -22,21 +23,30 @@ def deadlines(
     start: float,
     ttft_scale: float = 1.0,
     itl_scale: Callable[[], float] | None = None,
+    on_first: Callable[[], None] | None = None,
 ) -> Iterator[float]:
     """Absolute deadlines for ``offsets`` (seconds after ``start``), lazily.
 
     Args:
       ttft_scale: stretch of the first offset (load at admission).
-      itl_scale: called for each later step, when it is computed (just after the previous
-        frame is sent); None keeps every step as planned.
+      itl_scale: called for each later step, when it is computed: as the previous frame
+        goes out. None keeps every step as planned (deadline = start + offset, exactly).
+      on_first: called once the first deadline has come (the stream now decodes).
     """
-    if ttft_scale == 1.0 and itl_scale is None:
-        yield from (start + offset for offset in offsets)
+    previous_offset = offsets[0]
+    previous = start + previous_offset * ttft_scale
+    yield previous
+    if on_first is not None:
+        on_first()
+    rest = islice(offsets, 1, None)
+    if itl_scale is None:
+        if ttft_scale == 1.0:
+            yield from (start + offset for offset in rest)
+        else:
+            yield from (previous + offset - previous_offset for offset in rest)
         return
-    previous_offset, previous = 0.0, start
-    for i, offset in enumerate(offsets):
-        scale = ttft_scale if i == 0 else (itl_scale() if itl_scale else 1.0)
-        previous += (offset - previous_offset) * scale
+    for offset in rest:
+        previous += (offset - previous_offset) * itl_scale()
         previous_offset = offset
         yield previous
 
