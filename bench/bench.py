@@ -28,7 +28,7 @@ phase runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Eve
 its scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
 figures, the DESIGN.md targets met or not, and any problems (failed requests, tracebacks in a
 server's output, a server that died). The exit status is 1 if a phase could not run. A default
-run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) under one.
+run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) about one.
 
 Hidden options: ``--duration S`` per rps/stream run; ``--budget S`` for the whole run (330,
 --quick 110: then runs are cut and phases skipped); ``--bench-dir`` for the shared runner;
