@@ -49,7 +49,7 @@ CANCEL_MARGIN_S = 1.0
 
 
 class ClientGone(Exception):
-    """The client disconnected before its request was read."""
+    """The client disconnected before its request was served."""
 
 
 def too_long(limit_s: float) -> OpenAIError:
@@ -139,7 +139,7 @@ class ChatEndpoint:
             overrides = parse_overrides(scope["headers"])
             prompt_tokens = await self.model.prompt_tokens(chat)
             choices = await self.model.plan(chat, prompt_tokens, overrides)
-            admission = await self.load.admit()  # may queue, or refuse
+            admission = await self.admit(receive)  # may queue, or refuse
         except ClientGone:
             return
         except OpenAIError as error:
@@ -174,6 +174,30 @@ class ChatEndpoint:
                 await send_body(send, *last, JSON_HEADERS + headers)
         finally:
             admission.finish()
+
+    async def admit(self, receive: Receive) -> Admission:
+        """A slot from the load model; a client that leaves the queue gives up its place.
+
+        Raises:
+          ClientGone: the client disconnected while queued.
+          OpenAIError: the queue refused the request.
+        """
+        if self.load.slots is None or self.load.slots.value > 0:
+            return await self.load.admit()  # no wait: no need to watch
+        admission: Admission | None = None
+        refusal: OpenAIError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
+            try:
+                admission = await self.load.admit()
+            except OpenAIError as error:  # raised here, not out of the nursery as a group
+                refusal = error
+            nursery.cancel_scope.cancel()
+        if refusal is not None:
+            raise refusal
+        if admission is None:
+            raise ClientGone
+        return admission
 
     async def respond(
         self,
