@@ -465,13 +465,6 @@ async def test_stream_under_load_follows_the_model(autojump_clock: trio.testing.
     assert probe.gaps == pytest.approx([PROBE_GAP] * 4, abs=EXACT)
 
 
-@pytest.mark.xfail(
-    reason="BUG: with n > 1 only the earliest choice's TTFT is stretched by the TTFT load "
-    "factor: deadlines() stretches the first offset of the merged schedule of all choices and "
-    "treats each later choice's first token as an ITL step, so a choice that drew a longer "
-    "TTFT gets earliest TTFT x (1 + f x P) plus its own excess unstretched",
-    strict=True,
-)
 async def test_every_choice_ttft_is_stretched_by_load(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

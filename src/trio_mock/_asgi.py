@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -21,7 +22,7 @@ from attrs import frozen
 from ._convert import parse_json, structure
 from ._emit import ChatEmitter, error_frame, new_id
 from ._errors import SERVER_ERROR, OpenAIError
-from ._pacing import Event, cut_at, deadlines, paced
+from ._pacing import Event, cut_at, paced, schedule, then
 from ._protocol import ChatCompletionRequest
 from ._validate import check_chat, parse_overrides
 
@@ -216,18 +217,18 @@ class ChatEndpoint:
         """
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
         limit = plan.start + self.limit_s
-        offsets, frames = emitter.stream()
         admission = plan.admission
-        due = deadlines(
-            offsets, plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
-        )
+        timing = (plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             if chat.stream:
-                events = cut_at(zip(due, frames, strict=True), limit, self.late_frame)
+                events = schedule(emitter.streams(), *timing)
+                events = cut_at(then(events, emitter.closing()), limit, self.late_frame)
                 await self.stream(send, events, plan, headers)
                 last = (200, b"")
-            else:
+            else:  # the same schedule, without building frames nobody will read
+                silent = [(c.offsets, repeat(b"", len(c.offsets))) for c in emitter.choices]
+                due = (deadline for deadline, _ in schedule(silent, *timing))
                 last = await self.wait_for_reply(due, limit, emitter)
             nursery.cancel_scope.cancel()
         return last

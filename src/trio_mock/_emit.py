@@ -10,10 +10,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import TYPE_CHECKING
 
-import numpy as np
 import orjson
 
 if TYPE_CHECKING:
@@ -140,26 +138,13 @@ class ChatEmitter:
         }
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def stream(self) -> tuple[list[float], Iterator[bytes]]:
-        """Every event of every choice in due order, then usage and ``[DONE]``.
+    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+        """Each choice's event offsets and its lazily built frames."""
+        return [(c.offsets, self.choice_frames(c)) for c in self.choices]
 
-        Returns:
-          The offsets (seconds after arrival) and a lazy iterator of frames, one per offset.
-        """
-        choices = self.choices
-        if len(choices) == 1:
-            offsets = list(choices[0].offsets)
-            frames: Iterator[bytes] = self.choice_frames(choices[0])
-        else:  # interleave choices by due time; ties keep choice order
-            due = np.concatenate([c.offsets for c in choices])
-            owner = np.concatenate([np.full(len(c.offsets), c.index) for c in choices])
-            order = np.argsort(due, kind="stable")
-            offsets = due[order].tolist()
-            generators = [self.choice_frames(c) for c in choices]
-            frames = (next(generators[c]) for c in owner[order].tolist())
-        closing = (self.usage_frame() if self.include_usage else b"") + DONE
-        offsets.append(offsets[-1])
-        return offsets, chain(frames, (closing,))
+    def closing(self) -> bytes:
+        """What ends the stream: the usage chunk when asked for, then ``[DONE]``."""
+        return (self.usage_frame() if self.include_usage else b"") + DONE
 
 
 def error_frame(body: bytes) -> bytes:

@@ -10,8 +10,11 @@ because the client pushed back, leave in one write: fewer, fuller writes cost le
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from itertools import islice
+from operator import itemgetter
 
 import trio
 
@@ -49,6 +52,36 @@ def deadlines(
         previous += (offset - previous_offset) * itl_scale()
         previous_offset = offset
         yield previous
+
+
+def schedule(
+    choices: Sequence[tuple[Sequence[float], Iterator[bytes]]],
+    start: float,
+    ttft_scale: float = 1.0,
+    itl_scale: Callable[[], float] | None = None,
+    on_first: Callable[[], None] | None = None,
+) -> Iterator[Event]:
+    """Every choice's frames with their deadlines, in due order (ties keep choice order).
+
+    Each choice keeps its own deadlines, so each one's TTFT and gaps follow the model; the
+    merge is lazy, so a choice's next deadline is computed as its previous frame goes out.
+    """
+    timed = [
+        zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), frames, strict=True)
+        for offsets, frames in choices
+    ]
+    if len(timed) == 1:
+        return timed[0]
+    return heapq.merge(*timed, key=itemgetter(0))
+
+
+def then(events: Iterable[Event], frame: bytes) -> Iterator[Event]:
+    """``events``, then ``frame`` as soon as the last of them went out."""
+    last = -math.inf
+    for event in events:
+        last = event[0]
+        yield event
+    yield last, frame
 
 
 def cut_at(events: Iterable[Event], limit: float, last: bytes) -> Iterator[Event]:
