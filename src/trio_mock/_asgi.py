@@ -21,7 +21,7 @@ from attrs import frozen
 
 from ._convert import parse_json, structure
 from ._emit import ChatEmitter, error_frame, new_id
-from ._errors import SERVER_ERROR, OpenAIError
+from ._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
 from ._pacing import Event, cut_at, paced, schedule, then
 from ._protocol import ChatCompletionRequest
 from ._validate import check_chat, parse_overrides
@@ -61,12 +61,9 @@ def too_long(limit_s: float) -> OpenAIError:
 
 async def read_body(scope: Message, receive: Receive, limit: int) -> bytes:
     """The whole request body, refused with a 413 as soon as it passes ``limit`` bytes."""
-    too_large = OpenAIError(
-        413, "Request body is larger than the server accepts.", code="request_too_large"
-    )
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_large
+            raise TOO_LARGE
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -76,7 +73,7 @@ async def read_body(scope: Message, receive: Receive, limit: int) -> bytes:
         body = message.get("body", b"")
         size += len(body)
         if size > limit:
-            raise too_large
+            raise TOO_LARGE
         chunks.append(body)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -131,9 +128,7 @@ class ChatEndpoint:
         headers = [(b"x-request-id", request_id(scope))]
         try:
             if scope["method"] != "POST":
-                raise OpenAIError(
-                    405, "Method not allowed for this URL.", code="method_not_allowed"
-                )
+                raise METHOD_NOT_ALLOWED
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)
             chat = structure(parse_json(body), ChatCompletionRequest)
             check_chat(chat, self.settings.models)

@@ -6,16 +6,14 @@ one ``ChoicePlan`` per choice. Tokenizing happens here, off the event loop when 
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
-import trio
 
 from ._corpus import Corpus
 from ._generate import CorpusText, RepeatedText, TextSource
 from ._plan import ChoicePlan, Limits, plan_choice
-from ._tokens import INLINE_CHARS, TOKENIZER_LIMITER, Tokenizer
+from ._tokens import Tokenizer, off_loop
 
 if TYPE_CHECKING:
     from ._protocol import ChatCompletionRequest, ChatMessage, Overrides
@@ -43,14 +41,12 @@ class ChatModel:
         self.settings = settings
         self.tokenizer = tokenizer
         out = settings.output
-        self.corpus = (
-            Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
-            if out.output_mode == "corpus"
-            else None
-        )
-        self.fixed = (
-            RepeatedText(tokenizer.pieces(out.fixed_text)) if out.output_mode == "fixed" else None
-        )
+        # The reply's text source, the same for every request; None in echo mode.
+        self.text: TextSource | None = None
+        if out.output_mode == "corpus":
+            self.text = CorpusText(Corpus(tokenizer, out.corpus_articles, out.corpus_seed), out)
+        elif out.output_mode == "fixed":
+            self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
 
     def count_messages(self, messages: list[ChatMessage]) -> int:
@@ -66,26 +62,15 @@ class ChatModel:
 
     async def prompt_tokens(self, chat: ChatCompletionRequest) -> int:
         """Count the prompt; a long one is tokenized in a thread so streams keep pace."""
-        if sum(len(message_text(m)) for m in chat.messages) < INLINE_CHARS:
-            await trio.lowlevel.checkpoint()
-            return self.count_messages(chat.messages)
-        count = partial(self.count_messages, chat.messages)
-        return await trio.to_thread.run_sync(count, limiter=TOKENIZER_LIMITER)
+        chars = sum(len(message_text(m)) for m in chat.messages)
+        return await off_loop(chars, self.count_messages, chat.messages)
 
     async def source_for(self, chat: ChatCompletionRequest) -> TextSource:
-        out = self.settings.output
-        if self.corpus is not None:
-            return CorpusText(self.corpus, out)
-        if self.fixed is not None:
-            return self.fixed
+        if self.text is not None:
+            return self.text
         users = [m for m in chat.messages if m.role == "user"] or chat.messages
-        text = message_text(users[-1])
-        if len(text) < INLINE_CHARS:
-            return RepeatedText(self.tokenizer.pieces(text))
-        pieces = await trio.to_thread.run_sync(
-            self.tokenizer.pieces, text, limiter=TOKENIZER_LIMITER
-        )
-        return RepeatedText(pieces)
+        text = message_text(users[-1])  # echo mode
+        return RepeatedText(await off_loop(len(text), self.tokenizer.pieces, text))
 
     async def plan(
         self, chat: ChatCompletionRequest, prompt_tokens: int, overrides: Overrides

@@ -59,6 +59,10 @@ class OpenAIError(Exception):
 
 
 SERVER_ERROR = OpenAIError(500, "The server had an error while processing your request.")
+METHOD_NOT_ALLOWED = OpenAIError(405, "Method not allowed for this URL.", code="method_not_allowed")
+TOO_LARGE = OpenAIError(
+    413, "Request body is larger than the server accepts.", code="request_too_large"
+)
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
@@ -74,11 +78,9 @@ def from_http_exception(error: HTTPException) -> OpenAIError:
             404, "Unknown request URL. Please check the URL and method.", code="unknown_url"
         )
     if status == 405:
-        return OpenAIError(405, "Method not allowed for this URL.", code="method_not_allowed")
+        return METHOD_NOT_ALLOWED
     if status == 413:
-        return OpenAIError(
-            413, "Request body is larger than the server accepts.", code="request_too_large"
-        )
+        return TOO_LARGE
     return OpenAIError(status, error.description or error.name)
 
 

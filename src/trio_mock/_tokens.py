@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import tiktoken
 import tiktoken.load
@@ -23,6 +24,7 @@ import trio
 # Encoding many characters costs more than a thread hop (~0.1 ms); below this, stay inline.
 INLINE_CHARS = 8192
 TOKENIZER_LIMITER = trio.CapacityLimiter(4)
+T = TypeVar("T")
 CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
@@ -90,13 +92,13 @@ class ApproxTokenizer:
         return [text[i : i + 4] for i in range(0, len(text), 4)]
 
 
-async def count_tokens(tokenizer: Tokenizer, text: str) -> int:
-    """Count tokens without stalling other streams: long texts go to a thread."""
-    if len(text) < INLINE_CHARS:
+async def off_loop(chars: int, func: Callable[..., T], *args: Any) -> T:
+    """Run tokenizer work on ``chars`` characters without stalling other streams: inline
+    (with a checkpoint) when short, in a thread when long."""
+    if chars < INLINE_CHARS:
         await trio.lowlevel.checkpoint()
-        return len(tokenizer.encode(text))
-    encode = partial(tokenizer.encode, text)
-    return len(await trio.to_thread.run_sync(encode, limiter=TOKENIZER_LIMITER))
+        return func(*args)
+    return await trio.to_thread.run_sync(partial(func, *args), limiter=TOKENIZER_LIMITER)
 
 
 @functools.cache  # the CLI checks it before serving; load it once per process
