@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import Generator
 
 # Quick to start and instant to answer; tests override what they exercise.
-FAST: dict[str, Any] = {"port": 0, "ttft_ms": 0, "itl_ms": 0, "corpus_articles": 64}
+FAST: dict[str, Any] = {
+    "port": 0,
+    "ttft_ms": 0,
+    "itl_ms": 0,
+    "embedding_ms": 0,
+    "embedding_ms_per_token": 0,
+    "corpus_articles": 64,
+}
 
 
 def only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

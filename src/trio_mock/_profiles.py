@@ -15,6 +15,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ttft_jitter_ms": 0.0,
         "itl_ms": 0.0,
         "itl_jitter_ms": 0.0,
+        "embedding_ms": 0.0,
+        "embedding_ms_per_token": 0.0,
     },
     # A hosted API's small model (gpt-4o-mini class): public leaderboards put TTFT around
     # 0.3-0.6 s with a long tail, and output near 80-100 tokens/s (ITL ~10-12 ms).

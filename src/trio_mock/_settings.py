@@ -73,6 +73,10 @@ def one_of(*allowed: Any) -> Callable[[Any], str | None]:
     )
 
 
+def between(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda v: None if low <= v <= high else f"must be in [{low:g}, {high:g}], got {v!r}"
+
+
 def non_empty(v: Any) -> str | None:
     return None if len(v) else "must not be empty"
 
@@ -113,6 +117,15 @@ class ModelSettings:
     any_model: bool = knob(True, "accept any model name, not only the listed ones")
     owned_by: str = knob("trio-mock", "owned_by of the listed models")
     system_fingerprint: str = knob("fp_trio_mock", "system_fingerprint sent in completions")
+    reasoning_models: tuple[str, ...] = knob(
+        ("o1*", "o3*", "o4*", "gpt-5*", "*deepseek-r1*", "*deepseek-reasoner*", "*qwq*"),
+        "models that reason before answering (comma-separated names or * patterns)",
+    )
+    embedding_dimensions: int | None = knob(
+        None,
+        "embedding length; by default 3072 for *-3-large models and 1536 for the rest",
+        optional(positive),
+    )
 
 
 @frozen(kw_only=True)
@@ -148,6 +161,10 @@ class LatencySettings:
     )
     itl_load_factor: float = knob(
         0.0, "ITL grows by this fraction per other stream decoding", at_least(0)
+    )
+    embedding_ms: float = knob(20.0, "base latency of an embeddings request, ms", at_least(0))
+    embedding_ms_per_token: float = knob(
+        0.02, "embeddings latency added per input token, ms", at_least(0)
     )
 
 
@@ -202,6 +219,18 @@ class OutputSettings:
     )
     tokens_per_event_min: int = knob(1, "fewest tokens carried by one streamed chunk", at_least(1))
     tokens_per_event_max: int = knob(1, "most tokens carried by one streamed chunk", at_least(1))
+    reasoning_tokens_mean: float = knob(
+        256.0, "mean reasoning length of reasoning models at medium effort", at_least(0)
+    )
+    reasoning_tokens_stddev: float = knob(
+        64.0, "standard deviation of the reasoning length at medium effort", at_least(0)
+    )
+    tool_call_rate: float = knob(
+        0.5, "with tool_choice auto, the share of replies that call a tool", between(0, 1)
+    )
+    max_parallel_tool_calls: int = knob(
+        2, "most tool calls in one reply when parallel_tool_calls allows", positive
+    )
     tokenizer: str = knob(
         "cl100k_base",
         "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",

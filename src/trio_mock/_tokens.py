@@ -41,7 +41,13 @@ class Tokenizer(Protocol):
     name: str
     description: str
 
+    vocab_size: int
+
     def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, each below ``vocab_size``."""
+        ...
 
     def pieces(self, text: str) -> list[str]:
         """Split ``text`` into one string per token; they join back to ``text``."""
@@ -58,9 +64,13 @@ class TiktokenTokenizer:
         self.encoding = encoding
         self.name = encoding.name.removesuffix("_offline")
         self.description = description
+        self.vocab_size = encoding.n_vocab
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.encoding.decode(tokens)
 
     def pieces(self, text: str) -> list[str]:
         """One string per token. A character split across tokens lands on its last token,
@@ -84,9 +94,14 @@ class ApproxTokenizer:
 
     name = "approx"
     description = "approx (about 4 characters a token, no tokenizer)"
+    vocab_size = 100_000
 
     def encode(self, text: str) -> list[int]:
         return list(range((len(text) + 3) // 4))
+
+    def decode(self, tokens: list[int]) -> str:
+        """No vocabulary: each id reads as a four-character placeholder."""
+        return "".join(f"t{t % 1000:03d}" for t in tokens)
 
     def pieces(self, text: str) -> list[str]:
         return [text[i : i + 4] for i in range(0, len(text), 4)]
