@@ -121,12 +121,12 @@ async def test_index_reports_version_tokenizer_and_settings() -> None:
 async def test_a_bug_is_an_openai_shaped_500_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_mock._chat import ChatModel
+    from trio_mock._model import MockModel
 
-    async def broken(self: ChatModel, chat: object) -> None:
+    async def broken(self: MockModel, *args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ChatModel, "plan", broken)
+    monkeypatch.setattr(MockModel, "plan", broken)
     app = create_app(fast_settings())
     async with app.test_app() as test_app:
         response = await test_app.test_client().post(

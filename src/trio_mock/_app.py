@@ -15,15 +15,20 @@ import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from ._asgi import ASGIApp, ChatEndpoint
-from ._chat import ChatModel
+from ._asgi import ASGIApp, Endpoint, Handler
+from ._chat import ChatHandler
+from ._completions import CompletionsHandler
+from ._embeddings import EmbeddingsHandler
 from ._emit import new_id
 from ._errors import install_error_handlers
 from ._load import Load
+from ._model import MockModel
+from ._responses import ResponsesHandler
 from ._settings import Settings
 from ._tokens import load_tokenizer
 from ._validate import check_model
 from ._version import __version__
+from ._vllm import install_vllm_routes
 
 if TYPE_CHECKING:
     from quart.typing import ResponseReturnValue
@@ -36,7 +41,12 @@ ENDPOINTS = [
     "GET /v1/models",
     "GET /v1/models/{model}",
     "POST /v1/chat/completions",
-    "POST /chat/completions",
+    "POST /v1/completions",
+    "POST /v1/responses",
+    "POST /v1/embeddings",
+    "POST /tokenize",
+    "POST /detokenize",
+    "GET /version",
 ]
 JSON = "application/json"
 
@@ -53,13 +63,22 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     """
     settings = Settings.from_env() if settings is None else settings
     tokenizer = load_tokenizer(settings.output.tokenizer)
-    model = ChatModel(settings, tokenizer)
+    model = MockModel(settings, tokenizer)
     started = int(time.time())
 
     app = TrioMockApp("trio_mock")
     load = Load(settings.capacity, settings.latency)
-    chat = ChatEndpoint(settings, model, load)
-    app.fast_routes = {"/v1/chat/completions": chat, "/chat/completions": chat}
+    handlers: dict[str, Handler] = {
+        "/chat/completions": ChatHandler(model),
+        "/completions": CompletionsHandler(model),
+        "/responses": ResponsesHandler(model),
+        "/embeddings": EmbeddingsHandler(settings, tokenizer),
+    }
+    app.fast_routes = {}
+    for path, handler in handlers.items():  # each also without the /v1 prefix, as vLLM serves
+        endpoint = Endpoint(settings, handler, load)
+        app.fast_routes |= {"/v1" + path: endpoint, path: endpoint}
+    install_vllm_routes(app, settings, tokenizer)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
     install_error_handlers(app)

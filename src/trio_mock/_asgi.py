@@ -1,8 +1,10 @@
 """The hot endpoints as raw ASGI, inside the Quart-Trio app.
 
 Quart's request context, routing and response objects cost more per request than all of
-trio-mock's own work, so ``POST /v1/chat/completions`` is served here, straight on the ASGI
-``receive``/``send`` callables; every other route stays a Quart view. The behaviour is the
+trio-mock's own work, so the generation endpoints (chat, completions, responses, embeddings)
+are served here, straight on the ASGI ``receive``/``send`` callables; every other route stays
+a Quart view. Each endpoint is a ``Handler`` that turns a body into a planned ``Reply``; this
+module does the I/O they share. The behaviour is the
 same as a Quart view: body limit (413), OpenAI-shaped errors, and a stream owned by this
 task, whose nursery is cancelled when the client disconnects and whose cancel scope bounds
 the stream's duration.
@@ -14,21 +16,21 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from attrs import frozen
 
-from ._convert import parse_json, structure
-from ._emit import ChatEmitter, error_frame, new_id
+from ._convert import parse_json
+from ._emit import new_id
 from ._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
 from ._pacing import Event, cut_at, paced, schedule, then
-from ._protocol import ChatCompletionRequest
-from ._validate import check_chat, parse_overrides
+from ._validate import parse_overrides
 
 if TYPE_CHECKING:
-    from ._chat import ChatModel
+    from ._emit import Reply
     from ._load import Admission, Load
+    from ._protocol import Overrides
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
@@ -111,15 +113,21 @@ class Timing:
     admission: Admission
 
 
-class ChatEndpoint:
-    """``POST /v1/chat/completions`` as an ASGI callable."""
+class Handler(Protocol):
+    """One endpoint's sans-IO side: a decoded body in, a planned reply out (or an
+    OpenAIError)."""
 
-    def __init__(self, settings: Settings, model: ChatModel, load: Load) -> None:
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> Reply: ...
+
+
+class Endpoint:
+    """A generation endpoint as an ASGI callable: read, plan, admit, then answer on time."""
+
+    def __init__(self, settings: Settings, handler: Handler, load: Load) -> None:
         self.settings = settings
-        self.model = model
+        self.handler = handler
         self.load = load
         self.limit_s = settings.server.max_request_s
-        self.late_frame = error_frame(too_long(self.limit_s).to_json())
         # Under the load model each ITL step is stretched by the decode count at that moment.
         self.itl_scale = load.itl_scale if settings.latency.itl_load_factor else None
 
@@ -130,11 +138,8 @@ class ChatEndpoint:
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)
-            chat = structure(parse_json(body), ChatCompletionRequest)
-            check_chat(chat, self.settings.models)
             overrides = parse_overrides(scope["headers"])
-            prompt_tokens = await self.model.prompt_tokens(chat)
-            choices = await self.model.plan(chat, prompt_tokens, overrides)
+            reply = await self.handler.prepare(parse_json(body), overrides)
             admission = await self.admit(receive)  # may queue, or refuse
         except ClientGone:
             return
@@ -142,29 +147,22 @@ class ChatEndpoint:
             await send_body(send, error.status, error.to_json(), JSON_HEADERS + headers)
             return
         except Exception:  # a bug must not reach the client as a traceback
-            log.exception("unexpected error while handling a chat request")
+            log.exception("unexpected error while handling %s", scope["path"])
             await send_body(send, 500, SERVER_ERROR.to_json(), JSON_HEADERS + headers)
             return
         try:
-            emitter = ChatEmitter(
-                choices,
-                prompt_tokens,
-                model=chat.model,
-                fingerprint=self.settings.models.system_fingerprint,
-                include_usage=chat.include_usage,
-            )
             plan = Timing(start=start, admitted=trio.current_time(), admission=admission)
-            if not chat.stream and emitter.done_at == 0.0:  # no latency: nothing to wait for
+            if not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:  # nothing to wait
                 admission.first_token()
-                last: tuple[int, bytes] | None = (200, emitter.body())
+                last: tuple[int, bytes] | None = (200, reply.body())
             else:
-                last = await self.respond(receive, send, chat, emitter, plan, headers)
+                last = await self.respond(receive, send, reply, plan, headers)
             if last is None:  # the client went away
                 return
             # The last send goes out after the disconnect watcher is gone: it may close the
             # connection (on shutdown), which Hypercorn reports as a disconnect, and
             # cancelling that close would leave the socket open until the grace period ends.
-            if chat.stream:
+            if reply.stream:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await send_body(send, *last, JSON_HEADERS + headers)
@@ -199,8 +197,7 @@ class ChatEndpoint:
         self,
         receive: Receive,
         send: Send,
-        chat: ChatCompletionRequest,
-        emitter: ChatEmitter,
+        reply: Reply,
         plan: Timing,
         headers: list[tuple[bytes, bytes]],
     ) -> tuple[int, bytes] | None:
@@ -216,20 +213,21 @@ class ChatEndpoint:
         timing = (plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
-            if chat.stream:
-                events = schedule(emitter.streams(), *timing)
-                events = cut_at(then(events, emitter.closing()), limit, self.late_frame)
-                await self.stream(send, events, plan, headers)
+            if reply.stream:
+                events = schedule(reply.streams(), *timing)
+                late = too_long(self.limit_s)
+                events = cut_at(then(events, reply.closing), limit, lambda: reply.late(late))
+                await self.stream(send, reply.opening(), events, plan, headers)
                 last = (200, b"")
             else:  # the same schedule, without building frames nobody will read
-                silent = [(c.offsets, repeat(b"", len(c.offsets))) for c in emitter.choices]
+                silent = [(offsets, repeat(b"", len(offsets))) for offsets in reply.offsets]
                 due = (deadline for deadline, _ in schedule(silent, *timing))
-                last = await self.wait_for_reply(due, limit, emitter)
+                last = await self.wait_for_reply(due, limit, reply)
             nursery.cancel_scope.cancel()
         return last
 
     async def wait_for_reply(
-        self, due: Iterator[float], limit: float, emitter: ChatEmitter
+        self, due: Iterator[float], limit: float, reply: Reply
     ) -> tuple[int, bytes]:
         """Sleep until the reply's last token is due, as the stream would have sent it."""
         for i, deadline in enumerate(due):
@@ -241,13 +239,20 @@ class ChatEndpoint:
                 await trio.sleep_until(deadline)
             final = deadline
         await trio.sleep_until(final)
-        return 200, emitter.body()
+        return 200, reply.body()
 
     async def stream(
-        self, send: Send, events: Iterator[Event], plan: Timing, headers: list[tuple[bytes, bytes]]
+        self,
+        send: Send,
+        opening: bytes,
+        events: Iterator[Event],
+        plan: Timing,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Send the SSE frames on schedule; the caller ends the body."""
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        if opening:
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
         with trio.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
             async with aclosing(paced(events)) as batches:
                 async for data in batches:

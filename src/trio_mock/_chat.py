@@ -1,23 +1,25 @@
-"""Chat completions from parsed request to plan: prompt tokens, text source, choices.
+"""``POST /v1/chat/completions``: from the request body to a planned ``ChatEmitter``.
 
-Holds what lives as long as the app (tokenizer, corpus) and turns a validated request into
-one ``ChoicePlan`` per choice. Tokenizing happens here, off the event loop when it is long.
+Counts the prompt as OpenAI does (off the event loop when it is long), checks the values,
+and translates the request into the model's ``Ask``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from ._corpus import Corpus
-from ._generate import CorpusText, RepeatedText, TextSource
-from ._plan import ChoicePlan, Limits, plan_choice
-from ._tokens import Tokenizer, off_loop
+from ._convert import structure
+from ._emit import ChatEmitter
+from ._errors import invalid
+from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from ._plan import Limits
+from ._protocol import ChatCompletionRequest
+from ._tokens import off_loop
+from ._validate import at_most, check_chat
 
 if TYPE_CHECKING:
-    from ._protocol import ChatCompletionRequest, ChatMessage, Overrides
-    from ._settings import Settings
+    from ._model import MockModel
+    from ._protocol import ChatMessage, Overrides
 
 # OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
 # reply is primed with 3 more. An image part costs the low-detail 85 tokens.
@@ -25,6 +27,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 TOKENS_PER_IMAGE = 85
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def message_text(message: ChatMessage) -> str:
@@ -34,24 +37,92 @@ def message_text(message: ChatMessage) -> str:
     return "".join(part.text or "" for part in content if part.type == "text")
 
 
-class ChatModel:
-    """The simulated model behind the chat endpoint."""
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    found = (stop,) if isinstance(stop, str) else tuple(stop)
+    at_most("stop", len(found), 4, "array")
+    return found
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
-        self.settings = settings
-        self.tokenizer = tokenizer
-        out = settings.output
-        # The reply's text source, the same for every request; None in echo mode.
-        self.text: TextSource | None = None
-        if out.output_mode == "corpus":
-            self.text = CorpusText(Corpus(tokenizer, out.corpus_articles, out.corpus_seed), out)
-        elif out.output_mode == "fixed":
-            self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
-        self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
+
+def chat_tools(chat: ChatCompletionRequest) -> tuple[FunctionTool, ...]:
+    tools = []
+    for i, tool in enumerate(chat.tools or ()):
+        if tool.type != "function":
+            raise invalid(
+                f"Invalid value: '{tool.type}'. Supported values are: 'function'.",
+                f"tools[{i}].type",
+                "invalid_value",
+            )
+        parameters = tool.function.parameters
+        if parameters is not None:
+            output_schema(parameters, f"tools[{i}].function.parameters")
+        tools.append(FunctionTool(tool.function.name, parameters or EMPTY_PARAMETERS))
+    return tuple(tools)
+
+
+def chat_ask(chat: ChatCompletionRequest) -> Ask:
+    """Check the parts of the request the model acts on, and translate them."""
+    tools = chat_tools(chat)
+    json_mode: Literal["object", "schema"] | None = None
+    schema = None
+    if (fmt := chat.response_format) is not None and fmt.type != "text":
+        json_mode = "object"
+        if fmt.type == "json_schema":
+            if fmt.json_schema is None:
+                raise invalid(
+                    "Missing required parameter: 'response_format.json_schema'.",
+                    "response_format.json_schema",
+                    "missing_required_parameter",
+                )
+            if fmt.json_schema.schema is not None:
+                json_mode = "schema"
+                schema = output_schema(fmt.json_schema.schema, "response_format.json_schema.schema")
+    check_effort(chat.reasoning_effort, "reasoning_effort")
+    top = None
+    if chat.top_logprobs is not None:
+        if not chat.logprobs:
+            raise invalid(
+                "Invalid value for 'top_logprobs': 'logprobs' must be true to use it.",
+                "top_logprobs",
+            )
+        at_most("top_logprobs", chat.top_logprobs, 20)
+        if chat.top_logprobs < 0:
+            raise invalid("Invalid 'top_logprobs': must be >= 0.", "top_logprobs")
+    if chat.logprobs:
+        top = chat.top_logprobs or 0
+    users = [m for m in chat.messages if m.role == "user"] or chat.messages
+    return Ask(
+        model=chat.model,
+        n=chat.n,
+        limits=Limits(
+            max_tokens=chat.token_limit,
+            min_tokens=chat.min_tokens,
+            ignore_eos=chat.ignore_eos,
+            stop=stops(chat.stop),
+        ),
+        seed=chat.seed,
+        tools=tools,
+        tool_choice=pick_tool(tools, chat.tool_choice, "tool_choice"),
+        parallel_tool_calls=chat.parallel_tool_calls is not False,
+        json=json_mode,
+        schema=schema,
+        reasoning_effort=chat.reasoning_effort,
+        top_logprobs=top,
+        echo=message_text(users[-1]),
+    )
+
+
+class ChatHandler:
+    """Turns a chat request body into a planned reply."""
+
+    def __init__(self, model: MockModel) -> None:
+        self.model = model
+        self.settings = model.settings
 
     def count_messages(self, messages: list[ChatMessage]) -> int:
         total = REPLY_PRIMING
-        encode = self.tokenizer.encode
+        encode = self.model.tokenizer.encode
         for m in messages:
             total += TOKENS_PER_MESSAGE + len(encode(message_text(m))) + 1  # + the role
             if m.name:
@@ -65,40 +136,17 @@ class ChatModel:
         chars = sum(len(message_text(m)) for m in chat.messages)
         return await off_loop(chars, self.count_messages, chat.messages)
 
-    async def source_for(self, chat: ChatCompletionRequest) -> TextSource:
-        if self.text is not None:
-            return self.text
-        users = [m for m in chat.messages if m.role == "user"] or chat.messages
-        text = message_text(users[-1])  # echo mode
-        return RepeatedText(await off_loop(len(text), self.tokenizer.pieces, text))
-
-    async def plan(
-        self, chat: ChatCompletionRequest, prompt_tokens: int, overrides: Overrides
-    ) -> list[ChoicePlan]:
-        """One plan per choice; a ``seed`` makes text and schedule reproducible.
-
-        Args:
-          overrides: the request's ``x-mock-*`` headers, which win over the settings.
-        """
-        seed = overrides.seed if overrides.seed is not None else chat.seed
-        rng = self.unseeded if seed is None else np.random.default_rng(seed & (2**64 - 1))
-        source = await self.source_for(chat)
-        limits = Limits(
-            max_tokens=chat.token_limit, min_tokens=chat.min_tokens, ignore_eos=chat.ignore_eos
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ChatEmitter:
+        chat = structure(data, ChatCompletionRequest)
+        check_chat(chat, self.settings.models)
+        ask = chat_ask(chat)
+        prompt_tokens = await self.prompt_tokens(chat)
+        choices = await self.model.plan(ask, prompt_tokens, overrides)
+        return ChatEmitter(
+            choices,
+            prompt_tokens,
+            model=chat.model,
+            fingerprint=self.settings.models.system_fingerprint,
+            stream=chat.stream,
+            include_usage=chat.include_usage,
         )
-        out = self.settings.output
-        per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
-        latency = overrides.apply(self.settings.latency)
-        return [
-            plan_choice(
-                i,
-                source,
-                limits,
-                latency,
-                per_event,
-                rng,
-                prompt_tokens=prompt_tokens,
-                natural=overrides.output_tokens,
-            )
-            for i in range(chat.n)
-        ]

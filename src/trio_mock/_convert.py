@@ -91,8 +91,12 @@ def _is_list(tp: Any) -> bool:
 
 
 converter.register_structure_hook_factory(_is_list, _arrays_only)
-converter.register_structure_hook(str | list[ContentPart] | None, _structure_content)
-converter.register_structure_hook(str | list[str] | None, _structure_stop)
+# Predicate hooks: the preconf converter's own handler for unions with ``str`` would win over
+# hooks registered by type.
+CONTENT = str | list[ContentPart] | None
+STOP = str | list[str] | None
+converter.register_structure_hook_func(lambda tp: tp == CONTENT, _structure_content)
+converter.register_structure_hook_func(lambda tp: tp == STOP, _structure_stop)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Wire bytes for chat completions: the JSON body and the SSE frames (sans-IO).
+"""Wire bytes for chat completions, and what every endpoint's renderer shares (sans-IO).
 
 Streaming is the hot path, so frames are pre-serialized templates: per request the JSON
 head (id, created, model, fingerprint) is built once, and per event only the already
-escaped token bytes are joined in. No object is JSON-encoded per token.
+escaped token bytes are joined in. No object is JSON-encoded per token, except the logprob
+entries a client asked for.
 """
 
 from __future__ import annotations
@@ -10,35 +11,86 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 if TYPE_CHECKING:
-    from ._plan import ChoicePlan
+    from ._errors import OpenAIError
+    from ._plan import ChoicePlan, Logprobs, Part
 
 DONE = b"data: [DONE]\n\n"
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def new_id(prefix: str) -> str:
+def new_id(prefix: str, length: int = 29) -> str:
     """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits (unique, not secret)."""
-    return prefix + "".join(random.choices(_ID_ALPHABET, k=29))
+    return prefix + "".join(random.choices(_ID_ALPHABET, k=length))
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+class Reply(Protocol):
+    """A planned answer, as the ASGI layer serves it: a body, or frames on a schedule."""
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def offsets(self) -> list[list[float]]:
+        """Each choice's event due times, seconds after admission."""
+        ...
+
+    def body(self) -> bytes: ...
+
+    def opening(self) -> bytes:
+        """Frames sent with the response headers, before any token is due."""
+        ...
+
+    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+        """Each choice's event offsets and its lazily built frames."""
+        ...
+
+    def closing(self) -> bytes:
+        """What ends the stream, built once the last frame went out."""
+        ...
+
+    def late(self, error: OpenAIError) -> bytes:
+        """The frame that ends a stream cut by the time limit."""
+        ...
+
+
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+def error_frame(body: bytes) -> bytes:
+    """A failure after the SSE headers went out: a final ``data: {"error": ...}`` frame."""
+    return b"data: " + body + b"\n\n"
+
+
+def token_entries(logprobs: Logprobs, pieces: Sequence[str], start: int, end: int) -> list[Any]:
+    """Chat's logprob entries for tokens ``start..end``."""
+    return [
+        {
+            "token": pieces[i],
+            "logprob": logprobs.values[i],
+            "bytes": list(pieces[i].encode()),
+            "top_logprobs": [
+                {"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in logprobs.top[i]
+            ],
+        }
+        for i in range(start, end)
+    ]
 
 
 class ChatEmitter:
@@ -51,6 +103,7 @@ class ChatEmitter:
         *,
         model: str,
         fingerprint: str,
+        stream: bool = False,
         include_usage: bool = False,
     ) -> None:
         self.choices = choices
@@ -59,16 +112,59 @@ class ChatEmitter:
         self.created = int(time.time())
         self.model = model
         self.fingerprint = fingerprint
+        self.stream = stream
         self.include_usage = include_usage
+
+    @property
+    def offsets(self) -> list[list[float]]:
+        return [c.offsets for c in self.choices]
 
     @property
     def done_at(self) -> float:
         """Seconds after arrival when the last token of any choice is due."""
         return max(c.offsets[-1] for c in self.choices)
 
+    def usage(self) -> dict[str, Any]:
+        return usage(
+            self.prompt_tokens,
+            sum(c.tokens for c in self.choices),
+            sum(c.count("reasoning") for c in self.choices),
+        )
+
+    def message(self, c: ChoicePlan) -> dict[str, Any]:
+        calls = c.calls
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if calls and not c.count("content") else c.text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if any(p.kind == "reasoning" for p in c.parts):
+            message["reasoning_content"] = c.text_of("reasoning")
+        if calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": arguments},
+                }
+                for call, arguments in calls
+            ]
+        return message
+
+    def choice_logprobs(self, c: ChoicePlan) -> dict[str, Any] | None:
+        if c.logprobs is None:
+            return None
+        content = [
+            entry
+            for p in c.parts
+            if p.kind == "content"
+            for entry in token_entries(c.logprobs, c.pieces, p.start, p.end)
+        ]
+        return {"content": content, "refusal": None}
+
     def body(self) -> bytes:
         """The non-streamed ``chat.completion`` object."""
-        choices, prompt_tokens = self.choices, self.prompt_tokens
         return orjson.dumps(
             {
                 "id": self.id,
@@ -78,18 +174,13 @@ class ChatEmitter:
                 "choices": [
                     {
                         "index": c.index,
-                        "message": {
-                            "role": "assistant",
-                            "content": c.text,
-                            "refusal": None,
-                            "annotations": [],
-                        },
-                        "logprobs": None,
+                        "message": self.message(c),
+                        "logprobs": self.choice_logprobs(c),
                         "finish_reason": c.finish_reason,
                     }
-                    for c in choices
+                    for c in self.choices
                 ],
-                "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+                "usage": self.usage(),
                 "service_tier": "default",
                 "system_fingerprint": self.fingerprint,
             }
@@ -107,24 +198,48 @@ class ChatEmitter:
         )
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
-        """One frame per event; the first also opens with the ``role`` chunk, the last
-        carries ``finish_reason``."""
+        """One frame per event. The choice's first frame opens with the ``role`` chunk, a
+        tool call's first with its id and name; the last frame carries ``finish_reason``."""
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
         head = self._head() + b'[{"index":%d,"delta":' % choice.index
-        content = head + b'{"content":"'
-        middle = b'"},"logprobs":null,"finish_reason":null}]' + tail
-        last = b'"},"logprobs":null,"finish_reason":"%s"}]' % choice.finish_reason.encode() + tail
+        open_content = b"null" if choice.parts[0].kind == "tool" else b'""'
         role = (
             head
-            + b'{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]'
+            + b'{"role":"assistant","content":%s,"refusal":null},"logprobs":null,"finish_reason":null}]'
+            % open_content
             + tail
         )
-        escaped, final = choice.escaped, len(choice.event_ends) - 1
-        start = 0
-        for k, end in enumerate(choice.event_ends):
-            frame = content + b"".join(escaped[start:end]) + (middle if k < final else last)
-            yield role + frame if k == 0 else frame
-            start = end
+        escaped, ends, final = choice.escaped, choice.event_ends, len(choice.event_ends) - 1
+        for p in choice.parts:
+            opening, closing = delta_brackets(p)
+            content = head + b"{" + opening
+            middle = closing + b'},"logprobs":null,"finish_reason":null}]' + tail
+            for k in range(p.first_event, p.end_event):
+                start = ends[k - 1] if k else 0
+                text = b"".join(escaped[start : ends[k]])
+                if choice.logprobs is not None and p.kind == "content":
+                    entries = token_entries(choice.logprobs, choice.pieces, start, ends[k])
+                    logprobs = orjson.dumps({"content": entries, "refusal": None})
+                    frame = content + text + closing + b'},"logprobs":' + logprobs
+                    frame += b',"finish_reason":%s}]' % self.finish(choice, k == final) + tail
+                elif k < final:
+                    frame = content + text + middle
+                else:
+                    frame = content + text + closing + b'},"logprobs":null,"finish_reason":'
+                    frame += self.finish(choice, True) + b"}]" + tail
+                if k == p.first_event and p.call is not None:
+                    frame = (
+                        head
+                        + tool_header(p)
+                        + b',"logprobs":null,"finish_reason":null}]'
+                        + tail
+                        + frame
+                    )
+                yield role + frame if k == 0 else frame
+
+    @staticmethod
+    def finish(choice: ChoicePlan, last: bool) -> bytes:
+        return b'"%s"' % choice.finish_reason.encode() if last else b"null"
 
     def usage_frame(self) -> bytes:
         body = {
@@ -134,19 +249,41 @@ class ChatEmitter:
             "model": self.model,
             "system_fingerprint": self.fingerprint,
             "choices": [],
-            "usage": usage(self.prompt_tokens, sum(c.tokens for c in self.choices)),
+            "usage": self.usage(),
         }
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
+    def opening(self) -> bytes:
+        return b""
+
     def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
-        """Each choice's event offsets and its lazily built frames."""
         return [(c.offsets, self.choice_frames(c)) for c in self.choices]
 
     def closing(self) -> bytes:
-        """What ends the stream: the usage chunk when asked for, then ``[DONE]``."""
+        """The usage chunk when asked for, then ``[DONE]``."""
         return (self.usage_frame() if self.include_usage else b"") + DONE
 
+    def late(self, error: OpenAIError) -> bytes:
+        return error_frame(error.to_json())
 
-def error_frame(body: bytes) -> bytes:
-    """A failure after the SSE headers went out: a final ``data: {"error": ...}`` frame."""
-    return b"data: " + body + b"\n\n"
+
+def delta_brackets(part: Part) -> tuple[bytes, bytes]:
+    """What surrounds a part's escaped text inside a chunk's ``delta`` object."""
+    if part.kind == "content":
+        return b'"content":"', b'"'
+    if part.kind == "reasoning":
+        return b'"reasoning_content":"', b'"'
+    assert part.call is not None
+    return b'"tool_calls":[{"index":%d,"function":{"arguments":"' % part.call.index, b'"}}]'
+
+
+def tool_header(part: Part) -> bytes:
+    """The delta that opens a tool call: its id and name, no arguments yet."""
+    assert part.call is not None
+    call = {
+        "index": part.call.index,
+        "id": part.call.id,
+        "type": "function",
+        "function": {"name": part.call.name, "arguments": ""},
+    }
+    return b'{"tool_calls":' + orjson.dumps([call]) + b"}"

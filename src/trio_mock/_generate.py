@@ -72,3 +72,19 @@ class RepeatedText:
             return [" x"] * n, [b" x"] * n
         reps = -(-n // len(self.text))
         return (self.text * reps)[:n], (self.escaped * reps)[:n]
+
+
+class PaddedText:
+    """A fixed token sequence that must stay whole (JSON): when more tokens are required
+    it is followed by newlines, which JSON allows, instead of repeating."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.text = pieces
+        self.escaped = [orjson.dumps(p)[1:-1] for p in pieces]
+
+    def natural_length(self, rng: np.random.Generator) -> int:
+        return len(self.text)
+
+    def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
+        pad = max(0, n - len(self.text))
+        return self.text[:n] + ["\n"] * pad, self.escaped[:n] + [b"\\n"] * pad

@@ -75,20 +75,21 @@ def schedule(
     return heapq.merge(*timed, key=itemgetter(0))
 
 
-def then(events: Iterable[Event], frame: bytes) -> Iterator[Event]:
-    """``events``, then ``frame`` as soon as the last of them went out."""
+def then(events: Iterable[Event], frame: Callable[[], bytes]) -> Iterator[Event]:
+    """``events``, then ``frame()`` as soon as the last of them went out (it is built only
+    then, so it may depend on what was sent)."""
     last = -math.inf
     for event in events:
         last = event[0]
         yield event
-    yield last, frame
+    yield last, frame()
 
 
-def cut_at(events: Iterable[Event], limit: float, last: bytes) -> Iterator[Event]:
-    """Stop a schedule at the absolute time ``limit``: what is due later becomes ``last``."""
+def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> Iterator[Event]:
+    """Stop a schedule at the absolute time ``limit``: what is due later becomes ``last()``."""
     for deadline, frame in events:
         if deadline > limit:
-            yield limit, last
+            yield limit, last()
             return
         yield deadline, frame
 

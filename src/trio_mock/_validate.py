@@ -66,6 +66,24 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
     check_model(chat.model, settings)
 
 
+def at_most(name: str, value: int, high: int, kind: str = "integer") -> None:
+    if value <= high:
+        return
+    if kind == "array":
+        raise invalid(
+            f"Invalid '{name}': array too long. Expected an array with maximum length {high}, "
+            f"but got an array with length {value} instead.",
+            name,
+            "array_above_max_length",
+        )
+    raise invalid(
+        f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, "
+        f"but got {value} instead.",
+        name,
+        "integer_above_max_value",
+    )
+
+
 def at_least(name: str, value: int, low: int) -> None:
     if value < low:
         raise invalid(

@@ -1,0 +1,227 @@
+"""The simulated model behind every generation endpoint: from an ``Ask`` to planned choices.
+
+Chat, completions and responses each translate their request into one ``Ask`` (what is
+wanted: how many choices, limits, tools, an output schema, reasoning effort, logprobs); the
+model decides what each reply is made of (reasoning, then text, JSON or tool calls) and plans
+it. Holds what lives as long as the app: the tokenizer and the text source.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import orjson
+from attrs import field, frozen
+
+from ._corpus import Corpus
+from ._emit import new_id
+from ._errors import invalid
+from ._generate import CorpusText, PaddedText, RepeatedText, TextSource
+from ._latency import draw
+from ._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
+from ._schema_sample import SchemaError, check_schema, sample_json, sample_json_object
+from ._tokens import Tokenizer, off_loop
+
+if TYPE_CHECKING:
+    from ._protocol import Overrides
+    from ._settings import Settings
+
+# How much longer or shorter reasoning gets with each reasoning_effort, against medium.
+EFFORT_SCALE = {"none": 0.0, "minimal": 0.125, "low": 0.5, "medium": 1.0, "high": 2.0, "xhigh": 4.0}
+
+
+@frozen
+class FunctionTool:
+    name: str
+    parameters: dict[str, Any]
+
+
+@frozen(kw_only=True)
+class Ask:
+    """What a generation request asks of the model, whatever endpoint it came through."""
+
+    model: str
+    n: int = 1
+    limits: Limits = Limits()
+    seed: int | None = None
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: Literal["none", "auto", "required"] | FunctionTool = "auto"
+    parallel_tool_calls: bool = True
+    json: Literal["object", "schema"] | None = None
+    schema: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    top_logprobs: int | None = None  # None: no logprobs
+    can_reason: bool = True  # False for raw completions
+    echo: str = field(default="", repr=False)  # what echo mode repeats
+
+
+def check_effort(effort: str | None, param: str) -> None:
+    if effort is not None and effort not in EFFORT_SCALE:
+        raise invalid(
+            f"Invalid value: '{effort}'. Supported values are: "
+            + ", ".join(f"'{e}'" for e in EFFORT_SCALE)
+            + ".",
+            param,
+            "invalid_value",
+        )
+
+
+def output_schema(schema: Any, param: str) -> dict[str, Any]:
+    """A usable JSON schema, or a 400 naming where it is broken."""
+    try:
+        check_schema(schema)
+    except SchemaError as error:
+        raise invalid(
+            f"Invalid schema for '{param}': {error}", param, "invalid_json_schema"
+        ) from None
+    result: dict[str, Any] = schema
+    return result
+
+
+def pick_tool(
+    tools: tuple[FunctionTool, ...], choice: Any, param: str
+) -> Literal["none", "auto", "required"] | FunctionTool:
+    """Resolve ``tool_choice`` against ``tools``: a mode, or the one named function."""
+    if choice is None:
+        return "auto"
+    if choice in ("none", "auto", "required"):
+        if choice == "required" and not tools:
+            raise invalid("Tool choice 'required' needs at least one tool in 'tools'.", param)
+        mode: Literal["none", "auto", "required"] = choice
+        return mode
+    name = None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+    if not isinstance(name, str):
+        raise invalid(
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
+            '{"type": "function", ...} naming a function.',
+            param,
+            "invalid_value",
+        )
+    for tool in tools:
+        if tool.name == name:
+            return tool
+    raise invalid(
+        f"Invalid 'tool_choice': function '{name}' is not among the tools.", param, "invalid_value"
+    )
+
+
+class MockModel:
+    """Decides what each reply holds and plans it; shared by all generation endpoints."""
+
+    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
+        self.settings = settings
+        self.tokenizer = tokenizer
+        out = settings.output
+        # The reply's text source, the same for every request; None in echo mode.
+        self.text: TextSource | None = None
+        self.alternatives: list[str] = list(COMMON_TOKENS)  # logprob alternatives
+        if out.output_mode == "corpus":
+            corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            self.text = CorpusText(corpus, out)
+            self.alternatives = corpus.pieces[:256]
+        elif out.output_mode == "fixed":
+            self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
+        self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
+
+    def reasons(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, p) for p in self.settings.models.reasoning_models)
+
+    async def source_for(self, echo: str) -> TextSource:
+        if self.text is not None:
+            return self.text
+        return RepeatedText(await off_loop(len(echo), self.tokenizer.pieces, echo))
+
+    def rng(self, ask: Ask, overrides: Overrides) -> np.random.Generator:
+        seed = overrides.seed if overrides.seed is not None else ask.seed
+        return self.unseeded if seed is None else np.random.default_rng(seed & (2**64 - 1))
+
+    async def plan(
+        self, ask: Ask, prompt_tokens: int, overrides: Overrides, first_index: int = 0
+    ) -> list[ChoicePlan]:
+        """One plan per choice; a seed makes text, structure and schedule reproducible.
+
+        Args:
+          overrides: the request's ``x-mock-*`` headers, which win over the settings.
+          first_index: the first choice's ``index`` (completions number choices per prompt).
+        """
+        rng = self.rng(ask, overrides)
+        source = await self.source_for(ask.echo)
+        out = self.settings.output
+        per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
+        latency = overrides.apply(self.settings.latency)
+        plans = []
+        for i in range(ask.n):
+            segments = self.reasoning(ask, source, rng) + self.answer(
+                ask, source, rng, overrides.output_tokens
+            )
+            plans.append(
+                plan_reply(
+                    first_index + i,
+                    segments,
+                    ask.limits,
+                    latency,
+                    per_event,
+                    rng,
+                    prompt_tokens=prompt_tokens,
+                    top_logprobs=ask.top_logprobs,
+                    alternatives=self.alternatives,
+                )
+            )
+        return plans
+
+    def reasoning(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
+        """Reasoning models think first, at a length scaled by the effort asked for."""
+        if not ask.can_reason or not self.reasons(ask.model):
+            return []
+        out = self.settings.output
+        scale = EFFORT_SCALE[ask.reasoning_effort or "medium"]
+        mean, stddev = out.reasoning_tokens_mean * scale, out.reasoning_tokens_stddev * scale
+        length = round(float(draw("normal", mean, stddev, 0, None, 1, rng)[0]))
+        if length == 0:
+            return []
+        return [Segment(kind="reasoning", source=source, natural=length)]
+
+    def answer(
+        self,
+        ask: Ask,
+        source: TextSource,
+        rng: np.random.Generator,
+        natural: int | None,
+    ) -> list[Segment]:
+        """Tool calls, JSON or text, as the request's tools and format ask."""
+        if calls := self.tool_calls(ask, rng):
+            return calls
+        if ask.json is not None:
+            value = sample_json(ask.schema or {}, rng) if ask.json == "schema" else None
+            text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
+            pieces = self.tokenizer.pieces(text.decode())
+            return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
+        length = source.natural_length(rng) if natural is None else natural
+        return [Segment(kind="content", source=source, natural=length)]
+
+    def tool_calls(self, ask: Ask, rng: np.random.Generator) -> list[Segment]:
+        """Which functions the reply calls, if any, with arguments valid for their schemas."""
+        if not ask.tools or ask.tool_choice == "none":
+            return []
+        if isinstance(ask.tool_choice, FunctionTool):
+            chosen = [ask.tool_choice]
+        else:
+            if ask.tool_choice == "auto" and rng.random() >= self.settings.output.tool_call_rate:
+                return []
+            most = self.settings.output.max_parallel_tool_calls if ask.parallel_tool_calls else 1
+            count = int(rng.integers(1, min(most, len(ask.tools)) + 1))
+            chosen = [ask.tools[int(i)] for i in rng.choice(len(ask.tools), count, replace=False)]
+        segments = []
+        for k, tool in enumerate(chosen):
+            arguments = orjson.dumps(sample_json(tool.parameters, rng)).decode()
+            pieces = self.tokenizer.pieces(arguments)
+            call = ToolCall(new_id("call_", 24), tool.name, k)
+            segments.append(
+                Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=call)
+            )
+        return segments

@@ -1,0 +1,367 @@
+"""``POST /v1/responses``: the Responses API, its output items and its event stream.
+
+One reply (no ``n``) whose parts become output items in order: a ``reasoning`` item, then a
+``message`` or one ``function_call`` item per tool call. Streamed, each item opens with
+``response.output_item.added`` (and ``content_part.added``), its tokens go out as paced
+deltas, and it closes with the ``*.done`` events, all numbered by ``sequence_number`` in
+the order they are built, which is the order they are sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from ._chat import EMPTY_PARAMETERS, REPLY_PRIMING, TOKENS_PER_MESSAGE
+from ._convert import structure
+from ._emit import new_id
+from ._errors import invalid
+from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from ._plan import Limits
+from ._protocol import ResponsesRequest
+from ._tokens import off_loop
+from ._validate import at_least, check_model
+
+if TYPE_CHECKING:
+    from ._errors import OpenAIError
+    from ._model import MockModel
+    from ._plan import ChoicePlan, Part
+    from ._protocol import Overrides
+
+
+def input_texts(value: Any) -> list[tuple[str, str]]:
+    """``(role, text)`` for each input item; other item kinds (tool outputs, calls) count
+    by their text too."""
+    if isinstance(value, str):
+        return [("user", value)]
+    if not isinstance(value, list):
+        raise invalid(
+            "Invalid type for 'input': expected a string or an array of input items.",
+            "input",
+            "invalid_type",
+        )
+    texts = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise invalid(
+                f"Invalid type for 'input[{i}]': expected an object.", f"input[{i}]", "invalid_type"
+            )
+        content = item.get("content", item.get("output", item.get("arguments", "")))
+        if isinstance(content, list):
+            content = "".join(
+                p.get("text") or ""
+                for p in content
+                if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
+        if not isinstance(content, str):
+            raise invalid(
+                f"Invalid type for 'input[{i}].content': expected a string or an array of content parts.",
+                f"input[{i}].content",
+                "invalid_type",
+            )
+        role = item.get("role", item.get("type", "user"))
+        texts.append((role if isinstance(role, str) else "user", content))
+    return texts
+
+
+def responses_ask(request: ResponsesRequest, texts: list[tuple[str, str]]) -> Ask:
+    tools = []
+    for i, tool in enumerate(request.tools or ()):
+        if tool.type != "function":
+            continue  # built-in tools (web search, ...) are accepted and never called
+        if tool.name is None:
+            raise invalid(
+                f"Missing required parameter: 'tools[{i}].name'.",
+                f"tools[{i}].name",
+                "missing_required_parameter",
+            )
+        if tool.parameters is not None:
+            output_schema(tool.parameters, f"tools[{i}].parameters")
+        tools.append(FunctionTool(tool.name, tool.parameters or EMPTY_PARAMETERS))
+    json_mode: Literal["object", "schema"] | None = None
+    schema = None
+    fmt = request.text.format if request.text is not None else None
+    if fmt is not None and fmt.type != "text":
+        json_mode = "object"
+        if fmt.type == "json_schema":
+            if fmt.schema is None:
+                raise invalid(
+                    "Missing required parameter: 'text.format.schema'.",
+                    "text.format.schema",
+                    "missing_required_parameter",
+                )
+            json_mode, schema = "schema", output_schema(fmt.schema, "text.format.schema")
+    effort = request.reasoning.effort if request.reasoning is not None else None
+    check_effort(effort, "reasoning.effort")
+    users = [text for role, text in texts if role == "user"] or [t for _, t in texts] or [""]
+    return Ask(
+        model=request.model,
+        limits=Limits(max_tokens=request.max_output_tokens),
+        tools=tuple(tools),
+        tool_choice=pick_tool(tuple(tools), request.tool_choice, "tool_choice"),
+        parallel_tool_calls=request.parallel_tool_calls is not False,
+        json=json_mode,
+        schema=schema,
+        reasoning_effort=effort,
+        echo=users[-1],
+    )
+
+
+class ResponsesHandler:
+    """Turns a responses request body into a planned reply."""
+
+    def __init__(self, model: MockModel) -> None:
+        self.model = model
+        self.settings = model.settings
+
+    def count(self, texts: list[tuple[str, str]]) -> int:
+        """Chat's accounting: each item is a message."""
+        encode = self.model.tokenizer.encode
+        return REPLY_PRIMING + sum(TOKENS_PER_MESSAGE + 1 + len(encode(t)) for _, t in texts)
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ResponsesEmitter:
+        request = structure(data, ResponsesRequest)
+        if request.input is None:
+            raise invalid(
+                "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+            )
+        texts = input_texts(request.input)
+        if request.instructions:
+            texts = [("system", request.instructions), *texts]
+        if request.max_output_tokens is not None:
+            at_least("max_output_tokens", request.max_output_tokens, 1)
+        check_model(request.model, self.settings.models)
+        ask = responses_ask(request, texts)
+        prompt_tokens = await off_loop(sum(len(t) for _, t in texts), self.count, texts)
+        (choice,) = await self.model.plan(ask, prompt_tokens, overrides)
+        return ResponsesEmitter(choice, prompt_tokens, request, data)
+
+
+def sse(kind: str, body: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+class ResponsesEmitter:
+    """Renders a ``response`` object, or its event stream with ``sequence_number``s."""
+
+    def __init__(
+        self,
+        choice: ChoicePlan,
+        prompt_tokens: int,
+        request: ResponsesRequest,
+        data: dict[str, Any],
+    ) -> None:
+        self.choice = choice
+        self.prompt_tokens = prompt_tokens
+        self.request = request
+        self.data = data  # the request as sent, for echoing its tools and format back
+        self.stream = request.stream
+        self.id = new_id("resp_", 48)
+        self.created = int(time.time())
+        self.item_ids = [
+            new_id({"reasoning": "rs_", "content": "msg_", "tool": "fc_"}[p.kind], 48)
+            for p in choice.parts
+        ]
+        self.sequence = 0
+
+    @property
+    def offsets(self) -> list[list[float]]:
+        return [self.choice.offsets]
+
+    @property
+    def incomplete(self) -> bool:
+        return self.choice.finish_reason == "length"
+
+    def text(self, part: Part) -> str:
+        return "".join(self.choice.pieces[part.start : part.end])
+
+    def item(self, k: int, done: bool) -> dict[str, Any]:
+        """Output item ``k``, as it is when it opens or when it is done."""
+        part, item_id = self.choice.parts[k], self.item_ids[k]
+        status = ("incomplete" if self.incomplete else "completed") if done else "in_progress"
+        text = self.text(part) if done else ""
+        if part.kind == "reasoning":
+            content = [{"type": "reasoning_text", "text": text}] if done else []
+            return {
+                "id": item_id,
+                "type": "reasoning",
+                "summary": [],
+                "content": content,
+                "status": status,
+            }
+        if part.kind == "content":
+            return {
+                "id": item_id,
+                "type": "message",
+                "status": status,
+                "role": "assistant",
+                "content": [output_text(text)] if done else [],
+            }
+        assert part.call is not None
+        return {
+            "id": item_id,
+            "type": "function_call",
+            "status": status,
+            "call_id": part.call.id,
+            "name": part.call.name,
+            "arguments": text,
+        }
+
+    def response(self, status: str) -> dict[str, Any]:
+        """The ``response`` object; output and usage only once it is finished."""
+        finished = status in {"completed", "incomplete"}
+        request, choice = self.request, self.choice
+        reasoning_tokens = choice.count("reasoning")
+        effort = request.reasoning.effort if request.reasoning else None
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "background": False,
+            "completed_at": int(time.time()) if finished else None,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if status == "incomplete"
+            else None,
+            "instructions": request.instructions,
+            "max_output_tokens": request.max_output_tokens,
+            "max_tool_calls": None,
+            "model": request.model,
+            "output": [self.item(k, True) for k in range(len(choice.parts))] if finished else [],
+            "parallel_tool_calls": request.parallel_tool_calls is not False,
+            "previous_response_id": request.previous_response_id,
+            "reasoning": {"effort": effort, "summary": None},
+            "service_tier": "default",
+            "store": request.store is not False,
+            "temperature": 1.0 if request.temperature is None else request.temperature,
+            "text": self.data.get("text") or {"format": {"type": "text"}},
+            "tool_choice": self.data.get("tool_choice") or "auto",
+            "tools": self.data.get("tools") or [],
+            "top_p": 1.0 if request.top_p is None else request.top_p,
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": self.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": choice.tokens,
+                "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+                "total_tokens": self.prompt_tokens + choice.tokens,
+            }
+            if finished
+            else None,
+            "user": request.user,
+            "metadata": request.metadata or {},
+        }
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.incomplete else "completed"
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.response(self.status))
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        """One SSE event, numbered in build order."""
+        frame = sse(kind, {"type": kind, **fields, "sequence_number": self.sequence})
+        self.sequence += 1
+        return frame
+
+    def opening(self) -> bytes:
+        return self.event("response.created", response=self.response("in_progress")) + self.event(
+            "response.in_progress", response=self.response("in_progress")
+        )
+
+    def frames(self) -> Iterator[bytes]:
+        """One frame per event: a part's first also opens its item, its last closes it."""
+        choice = self.choice
+        ends = choice.event_ends
+        for k, part in enumerate(choice.parts):
+            item_id = self.item_ids[k]
+            where = {"item_id": item_id, "output_index": k}
+            for e in range(part.first_event, part.end_event):
+                start = ends[e - 1] if e else 0
+                delta = "".join(choice.pieces[start : ends[e]])
+                frame = b""
+                if e == part.first_event:
+                    frame += self.open_item(k, part, where)
+                if part.kind == "tool":
+                    frame += self.event(
+                        "response.function_call_arguments.delta", **where, delta=delta
+                    )
+                elif part.kind == "reasoning":
+                    frame += self.event(
+                        "response.reasoning_text.delta", **where, content_index=0, delta=delta
+                    )
+                else:
+                    frame += self.event(
+                        "response.output_text.delta",
+                        **where,
+                        content_index=0,
+                        delta=delta,
+                        logprobs=[],
+                    )
+                if e == part.end_event - 1:
+                    frame += self.close_item(k, part, where)
+                yield frame
+
+    def open_item(self, k: int, part: Part, where: dict[str, Any]) -> bytes:
+        frame = self.event("response.output_item.added", output_index=k, item=self.item(k, False))
+        if part.kind == "content":
+            frame += self.event(
+                "response.content_part.added", **where, content_index=0, part=output_text("")
+            )
+        elif part.kind == "reasoning":
+            frame += self.event(
+                "response.content_part.added",
+                **where,
+                content_index=0,
+                part={"type": "reasoning_text", "text": ""},
+            )
+        return frame
+
+    def close_item(self, k: int, part: Part, where: dict[str, Any]) -> bytes:
+        text = self.text(part)
+        if part.kind == "tool":
+            assert part.call is not None
+            frame = self.event(
+                "response.function_call_arguments.done",
+                **where,
+                name=part.call.name,
+                arguments=text,
+            )
+        elif part.kind == "reasoning":
+            frame = self.event("response.reasoning_text.done", **where, content_index=0, text=text)
+            frame += self.event(
+                "response.content_part.done",
+                **where,
+                content_index=0,
+                part={"type": "reasoning_text", "text": text},
+            )
+        else:
+            frame = self.event(
+                "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
+            )
+            frame += self.event(
+                "response.content_part.done", **where, content_index=0, part=output_text(text)
+            )
+        return frame + self.event(
+            "response.output_item.done", output_index=k, item=self.item(k, True)
+        )
+
+    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+        return [(self.choice.offsets, self.frames())]
+
+    def closing(self) -> bytes:
+        return self.event(f"response.{self.status}", response=self.response(self.status))
+
+    def late(self, error: OpenAIError) -> bytes:
+        body = error.to_body()["error"]
+        assert isinstance(body, dict)
+        return self.event("error", code=body["code"], message=body["message"], param=body["param"])
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}

@@ -1,0 +1,100 @@
+"""vLLM's extra routes: ``POST /tokenize``, ``POST /detokenize`` and ``GET /version``.
+
+Served with the configured tokenizer, so clients that count tokens through the server
+(benchmarks sizing their prompts, routers) get the same numbers as the usage fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from attrs import frozen
+from quart import Response, request
+
+from ._convert import parse_json, structure
+from ._errors import invalid
+from ._validate import check_model
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from ._settings import Settings
+    from ._tokens import Tokenizer
+
+MAX_MODEL_LEN = 131_072
+
+
+@frozen(kw_only=True)
+class TokenizeMessage:
+    role: str
+    content: str | None = None
+
+
+@frozen(kw_only=True)
+class TokenizeRequest:
+    """Either a ``prompt`` or chat ``messages`` (rendered ``role\\ncontent`` per message)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[TokenizeMessage] | None = None
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
+@frozen(kw_only=True)
+class DetokenizeRequest:
+    tokens: list[int]
+    model: str | None = None
+
+
+def json_response(data: Any) -> Response:
+    return Response(orjson.dumps(data), content_type="application/json")
+
+
+async def json_body() -> dict[str, Any]:
+    data = await request.get_data()
+    return parse_json(data if isinstance(data, bytes) else data.encode())
+
+
+def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer) -> None:
+    @app.post("/tokenize")
+    async def tokenize() -> Response:
+        ask = structure(await json_body(), TokenizeRequest)
+        if ask.model is not None:
+            check_model(ask.model, settings.models)
+        if (ask.prompt is None) == (ask.messages is None):
+            raise invalid("Give either 'prompt' or 'messages'.", "prompt")
+        text = ask.prompt
+        if ask.messages is not None:
+            text = "".join(f"{m.role}\n{m.content or ''}\n" for m in ask.messages)
+        assert text is not None
+        tokens = tokenizer.encode(text)
+        strs = [tokenizer.decode([t]) for t in tokens] if ask.return_token_strs else None
+        return json_response(
+            {
+                "count": len(tokens),
+                "max_model_len": MAX_MODEL_LEN,
+                "tokens": tokens,
+                "token_strs": strs,
+            }
+        )
+
+    @app.post("/detokenize")
+    async def detokenize() -> Response:
+        ask = structure(await json_body(), DetokenizeRequest)
+        if ask.model is not None:
+            check_model(ask.model, settings.models)
+        for i, token in enumerate(ask.tokens):
+            if not 0 <= token < tokenizer.vocab_size:
+                raise invalid(f"Invalid token id {token}.", f"tokens[{i}]", "invalid_value")
+        try:
+            prompt = tokenizer.decode(ask.tokens)
+        except (KeyError, ValueError):
+            raise invalid("Invalid token id in 'tokens'.", "tokens", "invalid_value") from None
+        return json_response({"prompt": prompt})
+
+    @app.get("/version")
+    async def version() -> Response:
+        return json_response({"version": __version__})
