@@ -8,7 +8,7 @@ entries a client asked for.
 
 from __future__ import annotations
 
-import random
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,8 +24,9 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def new_id(prefix: str, length: int = 29) -> str:
-    """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits (unique, not secret)."""
-    return prefix + "".join(random.choices(_ID_ALPHABET, k=length))
+    """An id shaped like OpenAI's: ``chatcmpl-`` and 29 letters and digits (unique, not
+    secret; a byte modulo 62 is slightly uneven, which no client can tell)."""
+    return prefix + "".join([_ID_ALPHABET[b % 62] for b in os.urandom(length)])
 
 
 class Reply(Protocol):
@@ -214,32 +215,38 @@ class ChatEmitter:
             opening, closing = delta_brackets(p)
             content = head + b"{" + opening
             middle = closing + b'},"logprobs":null,"finish_reason":null}]' + tail
+            prefix = role if p.first_event == 0 else b""
+            if p.call is not None:
+                prefix += head + tool_header(p) + b',"logprobs":null,"finish_reason":null}]' + tail
+            with_logprobs = choice.logprobs is not None and p.kind == "content"
+            start = ends[p.first_event - 1] if p.first_event else 0
             for k in range(p.first_event, p.end_event):
-                start = ends[k - 1] if k else 0
-                text = b"".join(escaped[start : ends[k]])
-                if choice.logprobs is not None and p.kind == "content":
-                    entries = token_entries(choice.logprobs, choice.pieces, start, ends[k])
-                    logprobs = orjson.dumps({"content": entries, "refusal": None})
-                    frame = content + text + closing + b'},"logprobs":' + logprobs
-                    frame += b',"finish_reason":%s}]' % self.finish(choice, k == final) + tail
-                elif k < final:
-                    frame = content + text + middle
-                else:
-                    frame = content + text + closing + b'},"logprobs":null,"finish_reason":'
-                    frame += self.finish(choice, True) + b"}]" + tail
-                if k == p.first_event and p.call is not None:
+                end = ends[k]
+                text = b"".join(escaped[start:end])
+                if with_logprobs or k == final:
+                    logprobs = b"null"
+                    if with_logprobs:
+                        assert choice.logprobs is not None
+                        entries = token_entries(choice.logprobs, choice.pieces, start, end)
+                        logprobs = orjson.dumps({"content": entries, "refusal": None})
+                    finish = b'"%s"' % choice.finish_reason.encode() if k == final else b"null"
                     frame = (
-                        head
-                        + tool_header(p)
-                        + b',"logprobs":null,"finish_reason":null}]'
+                        content
+                        + text
+                        + closing
+                        + b'},"logprobs":'
+                        + logprobs
+                        + b',"finish_reason":'
+                        + finish
+                        + b"}]"
                         + tail
-                        + frame
                     )
-                yield role + frame if k == 0 else frame
-
-    @staticmethod
-    def finish(choice: ChoicePlan, last: bool) -> bytes:
-        return b'"%s"' % choice.finish_reason.encode() if last else b"null"
+                else:
+                    frame = content + text + middle
+                if prefix:
+                    frame, prefix = prefix + frame, b""
+                yield frame
+                start = end
 
     def usage_frame(self) -> bytes:
         body = {

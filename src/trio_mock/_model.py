@@ -127,9 +127,16 @@ class MockModel:
         elif out.output_mode == "fixed":
             self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
+        self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons
 
     def reasons(self, model: str) -> bool:
-        return any(fnmatch.fnmatchcase(model, p) for p in self.settings.models.reasoning_models)
+        known = self.reasoning.get(model)
+        if known is None:  # matching patterns costs more than the rest of planning
+            patterns = self.settings.models.reasoning_models
+            known = any(fnmatch.fnmatchcase(model, p) for p in patterns)
+            if len(self.reasoning) < 10_000:
+                self.reasoning[model] = known
+        return known
 
     async def source_for(self, echo: str) -> TextSource:
         if self.text is not None:
@@ -156,7 +163,7 @@ class MockModel:
         latency = overrides.apply(self.settings.latency)
         plans = []
         for i in range(ask.n):
-            segments = self.reasoning(ask, source, rng) + self.answer(
+            segments = self.thinking(ask, source, rng) + self.answer(
                 ask, source, rng, overrides.output_tokens
             )
             plans.append(
@@ -174,7 +181,7 @@ class MockModel:
             )
         return plans
 
-    def reasoning(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
+    def thinking(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
         """Reasoning models think first, at a length scaled by the effort asked for."""
         if not ask.can_reason or not self.reasons(ask.model):
             return []

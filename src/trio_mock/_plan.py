@@ -224,7 +224,8 @@ def plan_reply(
     parts: list[Part] = []
     for segment, start, end in spans:
         first = len(ends)
-        ends += [start + e for e in event_ends(end - start, *tokens_per_event, rng)]
+        part_ends = event_ends(end - start, *tokens_per_event, rng)
+        ends += [start + e for e in part_ends] if start else part_ends
         parts.append(
             Part(
                 kind=segment.kind,

@@ -220,6 +220,14 @@ class _Checker:
 
 def _check_keywords(node: Mapping[str, Any], path: str) -> None:
     """Check the values of the non-schema keywords ``_Sampler`` relies on."""
+    regexes = [node.get("pattern", "")]
+    if isinstance(node.get("patternProperties"), Mapping):
+        regexes += list(node["patternProperties"])
+    for pattern in regexes:
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError, ValueError, TypeError) as error:
+            raise SchemaError(f"{path}: invalid pattern {pattern!r} ({error})") from None
     if "type" in node:
         kinds = node["type"]
         names = kinds if isinstance(kinds, list) and kinds else [kinds]
@@ -232,9 +240,16 @@ def _check_keywords(node: Mapping[str, Any], path: str) -> None:
         required, props = node["required"], node.get("properties")
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
             raise SchemaError(f"{path}.required: must be a list of property names")
+        props = props if isinstance(props, Mapping) else {}
+        closed = node.get("additionalProperties") is False
         for name in required:
-            if isinstance(props, Mapping) and props.get(name) is False:
+            if props.get(name) is False:
                 raise SchemaError(f"{path}.properties.{name}: required, but the schema is false")
+            if closed and name not in props and not any(re.search(p, name) for p in regexes[1:]):
+                raise SchemaError(
+                    f"{path}.required: {name!r} is not in properties and additionalProperties "
+                    "is false"
+                )
     if "enum" in node and not (isinstance(node["enum"], list) and node["enum"]):
         raise SchemaError(f"{path}.enum: must be a non-empty list")
     for key in ("$ref", "pattern", "format"):
@@ -260,14 +275,6 @@ def _check_keywords(node: Mapping[str, Any], path: str) -> None:
             raise SchemaError(f"{path}.{key}: must be a number")
     if node.get("multipleOf", 1) <= 0:
         raise SchemaError(f"{path}.multipleOf: must be greater than 0")
-    patterns = [node.get("pattern", "")]
-    if isinstance(node.get("patternProperties"), Mapping):
-        patterns += list(node["patternProperties"])
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except (re.error, RecursionError, OverflowError, ValueError, TypeError) as error:
-            raise SchemaError(f"{path}: invalid pattern {pattern!r} ({error})") from None
     _check_ranges(node, path)
 
 
@@ -625,12 +632,19 @@ class _Sampler:
         return self.pick(options)
 
     def one_of(self, s: dict[str, Any], depth: int) -> Any:
-        """A value for one branch that (as far as ``may_match`` can tell) fits no other."""
+        """A value for one branch that (as far as ``may_match`` can tell) fits no other.
+
+        Each branch gets a turn; the second round samples lean (required properties only,
+        as past ``_SOFT_DEPTH``), which is what usually tells overlapping branches apart.
+        """
         branches, base = s.pop("oneOf"), s
+        first = self.choose(branches, depth)
+        order = [first, *(int(i) for i in self.rng.permutation(len(branches)) if i != first)]
         value: Any = None
-        for _ in range(6):
-            chosen = self.choose(branches, depth)
-            value = self.sample(_merge(base, _as_schema(branches[chosen])), depth + 1)
+        for attempt in range(2 * max(3, len(order))):
+            chosen = order[attempt % len(order)]
+            lean = depth + 1 if attempt < max(3, len(order)) else max(depth + 1, _SOFT_DEPTH)
+            value = self.sample(_merge(base, _as_schema(branches[chosen])), lean)
             others = (_merge(base, _as_schema(b)) for i, b in enumerate(branches) if i != chosen)
             if not any(self.may_match(value, other) for other in others):
                 break
@@ -770,8 +784,11 @@ class _Sampler:
     def number(self, s: Mapping[str, Any], *, integer: bool) -> int | float:
         """A multiple of ``multipleOf`` (or of 0.01: "nice") within the bounds, near zero."""
         step, k_lo, k_hi = _multiples(s, integer=integer)
-        if k_lo is not None and k_hi is not None and k_lo > k_hi:  # only via allOf
-            return int(k_lo * step) if integer else float(k_lo * step)
+        lo, _, hi, _ = _bounds(s)
+        if k_lo is not None and k_hi is not None and k_lo > k_hi:
+            if not integer and lo is not None and hi is not None:
+                return float((lo + hi) / 2)  # bounds closer than 0.01
+            return int(k_lo * step) if integer else float(k_lo * step)  # unsatisfiable (allOf)
         a, b = _window(k_lo, k_hi, max(1, min(10**6, int(100 / step))))
         m = s.get("multipleOf")
         exact_ints = integer or (m is not None and not isinstance(m, float))
@@ -784,11 +801,7 @@ class _Sampler:
                 return value
             if isinstance(m, float):  # jsonschema divides floats: 0.3 / 0.1 is not 3
                 spares.append(float(k * Fraction(m)))  # uglier (0.30000000000000004)
-        for spare in spares:
-            if _number_ok(spare, s):
-                return spare
-        lo, _, hi, _ = _bounds(s)  # e.g. bounds closer than 0.01: their midpoint
-        return (lo + hi) / 2 if lo is not None and hi is not None and not integer else value
+        return next((spare for spare in spares if _number_ok(spare, s)), value)
 
     def may_match(self, value: Any, schema: Any, depth: int = 0) -> bool:
         """Cheap, conservative validation: False only when ``value`` surely fails ``schema``."""
