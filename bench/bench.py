@@ -12,6 +12,9 @@ then stops the server (SIGTERM, then SIGKILL). Phases, each on a fresh server:
                              (a second after the burst); trio-mock without --quick also a
                              second 1000-stream burst (pace_repeat, rss_after_repeat), since
                              memory kept after one burst is not a leak but growth is
+  endpoints, trio-mock only, zero latency: rps (wrk, 64 connections) of each generation
+                             endpoint with a 16-token non-streamed reply (``ENDPOINT_BODIES``),
+                             with ``rps_vs_chat`` against the chat line of the same phase
   load, trio-mock only, pace's settings plus --itl-load-factor 0.001: 1000 streams of 100
                              tokens; while all decode, the model's ITL is 10 x (1 + 0.001 x 999)
                              = 19.99 ms (``modelled_itl_ms``, also the line's target ITL, so
@@ -99,6 +102,36 @@ RATIO_KEYS = {  # per scenario, the figures compared with the reference server
     ],
 }
 PROBLEM_KEYS = ("failed", "non_2xx", "socket_errors")
+# The endpoints phase: one fixed, non-streamed request per generation endpoint.
+ENDPOINT_BODIES: dict[str, tuple[str, Record]] = {
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    "completions": ("/v1/completions", {"prompt": "Hi"}),
+    "responses": ("/v1/responses", {"input": "Hi", "max_output_tokens": 16}),
+    "chat_tools": (
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "Weather?"}],
+            "tool_choice": "required",
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "city": {"type": "string"},
+                                "unit": {"enum": ["celsius", "fahrenheit"]},
+                            },
+                            "required": ["city", "unit"],
+                        },
+                    },
+                }
+            ],
+        },
+    ),
+    "embeddings": ("/v1/embeddings", {"input": "Hi", "model": "text-embedding-3-small"}),
+}
 
 
 class BenchError(Exception):
@@ -301,6 +334,24 @@ class Bench:
             self.record(label, key, line)
             self.note(label, server)
 
+    def endpoints(self, template: str, label: str) -> None:
+        """Requests/s of each generation endpoint, on one server, against chat's."""
+        wrk = shutil.which("wrk")
+        assert wrk is not None
+        with running(template, 0.0, 0.0) as server:
+            for name, (path, body) in ENDPOINT_BODIES.items():
+                request = {"model": "mock", "max_tokens": 16} | body
+                env = os.environ | {"BENCH_PATH": path, "BENCH_BODY": json.dumps(request)}
+                line: Record = {"scenario": f"endpoint_{name}", "phase": "endpoints", "path": path}
+                for seconds in (1, self.args.duration):  # a warm-up, then the measured run
+                    line |= wrk_summary(wrk, server.url, seconds, env, self.args.bench_dir)
+                if name != "chat":
+                    line["rps_vs_chat"] = ratio(
+                        line["rps"], self.get(label, "endpoint_chat", "rps")
+                    )
+                self.record(label, line["scenario"], line)
+            self.note(label, server)
+
     def rss_after(
         self, server: Server, label: str, key: str, compare: tuple[str, str] | None
     ) -> None:
@@ -364,6 +415,9 @@ class Bench:
             "rss_after_repeat_mib": after_repeat,
             "rss_kept_after_burst_mib": difference(after, idle),
             "rss_growth_second_burst_mib": difference(after_repeat, after),
+            "endpoints_rps": {
+                name: get(MOCK, f"endpoint_{name}", "rps") for name in ENDPOINT_BODIES
+            },
             "workers2_rps_vs_1worker": get(MOCK_W2, "rps", "rps_vs_1worker"),
             "workers2_tokens_per_s_vs_1worker": get(MOCK_W2, "stream", "tokens_per_s_vs_1worker"),
             "baseline": {
@@ -384,6 +438,23 @@ class Bench:
         }
         s["problems"] = self.problems
         return s
+
+
+def wrk_summary(wrk: str, url: str, seconds: float, env: dict[str, str], bench_dir: Path) -> Record:
+    """One wrk run with the shared ``chat.lua`` (path and body from the environment)."""
+    cmd = [wrk, "-t1", "-c64", f"-d{int(seconds)}s", "--latency", "-s"]
+    cmd += [str(bench_dir / "chat.lua"), url]
+    try:
+        out = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+        ).stdout
+    except subprocess.TimeoutExpired as error:
+        raise BenchError(f"wrk {url}: timed out") from error
+    line = next((x for x in out.splitlines() if x.startswith("JSON ")), None)
+    if line is None:
+        raise BenchError(f"wrk printed no summary:\n{tail(out)}")
+    summary: Record = json.loads(line[5:])
+    return summary
 
 
 def modelled_itl_ms(itl_ms: float, factor: float, streams: int) -> float:
@@ -473,6 +544,7 @@ def main() -> None:
     bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_baseline)
     bench.attempt("baseline pace", bench.pace, base, BASELINE, None, False)
     bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_baseline, not args.quick)
+    bench.attempt("trio-mock endpoints", bench.endpoints, mock, MOCK)
     load_cmd = mock + LOAD_ARGS if mock == TRIO_MOCK_CMD else mock
     if "{itl_load_factor}" in load_cmd:
         bench.attempt("trio-mock load", bench.load, load_cmd, MOCK)
