@@ -54,6 +54,12 @@ def chat_tools(chat: ChatCompletionRequest) -> tuple[FunctionTool, ...]:
                 f"tools[{i}].type",
                 "invalid_value",
             )
+        if tool.function is None:
+            raise invalid(
+                f"Missing required parameter: 'tools[{i}].function'.",
+                f"tools[{i}].function",
+                "missing_required_parameter",
+            )
         parameters = tool.function.parameters
         if parameters is not None:
             output_schema(parameters, f"tools[{i}].function.parameters")
@@ -92,6 +98,7 @@ def chat_ask(chat: ChatCompletionRequest) -> Ask:
     if chat.logprobs:
         top = chat.top_logprobs or 0
     users = [m for m in chat.messages if m.role == "user"] or chat.messages
+    allowed, choice = pick_tool(tools, chat.tool_choice, "tool_choice")
     return Ask(
         model=chat.model,
         n=chat.n,
@@ -102,8 +109,8 @@ def chat_ask(chat: ChatCompletionRequest) -> Ask:
             stop=stops(chat.stop),
         ),
         seed=chat.seed,
-        tools=tools,
-        tool_choice=pick_tool(tools, chat.tool_choice, "tool_choice"),
+        tools=allowed,
+        tool_choice=choice,
         parallel_tool_calls=chat.parallel_tool_calls is not False,
         json=json_mode,
         schema=schema,

@@ -9,13 +9,14 @@ it. Holds what lives as long as the app: the tokenizer and the text source.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 from attrs import field, frozen
 
-from ._corpus import Corpus
+from ._corpus import WORDS, Corpus
 from ._emit import new_id
 from ._errors import invalid
 from ._generate import CorpusText, PaddedText, RepeatedText, TextSource
@@ -29,7 +30,18 @@ if TYPE_CHECKING:
     from ._settings import Settings
 
 # How much longer or shorter reasoning gets with each reasoning_effort, against medium.
-EFFORT_SCALE = {"none": 0.0, "minimal": 0.125, "low": 0.5, "medium": 1.0, "high": 2.0, "xhigh": 4.0}
+EFFORT_SCALE = {
+    "none": 0.0,
+    "minimal": 0.125,
+    "low": 0.5,
+    "medium": 1.0,
+    "high": 2.0,
+    "xhigh": 4.0,
+    "max": 8.0,
+}
+
+
+ToolMode = Literal["none", "auto", "required"]
 
 
 @frozen
@@ -47,7 +59,7 @@ class Ask:
     limits: Limits = Limits()
     seed: int | None = None
     tools: tuple[FunctionTool, ...] = ()
-    tool_choice: Literal["none", "auto", "required"] | FunctionTool = "auto"
+    tool_choice: ToolMode | FunctionTool = "auto"
     parallel_tool_calls: bool = True
     json: Literal["object", "schema"] | None = None
     schema: dict[str, Any] | None = None
@@ -70,38 +82,69 @@ def check_effort(effort: str | None, param: str) -> None:
 
 def output_schema(schema: Any, param: str) -> dict[str, Any]:
     """A usable JSON schema, or a 400 naming where it is broken."""
-    try:
-        check_schema(schema)
-    except SchemaError as error:
-        raise invalid(
-            f"Invalid schema for '{param}': {error}", param, "invalid_json_schema"
-        ) from None
+    problem = schema_problem(orjson.dumps(schema))  # clients send the same schemas again
+    if problem is not None:
+        raise invalid(f"Invalid schema for '{param}': {problem}", param, "invalid_json_schema")
     result: dict[str, Any] = schema
     return result
 
 
+@functools.lru_cache(maxsize=1024)
+def schema_problem(schema: bytes) -> str | None:
+    try:
+        check_schema(orjson.loads(schema))
+    except SchemaError as error:
+        return str(error)
+    return None
+
+
 def pick_tool(
     tools: tuple[FunctionTool, ...], choice: Any, param: str
-) -> Literal["none", "auto", "required"] | FunctionTool:
-    """Resolve ``tool_choice`` against ``tools``: a mode, or the one named function."""
+) -> tuple[tuple[FunctionTool, ...], ToolMode | FunctionTool]:
+    """Resolve ``tool_choice`` against ``tools``: the tools it allows, and a mode or the one
+    function it names. Takes chat's and the responses API's forms of each choice."""
     if choice is None:
-        return "auto"
+        return tools, "auto"
     if choice in ("none", "auto", "required"):
         if choice == "required" and not tools:
             raise invalid("Tool choice 'required' needs at least one tool in 'tools'.", param)
-        mode: Literal["none", "auto", "required"] = choice
-        return mode
-    name = None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else choice.get("name")
-    if not isinstance(name, str):
+        mode: ToolMode = choice
+        return tools, mode
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools", choice)  # chat nests it, responses does not
+        listed = allowed.get("tools") if isinstance(allowed, dict) else None
+        mode = allowed.get("mode") if isinstance(allowed, dict) else None
+        if not isinstance(listed, list) or mode not in ("auto", "required"):
+            raise invalid(
+                "Invalid 'tool_choice': allowed_tools needs a 'mode' of 'auto' or 'required' "
+                "and a list of 'tools'.",
+                param,
+                "invalid_value",
+            )
+        names = [function_name(t) for t in listed]
+        return tuple(find_tool(tools, n, param) for n in names if n is not None), mode
+    name = function_name(choice) if isinstance(choice, dict) else None
+    if name is None:
         raise invalid(
-            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
-            '{"type": "function", ...} naming a function.',
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required', "
+            '{"type": "function", ...} naming a function, or {"type": "allowed_tools", ...}.',
             param,
             "invalid_value",
         )
+    return tools, find_tool(tools, name, param)
+
+
+def function_name(choice: Any) -> str | None:
+    """The function a choice names: ``{"type": "function", "function": {"name"}}`` (chat) or
+    ``{"type": "function", "name"}`` (responses)."""
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else choice.get("name")
+    return name if isinstance(name, str) else None
+
+
+def find_tool(tools: tuple[FunctionTool, ...], name: str, param: str) -> FunctionTool:
     for tool in tools:
         if tool.name == name:
             return tool
@@ -119,7 +162,8 @@ class MockModel:
         out = settings.output
         # The reply's text source, the same for every request; None in echo mode.
         self.text: TextSource | None = None
-        self.alternatives: list[str] = list(COMMON_TOKENS)  # logprob alternatives
+        # Logprob alternatives: the corpus's pieces, or common words in the other modes.
+        self.alternatives: list[str] = [*COMMON_TOKENS, *(f" {w}" for w in WORDS[:256])]
         if out.output_mode == "corpus":
             corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
             self.text = CorpusText(corpus, out)

@@ -53,7 +53,7 @@ class ChatTool:
     """A chat ``tools`` entry: ``{"type": "function", "function": {...}}``."""
 
     type: str
-    function: FunctionDefinition
+    function: FunctionDefinition | None = None  # absent in other tool types
 
 
 @frozen(kw_only=True)

@@ -97,11 +97,12 @@ def responses_ask(request: ResponsesRequest, texts: list[tuple[str, str]]) -> As
     effort = request.reasoning.effort if request.reasoning is not None else None
     check_effort(effort, "reasoning.effort")
     users = [text for role, text in texts if role == "user"] or [t for _, t in texts] or [""]
+    allowed, choice = pick_tool(tuple(tools), request.tool_choice, "tool_choice")
     return Ask(
         model=request.model,
         limits=Limits(max_tokens=request.max_output_tokens),
-        tools=tuple(tools),
-        tool_choice=pick_tool(tuple(tools), request.tool_choice, "tool_choice"),
+        tools=allowed,
+        tool_choice=choice,
         parallel_tool_calls=request.parallel_tool_calls is not False,
         json=json_mode,
         schema=schema,
