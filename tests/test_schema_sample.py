@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from jsonschema import (  # type: ignore[import-untyped]
     Draft4Validator,
+    Draft7Validator,
     Draft202012Validator,
     FormatChecker,
 )
@@ -33,13 +34,17 @@ SEEDS = range(200)
 # jsonschema checks date, email, ipv4 and uuid itself; the rest need optional packages.
 FORMATS = FormatChecker(formats=["date", "email", "ipv4", "ipv6", "uuid", "regex"])
 _RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"
-_HOSTNAME = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+_HOSTNAME = (
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 
 
 def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    return re.fullmatch(_RFC3339, value) is not None and bool(datetime.datetime.fromisoformat(value))
+    return re.fullmatch(_RFC3339, value) is not None and bool(
+        datetime.datetime.fromisoformat(value)
+    )
 
 
 def _is_time(value: object) -> bool:
@@ -228,13 +233,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "items": False,
         "minItems": 1,
     },
-    "draft-4 tuple items": {
-        "type": "array",
-        "items": [{"type": "boolean"}, {"type": "null"}],
-        "additionalItems": {"type": "string"},
-        "minItems": 3,
-        "maxItems": 4,
-    },
     "unique items": {
         "type": "array",
         "items": {"type": "integer", "minimum": 0, "maximum": 5},
@@ -285,7 +283,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             name: {"type": "string", "format": name}
             for name in ("date-time", "date", "time", "email", "uri", "uuid", "ipv4", "hostname")
         }
-        | {"url": {"type": "string", "format": "url"}, "ipv6": {"type": "string", "format": "ipv6"}},
+        | {
+            "url": {"type": "string", "format": "url"},
+            "ipv6": {"type": "string", "format": "ipv6"},
+        },
         "required": [
             "date-time",
             "date",
@@ -374,7 +375,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "anyOf": [
                     {
                         "type": "object",
-                        "properties": {"head": {"type": "integer"}, "tail": {"$ref": "#/$defs/list"}},
+                        "properties": {
+                            "head": {"type": "integer"},
+                            "tail": {"$ref": "#/$defs/list"},
+                        },
                         "required": ["head", "tail"],
                     },
                     {"type": "null"},
@@ -485,10 +489,22 @@ def test_draft4_boolean_exclusive_bounds() -> None:
     assert set(assert_all_valid(loose, validator=Draft4Validator)) == {0}
 
 
+def test_draft7_tuple_items() -> None:
+    schema = {
+        "type": "array",
+        "items": [{"type": "boolean"}, {"type": "null"}],
+        "additionalItems": {"type": "string", "maxLength": 4},
+        "minItems": 3,
+        "maxItems": 4,
+    }
+    values = assert_all_valid(schema, validator=Draft7Validator)
+    assert all(isinstance(v[0], bool) and v[1] is None and isinstance(v[2], str) for v in values)
+
+
 def test_unique_items_cap_lengths_at_the_distinct_values() -> None:
     assert all(len(v) <= 3 for v in assert_all_valid(SCHEMAS["unique enum items"]))
     assert all(len(v) <= 2 for v in assert_all_valid(SCHEMAS["unique booleans"]))
-    assert any(len(v) >= 4 for v in assert_all_valid(SCHEMAS["unique items"]))
+    assert all(len(v) == 3 for v in assert_all_valid(SCHEMAS["unique items"]))  # 1-3, >= 3
 
 
 def test_min_properties_adds_optional_properties_then_extra_keys() -> None:
@@ -546,7 +562,7 @@ def test_empty_schema_is_a_short_string() -> None:
 def test_json_object_mode() -> None:
     values = [sample_json_object(np.random.default_rng(seed)) for seed in SEEDS]
     assert all(2 <= len(v) <= 4 for v in values)
-    assert all(re.fullmatch("[a-z0-9]+(_[a-z0-9]+)?", k) for v in values for k in v)
+    assert all(re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)?", k) for v in values for k in v)
     kinds = {type(x) for v in values for x in v.values()}
     assert kinds == {str, int, float, bool, list}
     again = [sample_json_object(np.random.default_rng(seed)) for seed in SEEDS]
@@ -575,7 +591,10 @@ def _deep(levels: int) -> list[Any]:
         ({"$ref": "#/$defs/missing"}, "schema.$ref: cannot resolve '#/$defs/missing'"),
         ({"$ref": "https://example.com/s.json"}, "schema.$ref: cannot resolve"),
         (
-            {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+            {
+                "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                "$ref": "#/$defs/a",
+            },
             "circular $ref",
         ),
         (
@@ -594,6 +613,10 @@ def _deep(levels: int) -> list[Any]:
         ({"pattern": "(unclosed"}, "schema: invalid pattern '(unclosed'"),
         ({"anyOf": []}, "schema.anyOf: must be a non-empty list of schemas"),
         ({"properties": {"a": False}, "required": ["a"]}, "schema.properties.a: required"),
+        (
+            {"properties": {"a": {}}, "required": ["b"], "additionalProperties": False},
+            "schema.required: 'b' is not in properties and additionalProperties is false",
+        ),
         ({"allOf": [False]}, "schema.allOf[0]: the schema false accepts no value"),
         ({"items": 3}, "schema.items: a schema must be an object or a boolean"),
         ({"nullable": "yes"}, "schema.nullable: must be true or false"),
@@ -620,7 +643,9 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -654,7 +679,91 @@ def schema_like(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-schemas = st.recursive(st.booleans() | st.just({}), schema_like, max_leaves=12)
+schemas: st.SearchStrategy[Any] = st.recursive(
+    st.booleans() | st.just({}), schema_like, max_leaves=12
+)
+
+PATTERNS = [
+    "^[A-Z]{3}-\\d{4}$",
+    "^\\w+@example\\.com$",
+    "^(ab|cd)?[0-9]{1,3}$",
+    "x+y*",
+    "^[^,]{2}$",
+]
+FORMAT_NAMES = ["date-time", "date", "time", "email", "uri", "uuid", "ipv4", "hostname"]
+bounds = st.integers(-60, 60) | st.floats(-60, 60).map(lambda x: round(x, 2))
+
+
+@st.composite
+def scalar_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["string", "integer", "number", "boolean", "null", "enum"]))
+    if kind == "string":
+        low = draw(st.integers(0, 8))
+        return draw(
+            st.sampled_from(
+                [
+                    {"type": "string"},
+                    {
+                        "type": "string",
+                        "minLength": low,
+                        "maxLength": low + draw(st.integers(0, 8)),
+                    },
+                    {"type": "string", "pattern": draw(st.sampled_from(PATTERNS))},
+                    {"type": "string", "format": draw(st.sampled_from(FORMAT_NAMES))},
+                ]
+            )
+        )
+    if kind in {"integer", "number"}:
+        out: dict[str, Any] = {"type": kind}
+        for key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+            if draw(st.booleans()):
+                out[key] = draw(bounds)
+        if draw(st.booleans()):
+            out["multipleOf"] = draw(st.sampled_from([1, 2, 7, 0.5, 0.25, 0.1, 2.5]))
+        return out
+    if kind == "enum":
+        return {"enum": draw(st.lists(st.sampled_from(["a", 1, None, True, 2.5, [1]]), min_size=1))}
+    return {"type": kind, "nullable": False}
+
+
+def container_schemas(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        out: dict[str, Any]
+        kind = draw(st.sampled_from(["object", "array", "anyOf", "oneOf"]))
+        if kind == "object":
+            props = draw(st.dictionaries(st.sampled_from("abcd"), children, max_size=4))
+            required = draw(st.lists(st.sampled_from(sorted(props) or ["a"]), unique=True))
+            out = {"type": "object", "properties": props, "required": required}
+            if draw(st.booleans()):
+                out["additionalProperties"] = False
+            if draw(st.booleans()):
+                out["minProperties"] = draw(st.integers(0, len(props | dict.fromkeys(required))))
+            return out
+        if kind == "array":
+            low = draw(st.integers(0, 3))
+            out = {"type": "array", "items": draw(children), "minItems": low}
+            if draw(st.booleans()):
+                out["maxItems"] = low + draw(st.integers(0, 3))
+            if low <= 1 and draw(st.booleans()):
+                out["uniqueItems"] = True
+            return out
+        if kind == "anyOf":
+            return {"anyOf": draw(st.lists(children, min_size=1, max_size=3))}
+        kinds = draw(
+            st.lists(
+                st.sampled_from(["string", "boolean", "null", "integer", "array"]),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            )
+        )
+        return {"oneOf": [{"type": k} for k in kinds]}
+
+    return build()
+
+
+well_formed = st.recursive(scalar_schemas(), container_schemas, max_leaves=8)
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -674,7 +783,23 @@ def test_schema_shaped_json_is_sampled_without_crashing(schema: dict[str, Any], 
     try:
         check_schema(schema)
     except SchemaError as error:
-        assert str(error).startswith("schema")
+        message = str(error)
+    else:
+        message = ""
+    if message:
+        assert message.startswith("schema")
         return
     value = sample_json(schema, np.random.default_rng(seed))
     assert value == sample_json(schema, np.random.default_rng(seed))
+
+
+@fuzz
+@given(schema=well_formed, seed=st.integers(0, 2**32 - 1))
+def test_well_formed_schemas_give_valid_values(schema: dict[str, Any], seed: int) -> None:
+    try:
+        check_schema(schema)
+    except SchemaError:
+        return  # e.g. no multiple of 7 between the drawn bounds
+    value = sample_json(schema, np.random.default_rng(seed))
+    errors = list(Draft202012Validator(schema, format_checker=FORMATS).iter_errors(value))
+    assert not errors, f"{value!r}: {errors[0].message}"

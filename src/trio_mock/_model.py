@@ -113,8 +113,8 @@ def pick_tool(
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools", choice)  # chat nests it, responses does not
         listed = allowed.get("tools") if isinstance(allowed, dict) else None
-        mode = allowed.get("mode") if isinstance(allowed, dict) else None
-        if not isinstance(listed, list) or mode not in ("auto", "required"):
+        wanted = allowed.get("mode") if isinstance(allowed, dict) else None
+        if not isinstance(listed, list) or wanted not in ("auto", "required"):
             raise invalid(
                 "Invalid 'tool_choice': allowed_tools needs a 'mode' of 'auto' or 'required' "
                 "and a list of 'tools'.",
@@ -122,6 +122,7 @@ def pick_tool(
                 "invalid_value",
             )
         names = [function_name(t) for t in listed]
+        mode = "auto" if wanted == "auto" else "required"
         return tuple(find_tool(tools, n, param) for n in names if n is not None), mode
     name = function_name(choice) if isinstance(choice, dict) else None
     if name is None:
