@@ -133,19 +133,23 @@ class CompletionsHandler:
             include_usage=request.include_usage,
             echoes=echoes,
             n=request.n,
-            echo_logprobs=self.echo_logprobs(echoes, request.logprobs),
+            echo_logprobs=self.echo_logprobs(prompts, request.logprobs) if request.echo else None,
         )
 
     def echo_logprobs(
-        self, echoes: list[str] | None, top: int | None
+        self, prompts: list[str | list[int]], top: int | None
     ) -> list[tuple[list[str], Logprobs]] | None:
-        """The echoed prompts' tokens and logprobs (the first token of each has none)."""
-        if echoes is None or top is None:
+        """The echoed prompts' tokens (the ids as sent, for token prompts) and their
+        logprobs (the first token of each has none)."""
+        if top is None:
             return None
-        rng = self.model.unseeded
+        tokenizer, rng = self.model.tokenizer, self.model.unseeded
         out = []
-        for text in echoes:
-            pieces = self.model.tokenizer.pieces(text)
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                pieces = tokenizer.pieces(prompt)
+            else:
+                pieces = [tokenizer.decode([t]) for t in prompt]
             out.append((pieces, token_logprobs(pieces, top, self.model.alternatives, rng)))
         return out
 

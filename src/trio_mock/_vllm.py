@@ -49,6 +49,15 @@ class DetokenizeRequest:
     model: str | None = None
 
 
+def decodes(tokenizer: Tokenizer, token: int) -> bool:
+    """Whether ``token`` is in the vocabulary (cl100k has gaps below its size)."""
+    try:
+        tokenizer.decode([token])
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def json_response(data: Any) -> Response:
     return Response(orjson.dumps(data), content_type="application/json")
 
@@ -87,12 +96,9 @@ def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer
         if ask.model is not None:
             check_model(ask.model, settings.models)
         for i, token in enumerate(ask.tokens):
-            if not 0 <= token < tokenizer.vocab_size:
+            if not 0 <= token < tokenizer.vocab_size or not decodes(tokenizer, token):
                 raise invalid(f"Invalid token id {token}.", f"tokens[{i}]", "invalid_value")
-        try:
-            prompt = tokenizer.decode(ask.tokens)
-        except (KeyError, ValueError):
-            raise invalid("Invalid token id in 'tokens'.", "tokens", "invalid_value") from None
+        prompt = tokenizer.decode(ask.tokens)
         return json_response({"prompt": prompt})
 
     @app.get("/version")
