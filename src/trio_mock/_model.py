@@ -42,6 +42,24 @@ EFFORT_SCALE = {
 
 
 ToolMode = Literal["none", "auto", "required"]
+# The responses API's built-in tools a tool_choice may name (spec: ToolChoiceTypes).
+HOSTED_TOOLS = frozenset(
+    {
+        "file_search",
+        "web_search",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "computer",
+        "computer_use_preview",
+        "computer_use",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+        "custom",
+        "apply_patch",
+        "shell",
+    }
+)
 
 
 @frozen
@@ -124,6 +142,8 @@ def pick_tool(
         names = [function_name(t) for t in listed]
         mode = "auto" if wanted == "auto" else "required"
         return tuple(find_tool(tools, n, param) for n in names if n is not None), mode
+    if isinstance(choice, dict) and choice.get("type") in HOSTED_TOOLS:
+        return tools, "none"  # a hosted tool (web search, ...): never simulated, so a message
     name = function_name(choice) if isinstance(choice, dict) else None
     if name is None:
         raise invalid(

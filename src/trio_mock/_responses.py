@@ -212,12 +212,12 @@ class ResponsesEmitter:
         }
 
     def response(self, status: str) -> dict[str, Any]:
-        """The ``response`` object; output and usage only once it is finished."""
+        """The ``response`` object; output and usage only once it is finished. Fields the
+        request left out and the spec does not let be null (``user``) are omitted."""
         finished = status in {"completed", "incomplete"}
         request, choice = self.request, self.choice
-        reasoning_tokens = choice.count("reasoning")
         effort = request.reasoning.effort if request.reasoning else None
-        return {
+        response: dict[str, Any] = {
             "id": self.id,
             "object": "response",
             "created_at": self.created,
@@ -241,21 +241,22 @@ class ResponsesEmitter:
             "temperature": 1.0 if request.temperature is None else request.temperature,
             "text": self.data.get("text") or {"format": {"type": "text"}},
             "tool_choice": self.data.get("tool_choice") or "auto",
-            "tools": self.data.get("tools") or [],
+            "tools": echoed_tools(self.data.get("tools")),
             "top_p": 1.0 if request.top_p is None else request.top_p,
             "truncation": "disabled",
-            "usage": {
-                "input_tokens": self.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": choice.tokens,
-                "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-                "total_tokens": self.prompt_tokens + choice.tokens,
-            }
-            if finished
-            else None,
-            "user": request.user,
             "metadata": request.metadata or {},
         }
+        if finished:
+            response["usage"] = {
+                "input_tokens": self.prompt_tokens,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": choice.tokens,
+                "output_tokens_details": {"reasoning_tokens": choice.count("reasoning")},
+                "total_tokens": self.prompt_tokens + choice.tokens,
+            }
+        if request.user is not None:
+            response["user"] = request.user
+        return response
 
     @property
     def status(self) -> str:
@@ -362,6 +363,19 @@ class ResponsesEmitter:
         body = error.to_body()["error"]
         assert isinstance(body, dict)
         return self.event("error", code=body["code"], message=body["message"], param=body["param"])
+
+
+def echoed_tools(tools: Any) -> list[Any]:
+    """The request's tools as the response lists them: function tools with their
+    ``description`` and ``strict`` (true unless turned off, as the API defaults it)."""
+    if not isinstance(tools, list):
+        return []
+    return [
+        {"description": None, "strict": True} | tool
+        if isinstance(tool, dict) and tool.get("type") == "function"
+        else tool
+        for tool in tools
+    ]
 
 
 def output_text(text: str) -> dict[str, Any]:

@@ -476,6 +476,8 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
                 out[key] = _both(ours, theirs)
         elif key in {"uniqueItems", "nullable"}:
             out[key] = ours or theirs
+        elif key == "not":  # neither A nor B
+            out[key] = {"anyOf": [ours, theirs]}
     return out
 
 
@@ -489,6 +491,26 @@ def _modern_bounds(schema: Mapping[str, Any]) -> dict[str, Any]:
             if flag and inclusive in out:
                 out[exclusive] = out.pop(inclusive)
     return out
+
+
+def _clashes(s: Mapping[str, Any], branch: Any) -> bool:
+    """Whether merging ``branch`` into ``s`` would have to defer a combinator."""
+    return any(key in s and key in _as_schema(branch) for key in ("anyOf", "oneOf"))
+
+
+def _compatible(base: Mapping[str, Any], branch: Any) -> bool:
+    """Whether an ``anyOf``/``oneOf`` branch can agree with ``base`` on the value's type."""
+    ours = _types(base)
+    if not isinstance(branch, Mapping) or ours is None:
+        return branch is not False
+    ours = [*ours, "null"] if base.get("nullable") is True else ours
+    if "const" in branch or "enum" in branch:
+        values = branch.get("enum", [branch.get("const")])
+        return any(_is_type(value, kind) for value in values for kind in ours)
+    if "integer" in ours or "number" in ours:  # integers are numbers, and some numbers are
+        ours = [*ours, "integer", "number"]
+    theirs = _types(branch)
+    return theirs is None or any(t in ours for t in theirs)
 
 
 def _is_leafy(schema: Any) -> bool:
@@ -581,6 +603,8 @@ class _Sampler:
         s = self.resolve(schema, depth)
         if "oneOf" in s:
             return self.one_of(s, depth)
+        if "not" in s:
+            return self.avoid(s, depth)
         if "const" in s:
             return copy.deepcopy(s["const"])
         if s.get("nullable") is True and self.chance(0.2):  # OpenAPI 3.0
@@ -607,29 +631,53 @@ class _Sampler:
 
     def resolve(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
         """Follow ``$ref``, merge ``allOf`` and commit to one ``anyOf`` branch, until only
-        plain keywords (and perhaps a ``oneOf``, see ``one_of``) are left."""
+        plain keywords (and perhaps ``oneOf`` or ``not``, see ``sample``) are left.
+
+        ``allOf`` goes before ``anyOf`` so that the pick sees every ``type``; an ``allOf``
+        branch whose ``anyOf``/``oneOf`` clashes with one already here waits its turn.
+        """
         s = dict(schema)
-        for _ in range(_STEPS):  # clashing combinators wait in allOf, so anyOf goes first
+        for _ in range(_STEPS):
+            waiting = s.get("allOf", [])
             if "$ref" in s:
                 s = _merge(_as_schema(_pointer(self.root, s.pop("$ref"))), s)
+            elif waiting and not all(_clashes(s, branch) for branch in waiting):
+                for branch in s.pop("allOf"):
+                    s = _merge(s, _as_schema(branch))  # a clash goes back into allOf
             elif "anyOf" in s:
                 branches = s.pop("anyOf")
-                s = _merge(s, _as_schema(branches[self.choose(branches, depth)]))
-            elif "allOf" in s:
-                if "oneOf" in s and any("oneOf" in _as_schema(b) for b in s["allOf"]):
-                    return s  # one_of() resolves the rest once it has picked a branch
-                for branch in s.pop("allOf"):
-                    s = _merge(s, _as_schema(branch))
+                s = _merge(s, _as_schema(branches[self.choose(branches, depth, s)]))
             else:
-                return s
+                return s  # any allOf left waits for one_of()
         return {k: v for k, v in s.items() if k not in {"$ref", "allOf", "anyOf"}}
 
-    def choose(self, branches: list[Any], depth: int) -> int:
-        """A branch index at random; past ``_SOFT_DEPTH``, one that ends recursion if any."""
-        options = list(range(len(branches)))
+    def choose(self, branches: list[Any], depth: int, base: Mapping[str, Any]) -> int:
+        """A random branch that agrees with ``base`` on type; past ``_SOFT_DEPTH``, one
+        that ends recursion if there is one."""
+        options = [i for i, b in enumerate(branches) if _compatible(base, self.peek(b))]
+        options = options or list(range(len(branches)))
         if depth >= _SOFT_DEPTH:
             options = [i for i in options if _is_leafy(branches[i])] or options
         return self.pick(options)
+
+    def peek(self, schema: Any) -> Any:
+        """``schema`` with its ``$ref`` chain followed (no merging, no randomness)."""
+        for _ in range(8):
+            if not (isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str)):
+                break
+            schema = _pointer(self.root, schema["$ref"])
+        return schema
+
+    def avoid(self, s: dict[str, Any], depth: int) -> Any:
+        """A value for ``s`` that (as far as ``may_match`` can tell) fails ``s["not"]``;
+        the second half of the tries sample lean, like ``one_of``."""
+        banned = s.pop("not")
+        value: Any = None
+        for attempt in range(6):
+            value = self.sample(s, depth + 1 if attempt < 3 else max(depth + 1, _SOFT_DEPTH))
+            if not self.may_match(value, banned):
+                break
+        return value
 
     def one_of(self, s: dict[str, Any], depth: int) -> Any:
         """A value for one branch that (as far as ``may_match`` can tell) fits no other.
@@ -638,7 +686,7 @@ class _Sampler:
         as past ``_SOFT_DEPTH``), which is what usually tells overlapping branches apart.
         """
         branches, base = s.pop("oneOf"), s
-        first = self.choose(branches, depth)
+        first = self.choose(branches, depth, base)
         order = [first, *(int(i) for i in self.rng.permutation(len(branches)) if i != first)]
         value: Any = None
         for attempt in range(2 * max(3, len(order))):
@@ -726,10 +774,7 @@ class _Sampler:
 
     def distinct(self, schema: Any) -> int | None:
         """How many distinct values ``schema`` allows, when that is small and obvious."""
-        for _ in range(8):
-            if not (isinstance(schema, Mapping) and "$ref" in schema):
-                break
-            schema = _pointer(self.root, schema["$ref"])
+        schema = self.peek(schema)
         if not isinstance(schema, Mapping):
             return None
         if "const" in schema or "enum" in schema:
