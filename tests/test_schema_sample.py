@@ -6,6 +6,7 @@ Every sample is checked by ``jsonschema`` (Draft 2020-12, formats asserted), ove
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -272,10 +273,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "choice": {"type": "string", "pattern": "^(?:red|green|blue)(-[a-z]+)*$"},
             "phone": {"type": "string", "pattern": "^\\+?[1-9]\\d{1,14}$"},
             "negated": {"type": "string", "pattern": "^[^aeiou\\s]{4}\\.txt$"},
+            "escapes": {"type": "string", "pattern": "^[\\u0041-\\u005A]{2}\\x2d\\t?$"},
             "unanchored": {"type": "string", "pattern": "id_\\d+"},
             "short": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 2},
         },
-        "required": ["code", "email", "hex", "choice", "phone", "negated", "unanchored", "short"],
+        "required": "code email hex choice phone negated escapes unanchored short".split(),
     },
     "formats": {
         "type": "object",
@@ -314,8 +316,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             {"type": "number", "maximum": -1e12},
             {"type": "integer", "minimum": 9007199254740993},
             {"type": "number", "minimum": 1e-9, "maximum": 2e-9},
+            {"type": "integer", "minimum": 0, "maximum": 0},
+            {"type": "integer", "maximum": 0, "multipleOf": 3},
+            {"type": "number", "multipleOf": 1, "minimum": 1e20},
         ],
-        "minItems": 11,
+        "minItems": 14,
     },
     "anyOf with null": {"anyOf": [{"type": "string", "maxLength": 10}, {"type": "null"}]},
     "oneOf overlapping types": {"oneOf": [{"type": "number"}, {"type": "integer"}]},
@@ -435,13 +440,13 @@ def test_recursion_is_bounded() -> None:
     def depth(node: dict[str, Any]) -> int:
         return 1 + max((depth(child) for child in node["children"]), default=0)
 
-    depths = [depth(v) for v in assert_all_valid(TREE)]
+    depths = [depth(v) for v in samples(TREE)]
     assert max(depths) <= 5
     assert max(depths) >= 3
 
 
 def test_strict_order_fields() -> None:
-    values = assert_all_valid(STRICT_ORDER)
+    values = samples(STRICT_ORDER)  # validated in test_every_sample_is_valid
     assert all(list(v) == ["order_id", "items", "shipping", "placed_at"] for v in values)
     shipping = [v["shipping"] for v in values]
     assert any(s is None for s in shipping)
@@ -452,7 +457,7 @@ def test_strict_order_fields() -> None:
 
 
 def test_patterns_are_generated_not_just_checked() -> None:
-    values = assert_all_valid(SCHEMAS["patterns"])
+    values = samples(SCHEMAS["patterns"])
     assert len({v["code"] for v in values}) > 150
     assert any(v["hex"].startswith("0x") for v in values)
     assert {v["choice"].split("-")[0] for v in values} == {"red", "green", "blue"}
@@ -460,17 +465,19 @@ def test_patterns_are_generated_not_just_checked() -> None:
 
 def test_a_pattern_beyond_the_generator_falls_back_to_words() -> None:
     schema = {"type": "string", "pattern": "^(?=.*[0-9])(?=.*[A-Z])\\w{8}$"}
-    assert all(isinstance(v, str) and v for v in samples(schema, range(20)))
+    assert all(set(v.split(" ")) <= set(DEFAULT_WORDS) for v in samples(schema, range(20)))
 
 
 def test_numbers_are_nice_and_respect_the_bounds() -> None:
-    values = assert_all_valid(SCHEMAS["numeric bounds"])
+    values = samples(SCHEMAS["numeric bounds"])
     assert {v[0] for v in values} == {1, 2}
     assert {v[1] for v in values} == {1}
     assert {v[2] for v in values} <= {x / 2 for x in range(-4, 5)}
     assert {v[3] for v in values} <= {14, 21, 28}
     assert all(isinstance(v[0], int) and not isinstance(v[0], bool) for v in values)
     assert all(v[9] >= 9007199254740993 and isinstance(v[9], int) for v in values)
+    assert {v[11] for v in values} == {0}
+    assert all(v[12] <= 0 and v[12] % 3 == 0 for v in values)
     plain = samples({"type": "number", "minimum": -50, "maximum": 50})
     assert all(round(x, 2) == x for x in plain)
     assert any(x != int(x) for x in plain)
@@ -525,6 +532,47 @@ def test_optional_properties_are_sometimes_present() -> None:
         assert 40 < sum(key in v for v in values) < 160
     assert {} in values
     assert all(list(v) == sorted(v) for v in values)  # properties order
+
+
+def test_not_is_avoided() -> None:
+    pair = {"type": "integer"}
+    schema = {"properties": {"a": pair, "b": pair}, "not": {"required": ["a", "b"]}}
+    values = assert_all_valid(schema)
+    assert any("a" in v for v in values)
+    assert any("b" in v for v in values)
+    assert set(assert_all_valid({"enum": ["x", "y", "z"], "not": {"const": "y"}})) == {"x", "z"}
+    thirds = {"type": "integer", "minimum": 0, "maximum": 9, "not": {"multipleOf": 3}}
+    assert set(assert_all_valid(thirds)) == {1, 2, 4, 5, 7, 8}
+
+
+def test_branches_must_agree_with_the_type_beside_them() -> None:
+    auto_or_config = {
+        "type": "object",
+        "oneOf": [
+            {"type": "string", "enum": ["auto"]},
+            {"properties": {"threshold": {"type": "number"}}, "required": ["threshold"]},
+        ],
+    }
+    assert all(isinstance(v, dict) for v in assert_all_valid(auto_or_config))
+    # allOf is merged before the anyOf branch is picked, so its type rules out null
+    schema = {"allOf": [{"anyOf": [{"type": "null"}, {"type": "integer"}]}, {"type": "integer"}]}
+    assert all(isinstance(v, int) for v in assert_all_valid(schema))
+
+
+def test_schemas_without_finite_instances_still_return() -> None:
+    forever = {
+        "$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}, "required": ["next"]}},
+        "$ref": "#/$defs/n",
+    }
+    value, levels = sample_json(forever, np.random.default_rng(0)), 0
+    while isinstance(value, dict):
+        value, levels = value["next"], levels + 1
+    assert value is None
+    assert 10 < levels < 30
+    huge = {"type": "array", "minItems": 1000, "items": {"$ref": "#/$defs/row"}}
+    huge["$defs"] = {"row": {"type": "array", "minItems": 1000, "items": {"minLength": 1000}}}
+    rows = sample_json(huge, np.random.default_rng(0))
+    assert sum(len(s) for row in rows for s in row) < 10_000_000  # the work budget held
 
 
 def test_any_of_with_null_gives_both() -> None:
@@ -601,12 +649,20 @@ def _deep(levels: int) -> list[Any]:
             {"properties": {"n": {"minimum": 5, "maximum": 3}}},
             "schema.properties.n: minimum 5 > maximum 3",
         ),
-        ({"exclusiveMinimum": 3, "maximum": 3}, "schema: minimum 3 > maximum 3"),
+        ({"exclusiveMinimum": 3, "maximum": 3}, "schema: an exclusive bound at 3 leaves no"),
+        ({"minimum": 3, "exclusiveMinimum": True, "maximum": 3}, "exclusive bound at 3"),
+        ({"type": "object", "maxProperties": 1, "required": ["a", "b"]}, "2 required >"),
+        (
+            {"properties": {"a": {}}, "additionalProperties": False, "minProperties": 2},
+            "schema: minProperties > the 1 properties allowed",
+        ),
+        ({"prefixItems": [{}], "items": False, "minItems": 2}, "minItems > the 1 items"),
         ({"anyOf": [{"minItems": 4, "maxItems": 2}]}, "schema.anyOf[0]: minItems 4 > maxItems 2"),
         ({"minLength": 9, "maxLength": 2}, "schema: minLength 9 > maxLength 2"),
         ({"type": "integer", "minimum": 1.2, "maximum": 1.8}, "schema: no integer lies"),
         ({"type": "integer", "multipleOf": 5, "minimum": 1, "maximum": 4}, "no multiple of 5"),
         ({"multipleOf": 0}, "schema.multipleOf: must be greater than 0"),
+        ({"type": "integer", "minimum": 2**63}, "schema: integers beyond 64 bits"),
         ({"minimum": "1"}, "schema.minimum: must be a number"),
         ({"minItems": -1}, "schema.minItems: must be a non-negative integer"),
         ({"minLength": 10**7}, "schema.minLength: 10000000 is more than trio-mock builds"),
@@ -727,19 +783,29 @@ def scalar_schemas(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def container_schemas(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    def objects(draw: st.DrawFn, names: str, *, may_close: bool) -> dict[str, Any]:
+        props = draw(st.dictionaries(st.sampled_from(names), children, max_size=len(names)))
+        required = draw(st.lists(st.sampled_from(sorted(props) or [names[0]]), unique=True))
+        out: dict[str, Any] = {"type": "object", "properties": props, "required": required}
+        if may_close and draw(st.booleans()):
+            out["additionalProperties"] = False
+        if draw(st.booleans()):
+            out["minProperties"] = draw(st.integers(0, len(props | dict.fromkeys(required))))
+        return out
+
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
         out: dict[str, Any]
-        kind = draw(st.sampled_from(["object", "array", "anyOf", "oneOf"]))
+        kind = draw(st.sampled_from(["object", "array", "anyOf", "oneOf", "allOf"]))
         if kind == "object":
-            props = draw(st.dictionaries(st.sampled_from("abcd"), children, max_size=4))
-            required = draw(st.lists(st.sampled_from(sorted(props) or ["a"]), unique=True))
-            out = {"type": "object", "properties": props, "required": required}
-            if draw(st.booleans()):
-                out["additionalProperties"] = False
-            if draw(st.booleans()):
-                out["minProperties"] = draw(st.integers(0, len(props | dict.fromkeys(required))))
-            return out
+            return objects(draw, "abcd", may_close=True)
+        if kind == "allOf":  # disjoint halves, so the merge is satisfiable
+            return {
+                "allOf": [
+                    objects(draw, "ab", may_close=False),
+                    objects(draw, "cd", may_close=False),
+                ]
+            }
         if kind == "array":
             low = draw(st.integers(0, 3))
             out = {"type": "array", "items": draw(children), "minItems": low}
@@ -764,6 +830,7 @@ def container_schemas(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dic
 
 
 well_formed = st.recursive(scalar_schemas(), container_schemas, max_leaves=8)
+well_formed |= well_formed.map(lambda s: {"$defs": {"x": s}, "$ref": "#/$defs/x"})
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -774,7 +841,7 @@ def test_any_json_is_accepted_or_a_schema_error(schema: Any) -> None:
         check_schema(schema)
     except SchemaError:
         return
-    sample_json(schema, np.random.default_rng(0))
+    json.dumps(sample_json(schema, np.random.default_rng(0)), allow_nan=False)
 
 
 @fuzz
@@ -790,7 +857,9 @@ def test_schema_shaped_json_is_sampled_without_crashing(schema: dict[str, Any], 
         assert message.startswith("schema")
         return
     value = sample_json(schema, np.random.default_rng(seed))
-    assert value == sample_json(schema, np.random.default_rng(seed))
+    assert json.dumps(value, allow_nan=False) == json.dumps(
+        sample_json(schema, np.random.default_rng(seed))
+    )
 
 
 @fuzz

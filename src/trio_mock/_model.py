@@ -269,7 +269,9 @@ class MockModel:
         if calls := self.tool_calls(ask, rng):
             return calls
         if ask.json is not None:
-            value = sample_json(ask.schema or {}, rng) if ask.json == "schema" else None
+            value = (
+                sample_json(ask.schema or {}, rng, checked=True) if ask.json == "schema" else None
+            )
             text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
             pieces = self.tokenizer.pieces(text.decode())
             return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
@@ -290,7 +292,7 @@ class MockModel:
             chosen = [ask.tools[int(i)] for i in rng.choice(len(ask.tools), count, replace=False)]
         segments = []
         for k, tool in enumerate(chosen):
-            arguments = orjson.dumps(sample_json(tool.parameters, rng)).decode()
+            arguments = orjson.dumps(sample_json(tool.parameters, rng, checked=True)).decode()
             pieces = self.tokenizer.pieces(arguments)
             call = ToolCall(new_id("call_", 24), tool.name, k)
             segments.append(

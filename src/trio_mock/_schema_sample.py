@@ -6,14 +6,15 @@ plausible text. This stage turns a schema and a seeded numpy Generator into such
 the same value for the same seed, and rejects up front (``SchemaError``, which the server
 makes a 400) the schemas it cannot honour. It does no I/O and knows nothing of requests.
 
-Limits: ``not``, ``if``/``then``/``else``, ``contains``, ``propertyNames``,
-``dependent*`` and ``unevaluated*`` are accepted but ignored; inside ``allOf`` the first
-``pattern``, ``format``, ``const``, ``multipleOf`` and ``prefixItems`` win. A ``pattern`` is
-met when a few words happen to match it, or when the small generator below understands it
-(literals, classes, ``\\d \\w \\s .``, quantifiers, groups, alternation, anchors); with
-lookarounds, backreferences or ``\\b`` the value falls back to plain words, which may not
-match. Patterns are Python ``re``, not ECMA 262. ``oneOf`` exclusivity is checked only by a
-cheap, partial validator. A schema with no finite instance (a required property that
+Limits: ``if``/``then``/``else``, ``contains``, ``propertyNames``, ``dependent*`` and
+``unevaluated*`` are accepted but ignored; inside ``allOf`` the first ``pattern``, ``format``,
+``const``, ``multipleOf`` and ``prefixItems`` win. ``oneOf`` exclusivity and ``not`` are
+checked by a cheap, partial validator, with a few retries. A ``pattern`` is met when a few
+words happen to match it, or when the small generator below understands it (literals,
+classes, ``\\d \\w \\s .``, quantifiers, groups, alternation, anchors); with lookarounds,
+backreferences or ``\\b`` the value falls back to plain words, which may not match. Patterns
+are Python ``re``, not ECMA 262. Recursion bottoms out: past six levels only required
+properties, ``minItems`` and non-recursive branches are drawn. A schema with no finite instance (a required property that
 recurses forever, contradictory ``allOf`` branches) gets a best-effort value, not an error.
 """
 
@@ -47,33 +48,30 @@ DEFAULT_WORDS: tuple[str, ...] = tuple(
 JSON_TYPES = ("string", "number", "integer", "boolean", "null", "array", "object")
 _SOFT_DEPTH = 6  # deeper than this, only what is required (recursive schemas must bottom out)
 _HARD_DEPTH = 24  # deeper than this a schema never bottoms out: give up with null
-_BUDGET = 50_000  # samples (and 100-character string chunks) per value, against blow-ups
+_BUDGET = 20_000  # samples (and 100-character string chunks) per value, against blow-ups
 _STEPS = 64  # $ref / allOf / anyOf expansions per value, against reference loops
 _MAX_NESTING = 100  # JSON levels a schema may have, so recursion here stays far from the limit
 _MAX_ITEMS = 1_000  # largest minItems / minProperties we will build
 _MAX_LENGTH = 100_000  # largest minLength
 _MAX_MAGNITUDE = 1e300  # numeric keywords beyond this cannot be turned into floats safely
 
-_ONE_SCHEMA: tuple[str, ...] = ("items", "additionalProperties", "additionalItems", "contains")
-_ONE_SCHEMA += ("not", "if", "then", "else", "propertyNames")
-_ONE_SCHEMA += ("unevaluatedItems", "unevaluatedProperties")
+# Where subschemas live: one schema, a map of them, a list of them.
+_ONE_SCHEMA = (
+    "items additionalProperties additionalItems contains not if then else propertyNames "
+    "unevaluatedItems unevaluatedProperties"
+).split()
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 _NUMBERS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
-_OBJECT_WORDS: tuple[str, ...] = (
-    "properties",
-    "required",
-    "additionalProperties",
-    "patternProperties",
-)
-_OBJECT_WORDS += ("minProperties", "maxProperties")
-_ARRAY_WORDS = ("items", "prefixItems", "minItems", "maxItems", "uniqueItems")
-_STRING_WORDS = ("minLength", "maxLength", "pattern", "format")
+# Keywords that tell a schema without "type" what it describes.
+_OBJECT_WORDS = "properties required additionalProperties patternProperties minProperties".split()
+_ARRAY_WORDS = "items prefixItems minItems maxItems uniqueItems".split()
+_STRING_WORDS = "minLength maxLength pattern format".split()
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 _MISSING: Any = object()
 
 
@@ -82,15 +80,23 @@ class SchemaError(ValueError):
 
 
 def sample_json(
-    schema: Mapping[str, Any], rng: np.random.Generator, words: Sequence[str] = DEFAULT_WORDS
+    schema: Mapping[str, Any],
+    rng: np.random.Generator,
+    words: Sequence[str] = DEFAULT_WORDS,
+    *,
+    checked: bool = False,
 ) -> Any:
     """Return a JSON-compatible value that is valid against ``schema``.
+
+    The same schema and the same ``rng`` state give the same value.
 
     Args:
       schema: the JSON Schema (a function's ``parameters``, or ``json_schema.schema``);
         ``$ref``s resolve against it.
       rng: per-request generator, so a request ``seed`` reproduces the value.
-      words: the pool that string values are built from.
+      words: the pool string values are built from (1-4 words joined by spaces).
+      checked: the caller already ran ``check_schema`` on this schema (the server does,
+        once per distinct schema), so it is not run again.
 
     Returns:
       dicts, lists, strs, ints, floats, bools and None only; object keys follow
@@ -99,7 +105,8 @@ def sample_json(
     Raises:
       SchemaError: from ``check_schema``.
     """
-    check_schema(schema)
+    if not checked:
+        check_schema(schema)  # the sampler trusts every keyword's shape
     return _Sampler(schema, rng, words).sample(schema, 0)
 
 
@@ -107,6 +114,10 @@ def sample_json_object(
     rng: np.random.Generator, words: Sequence[str] = DEFAULT_WORDS
 ) -> dict[str, Any]:
     """Return a small plausible object, for ``response_format: json_object`` (no schema).
+
+    Args:
+      rng: per-request generator, so a request ``seed`` reproduces the object.
+      words: the pool keys and strings are built from.
 
     Returns:
       2-4 snake_case keys holding strings, numbers, booleans or a short list of words.
@@ -137,8 +148,13 @@ def sample_json_object(
 def check_schema(schema: Any) -> None:
     """Raise ``SchemaError`` unless ``sample_json`` can honour ``schema``.
 
-    Any JSON value may be passed (it is the request body); nothing but ``SchemaError``
-    escapes.
+    Checks the shape of every keyword the sampler reads, that every ``$ref`` is local and
+    resolves, and the plainly unsatisfiable (``minimum > maximum``, no integer in range,
+    more required properties than ``maxProperties``, ...).
+
+    Args:
+      schema: any JSON value (it comes from the request body); nothing but
+        ``SchemaError`` escapes, whatever it is.
 
     Raises:
       SchemaError: e.g. ``"schema.properties.city.type: unknown type 'strng'"``.
@@ -200,6 +216,7 @@ class _Checker:
                     self.walk(sub, f"{path}.{key}[{i}]")
         if "$ref" in node:
             self.follow(node["$ref"], f"{path}.$ref")
+        _check_ranges(node, path)  # last: it relies on the shapes checked above
 
     def follow(self, ref: str, path: str) -> None:
         """Resolve a ``$ref`` chain to a schema, and queue the targets for checking."""
@@ -275,16 +292,27 @@ def _check_keywords(node: Mapping[str, Any], path: str) -> None:
             raise SchemaError(f"{path}.{key}: must be a number")
     if node.get("multipleOf", 1) <= 0:
         raise SchemaError(f"{path}.multipleOf: must be greater than 0")
-    _check_ranges(node, path)
 
 
 def _check_ranges(node: Mapping[str, Any], path: str) -> None:
+    """Reject the plainly unsatisfiable: empty ranges, more required than allowed."""
     for low, high in zip(_COUNTS[::2], _COUNTS[1::2], strict=True):
         if node.get(low, 0) > node.get(high, math.inf):
             raise SchemaError(f"{path}: {low} {node[low]} > {high} {node[high]}")
+    props, required = node.get("properties", {}), node.get("required", [])
+    if len(set(required)) > node.get("maxProperties", math.inf):
+        raise SchemaError(f"{path}: {len(set(required))} required > maxProperties")
+    closed = node.get("additionalProperties") is False and "patternProperties" not in node
+    if closed and node.get("minProperties", 0) > len(props):
+        raise SchemaError(f"{path}: minProperties > the {len(props)} properties allowed")
+    prefix, rest = _item_schemas(node)
+    if rest is False and node.get("minItems", 0) > len(prefix):
+        raise SchemaError(f"{path}: minItems > the {len(prefix)} items allowed")
     lo, lo_x, hi, hi_x = _bounds(node)
-    if lo is not None and hi is not None and (lo > hi or (lo == hi and (lo_x or hi_x))):
-        raise SchemaError(f"{path}: minimum {lo} > maximum {hi}, no number fits")
+    if lo is not None and hi is not None and lo > hi:
+        raise SchemaError(f"{path}: minimum {lo} > maximum {hi}")
+    if lo is not None and lo == hi and (lo_x or hi_x):
+        raise SchemaError(f"{path}: an exclusive bound at {lo} leaves no number")
     types = _types(node)
     if types and set(types) <= {"integer", "number"}:
         integer = "number" not in types
@@ -293,6 +321,12 @@ def _check_ranges(node: Mapping[str, Any], path: str) -> None:
         if checkable and k_lo > k_hi:
             what = f"multiple of {node['multipleOf']}" if "multipleOf" in node else "integer"
             raise SchemaError(f"{path}: no {what} lies between {lo} and {hi}")
+    if types and "integer" in types and "number" not in types:  # JSON encoders stop at 64 bits
+        step, k_lo, k_hi = _multiples(node, integer=True)
+        if (k_lo is not None and k_lo * step >= 2**63) or (
+            k_hi is not None and k_hi * step < -(2**63)
+        ):
+            raise SchemaError(f"{path}: integers beyond 64 bits are not supported")
 
 
 def _nesting(value: Any) -> int:
@@ -507,7 +541,7 @@ def _compatible(base: Mapping[str, Any], branch: Any) -> bool:
     if "const" in branch or "enum" in branch:
         values = branch.get("enum", [branch.get("const")])
         return any(_is_type(value, kind) for value in values for kind in ours)
-    if "integer" in ours or "number" in ours:  # integers are numbers, and some numbers are
+    if "integer" in ours or "number" in ours:  # the two overlap
         ours = [*ours, "integer", "number"]
     theirs = _types(branch)
     return theirs is None or any(t in ours for t in theirs)
@@ -573,7 +607,7 @@ class _Sampler:
         self.words = tuple(w for w in words if w) or DEFAULT_WORDS
         self.nodes = self.checks = 0
 
-    def pick(self, options: Sequence[T]) -> T:
+    def pick(self, options: Sequence[_T]) -> _T:
         return options[int(self.rng.integers(len(options)))]
 
     def chance(self, p: float) -> bool:
@@ -583,11 +617,14 @@ class _Sampler:
         """A word fit for keys, hostnames and emails: lower-case ASCII letters and digits."""
         return re.sub(r"[^a-z0-9]+", "", self.pick(self.words).lower()) or "item"
 
+    def draw_words(self, n: int) -> list[str]:
+        return [self.words[i] for i in self.rng.integers(len(self.words), size=n)]
+
     def text(self, low: int = 0, high: int | None = None) -> str:
         """1-4 words, padded with more words or cut to fit ``[low, high]`` characters."""
-        text = " ".join(self.pick(self.words) for _ in range(1 + int(self.rng.integers(4))))
-        while len(text) < low:
-            text += " " + self.pick(self.words)
+        text = " ".join(self.draw_words(1 + int(self.rng.integers(4))))
+        while len(text) < low:  # a word adds at least 2 characters: rarely more than 2 rounds
+            text = " ".join([text, *self.draw_words((low - len(text)) // 4 + 1)])
         if high is not None and len(text) > high:
             text = text[:high]
             text = text.rstrip() if len(text.rstrip()) >= low else text
@@ -603,17 +640,20 @@ class _Sampler:
         s = self.resolve(schema, depth)
         if "oneOf" in s:
             return self.one_of(s, depth)
-        if "not" in s:
-            return self.avoid(s, depth)
         if "const" in s:
             return copy.deepcopy(s["const"])
         if s.get("nullable") is True and self.chance(0.2):  # OpenAPI 3.0
             return None
-        if "enum" in s:
+        if "enum" in s:  # the members that fit the other keywords, if any do
             rest = {k: v for k, v in s.items() if k != "enum"}
+            banned = s.get("not", False)
             fits = [v for v in s["enum"] if self.may_match(v, rest)]
+            fits = [v for v in fits if not self.may_match(v, banned)] or fits
             return copy.deepcopy(self.pick(fits or s["enum"]))
-        kind = _infer_type(s) if _types(s) is None else self.pick_type(_types(s) or [], depth)
+        if "not" in s:
+            return self.avoid(s, depth)
+        types = _types(s)
+        kind = _infer_type(s) if types is None else self.pick_type(types, depth)
         if kind == "object":
             return self.object(s, depth)
         if kind == "array":
@@ -673,8 +713,8 @@ class _Sampler:
         the second half of the tries sample lean, like ``one_of``."""
         banned = s.pop("not")
         value: Any = None
-        for attempt in range(6):
-            value = self.sample(s, depth + 1 if attempt < 3 else max(depth + 1, _SOFT_DEPTH))
+        for attempt in range(12):
+            value = self.sample(s, depth + 1 if attempt < 6 else max(depth + 1, _SOFT_DEPTH))
             if not self.may_match(value, banned):
                 break
         return value
@@ -830,13 +870,18 @@ class _Sampler:
         """A multiple of ``multipleOf`` (or of 0.01: "nice") within the bounds, near zero."""
         step, k_lo, k_hi = _multiples(s, integer=integer)
         lo, _, hi, _ = _bounds(s)
+        if integer:  # within 64 bits, which check_schema made sure is possible
+            top, bottom = math.floor((2**63 - 1) / step), math.ceil(-(2**63) / step)
+            k_lo = bottom if k_lo is None else max(k_lo, bottom)
+            k_hi = top if k_hi is None else min(k_hi, top)
         if k_lo is not None and k_hi is not None and k_lo > k_hi:
             if not integer and lo is not None and hi is not None:
                 return float((lo + hi) / 2)  # bounds closer than 0.01
             return int(k_lo * step) if integer else float(k_lo * step)  # unsatisfiable (allOf)
         a, b = _window(k_lo, k_hi, max(1, min(10**6, int(100 / step))))
         m = s.get("multipleOf")
-        exact_ints = integer or (m is not None and not isinstance(m, float))
+        small = max(abs(a), abs(b)) * step < 2**53  # else a float, which JSON encoders take
+        exact_ints = integer or (m is not None and not isinstance(m, float) and small)
         spares: list[float] = []
         value: int | float = 0
         for _ in range(8):
@@ -916,6 +961,7 @@ _CLASS_ESCAPES = {
 _CONTROL = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v"}
 _FORMAT_ALIASES = {"url": "uri", "iri": "uri", "uri-reference": "uri", "idn-email": "email"}
 _BRACES = re.compile(r"\{([0-9]*)(,?)([0-9]*)\}")
+_HEX = {"x": re.compile(r"[0-9a-fA-F]{2}"), "u": re.compile(r"[0-9a-fA-F]{4}")}
 _MAX_REPEAT = 1_000
 
 
@@ -1021,7 +1067,10 @@ class _PatternParser:
         c = self.take()
         if c in _CLASS_ESCAPES or c in _CONTROL:
             return _CLASS_ESCAPES.get(c) or _CONTROL[c]
-        if c.isascii() and c.isalnum():  # \b, backreferences, \x41, \u00e9 ...
+        if c in {"x", "u"} and (m := _HEX[c].match(self.p, self.i)):
+            self.i = m.end()
+            return chr(int(m[0], 16))
+        if c.isascii() and c.isalnum():  # \b, backreferences, \N{...} ...
             raise _Unsupported
         return c
 
