@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 from ._asgi import ASGIApp, Endpoint, Handler
 from ._chat import ChatHandler
 from ._completions import CompletionsHandler
+from ._corpus import release_free_memory
 from ._embeddings import EmbeddingsHandler
 from ._emit import new_id
 from ._errors import install_error_handlers
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         endpoint = Endpoint(settings, handler, load)
         app.fast_routes |= {"/v1" + path: endpoint, path: endpoint}
     install_vllm_routes(app, settings, tokenizer)
+    release_free_memory()  # the corpus build's temporaries are gone by now
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
     install_error_handlers(app)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,7 +97,6 @@ class Corpus:
         self.sentence_starts: IntArray = np.concatenate(
             ([0], np.flatnonzero((self.ids == period) | (self.ids == paragraph))[:-1] + 1)
         ).astype(np.int32)
-        release_free_memory()
 
     def slice(self, n: int, rng: np.random.Generator) -> IntArray:
         """``n`` piece ids from a random sentence start, wrapping at the end."""
@@ -106,7 +106,9 @@ class Corpus:
 
 
 def release_free_memory() -> None:
-    """Hand the corpus build's temporary arrays back to the OS (glibc keeps them otherwise)."""
+    """Hand start-up's temporary objects (the corpus build's arrays) back to the OS: glibc
+    keeps freed memory otherwise. Call it once they are out of scope."""
+    gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
