@@ -7,7 +7,6 @@ shape (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ import orjson
 
 from ._chat import stops
 from ._convert import structure
-from ._emit import DONE, error_frame, new_id, usage
+from ._emit import ChoicesEmitter
 from ._errors import invalid
 from ._model import Ask
 from ._plan import Limits, token_logprobs
@@ -25,7 +24,6 @@ from ._tokens import off_loop
 from ._validate import MAX_N, at_least, at_most, check_model
 
 if TYPE_CHECKING:
-    from ._errors import OpenAIError
     from ._model import MockModel
     from ._plan import ChoicePlan, Logprobs
     from ._protocol import Overrides
@@ -154,37 +152,26 @@ class CompletionsHandler:
         return out
 
 
-class CompletionEmitter:
+class CompletionEmitter(ChoicesEmitter):
     """Renders a ``text_completion`` body or its stream."""
+
+    object_name = "text_completion"
+    id_prefix = "cmpl-"
 
     def __init__(
         self,
         choices: Sequence[ChoicePlan],
         prompt_tokens: int,
         *,
-        model: str,
-        fingerprint: str,
-        stream: bool,
-        include_usage: bool,
         echoes: list[str] | None,
         n: int,
         echo_logprobs: list[tuple[list[str], Logprobs]] | None,
+        **common: Any,
     ) -> None:
-        self.choices = choices
-        self.prompt_tokens = prompt_tokens
-        self.id = new_id("cmpl-")
-        self.created = int(time.time())
-        self.model = model
-        self.fingerprint = fingerprint
-        self.stream = stream
-        self.include_usage = include_usage
+        super().__init__(choices, prompt_tokens, **common)
         self.echoes = echoes
         self.n = n
         self.echo_logprobs = echo_logprobs
-
-    @property
-    def offsets(self) -> list[list[float]]:
-        return [c.offsets for c in self.choices]
 
     def echo(self, choice: ChoicePlan) -> str:
         return "" if self.echoes is None else self.echoes[choice.index // self.n]
@@ -230,16 +217,13 @@ class CompletionEmitter:
                     }
                     for c in self.choices
                 ],
-                "usage": usage(self.prompt_tokens, sum(c.tokens for c in self.choices)),
+                "usage": self.usage(),
             }
         )
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
-        head = (
-            b'data: {"id":"%s","object":"text_completion","created":%d,"model":%s,"system_fingerprint":"%s","choices":[{"text":"'
-            % (self.id.encode(), self.created, orjson.dumps(self.model), self.fingerprint.encode())
-        )
+        head = self.chunk_head() + b'[{"text":"'
         index = b'","index":%d,"logprobs":' % choice.index
         echo = self.echo(choice)
         prefix = orjson.dumps(echo)[1:-1]
@@ -263,26 +247,3 @@ class CompletionEmitter:
                 + b"}]"
                 + tail
             )
-
-    def opening(self) -> bytes:
-        return b""
-
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
-        return [(c.offsets, self.choice_frames(c)) for c in self.choices]
-
-    def closing(self) -> bytes:
-        if not self.include_usage:
-            return DONE
-        body = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": [],
-            "usage": usage(self.prompt_tokens, sum(c.tokens for c in self.choices)),
-        }
-        return b"data: " + orjson.dumps(body) + b"\n\n" + DONE
-
-    def late(self, error: OpenAIError) -> bytes:
-        return error_frame(error.to_json())

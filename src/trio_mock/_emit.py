@@ -94,8 +94,12 @@ def token_entries(logprobs: Logprobs, pieces: Sequence[str], start: int, end: in
     ]
 
 
-class ChatEmitter:
-    """Renders one chat completion's body or frames from its planned choices."""
+class ChoicesEmitter:
+    """What the chat and completions renderers share: planned choices, the reply's id, and
+    a stream that ends with the usage chunk (when asked for) and ``[DONE]``."""
+
+    object_name = "chat.completion.chunk"  # of a streamed chunk
+    id_prefix = "chatcmpl-"
 
     def __init__(
         self,
@@ -109,7 +113,7 @@ class ChatEmitter:
     ) -> None:
         self.choices = choices
         self.prompt_tokens = prompt_tokens
-        self.id = new_id("chatcmpl-")
+        self.id = new_id(self.id_prefix)
         self.created = int(time.time())
         self.model = model
         self.fingerprint = fingerprint
@@ -131,6 +135,50 @@ class ChatEmitter:
             sum(c.tokens for c in self.choices),
             sum(c.count("reasoning") for c in self.choices),
         )
+
+    def chunk_head(self) -> bytes:
+        """A streamed chunk up to its ``choices``."""
+        return (
+            b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"system_fingerprint":"%s","choices":'
+            % (
+                self.id.encode(),
+                self.object_name.encode(),
+                self.created,
+                orjson.dumps(self.model),
+                self.fingerprint.encode(),
+            )
+        )
+
+    def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def opening(self) -> bytes:
+        return b""
+
+    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+        return [(c.offsets, self.choice_frames(c)) for c in self.choices]
+
+    def closing(self) -> bytes:
+        """The usage chunk when asked for, then ``[DONE]``."""
+        if not self.include_usage:
+            return DONE
+        body = {
+            "id": self.id,
+            "object": self.object_name,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": [],
+            "usage": self.usage(),
+        }
+        return b"data: " + orjson.dumps(body) + b"\n\n" + DONE
+
+    def late(self, error: OpenAIError) -> bytes:
+        return error_frame(error.to_json())
+
+
+class ChatEmitter(ChoicesEmitter):
+    """Renders one chat completion's body or frames from its planned choices."""
 
     def message(self, c: ChoicePlan) -> dict[str, Any]:
         calls = c.calls
@@ -187,22 +235,11 @@ class ChatEmitter:
             }
         )
 
-    def _head(self) -> bytes:
-        return (
-            b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":"%s","choices":'
-            % (
-                self.id.encode(),
-                self.created,
-                orjson.dumps(self.model),
-                self.fingerprint.encode(),
-            )
-        )
-
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         """One frame per event. The choice's first frame opens with the ``role`` chunk, a
         tool call's first with its id and name; the last frame carries ``finish_reason``."""
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
-        head = self._head() + b'[{"index":%d,"delta":' % choice.index
+        head = self.chunk_head() + b'[{"index":%d,"delta":' % choice.index
         open_content = b"null" if choice.parts[0].kind == "tool" else b'""'
         role = (
             head
@@ -247,31 +284,6 @@ class ChatEmitter:
                     frame, prefix = prefix + frame, b""
                 yield frame
                 start = end
-
-    def usage_frame(self) -> bytes:
-        body = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": [],
-            "usage": self.usage(),
-        }
-        return b"data: " + orjson.dumps(body) + b"\n\n"
-
-    def opening(self) -> bytes:
-        return b""
-
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
-        return [(c.offsets, self.choice_frames(c)) for c in self.choices]
-
-    def closing(self) -> bytes:
-        """The usage chunk when asked for, then ``[DONE]``."""
-        return (self.usage_frame() if self.include_usage else b"") + DONE
-
-    def late(self, error: OpenAIError) -> bytes:
-        return error_frame(error.to_json())
 
 
 def delta_brackets(part: Part) -> tuple[bytes, bytes]:
