@@ -16,6 +16,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ._asgi import ASGIApp, Endpoint, Handler
+from ._auth import Auth
 from ._chat import ChatHandler
 from ._completions import CompletionsHandler
 from ._corpus import release_free_memory
@@ -75,9 +76,10 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         "/responses": ResponsesHandler(model),
         "/embeddings": EmbeddingsHandler(settings, tokenizer),
     }
+    auth = Auth(settings.server.api_keys)
     app.fast_routes = {}
     for path, handler in handlers.items():  # each also without the /v1 prefix, as vLLM serves
-        endpoint = Endpoint(settings, handler, load)
+        endpoint = Endpoint(settings, handler, load, auth)
         app.fast_routes |= {"/v1" + path: endpoint, path: endpoint}
     install_vllm_routes(app, settings, tokenizer)
     release_free_memory()  # the corpus build's temporaries are gone by now
@@ -92,6 +94,14 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
             "created": started,
             "owned_by": settings.models.owned_by,
         }
+
+    @app.before_request
+    async def check_key() -> None:
+        if auth.enabled:
+            headers = [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+            ]
+            auth.check(request.path, headers)
 
     @app.after_request
     async def add_request_id(response: Response) -> Response:

@@ -28,6 +28,7 @@ from ._pacing import Event, cut_at, paced, schedule, then
 from ._validate import parse_overrides
 
 if TYPE_CHECKING:
+    from ._auth import Auth
     from ._emit import Reply
     from ._load import Admission, Load
     from ._protocol import Overrides
@@ -123,10 +124,11 @@ class Handler(Protocol):
 class Endpoint:
     """A generation endpoint as an ASGI callable: read, plan, admit, then answer on time."""
 
-    def __init__(self, settings: Settings, handler: Handler, load: Load) -> None:
+    def __init__(self, settings: Settings, handler: Handler, load: Load, auth: Auth) -> None:
         self.settings = settings
         self.handler = handler
         self.load = load
+        self.auth = auth
         self.limit_s = settings.server.max_request_s
         # Under the load model each ITL step is stretched by the decode count at that moment.
         self.itl_scale = load.itl_scale if settings.latency.itl_load_factor else None
@@ -135,6 +137,7 @@ class Endpoint:
         start = trio.current_time()  # the client's TTFT counts from arrival
         headers = [(b"x-request-id", request_id(scope))]
         try:
+            self.auth.check(scope["path"], scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)

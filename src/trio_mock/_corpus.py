@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -108,7 +107,6 @@ class Corpus:
 def release_free_memory() -> None:
     """Hand start-up's temporary objects (the corpus build's arrays) back to the OS: glibc
     keeps freed memory otherwise. Call it once they are out of scope."""
-    gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -105,6 +105,11 @@ class ServerSettings:
         1_000_000, "requests per connection before it is closed", positive
     )
     access_log: bool = knob(False, "log every request to stderr")
+    api_keys: tuple[str, ...] = knob(
+        (),
+        "accepted API keys (comma-separated); requests need one as Bearer or api-key. "
+        "None set: no auth",
+    )
 
 
 @frozen(kw_only=True)
@@ -289,7 +294,13 @@ class Settings:
         return build(self, leaves)
 
     def public(self) -> dict[str, dict[str, Any]]:
-        """Effective settings as plain data, for ``GET /`` (no secrets exist yet)."""
+        """Effective settings as plain data, for ``GET /``: secrets show as a count."""
+        data = self.as_data()
+        data["server"]["api_keys"] = f"{len(self.server.api_keys)} set"
+        return data
+
+    def as_data(self) -> dict[str, dict[str, Any]]:
+        """Every knob as plain data, secrets included."""
         return {name: attrs.asdict(group) for name, group in self.groups()}
 
     @classmethod
@@ -317,7 +328,7 @@ class Settings:
 
     def to_json(self) -> str:
         """Every knob as JSON, for handing exact settings to worker processes."""
-        return json.dumps(self.public())
+        return json.dumps(self.as_data())
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
