@@ -130,6 +130,7 @@ class Endpoint:
         self.load = load
         self.auth = auth
         self.limit_s = settings.server.max_request_s
+        self.late = too_long(self.limit_s)
         # Under the load model each ITL step is stretched by the decode count at that moment.
         self.itl_scale = load.itl_scale if settings.latency.itl_load_factor else None
 
@@ -218,8 +219,7 @@ class Endpoint:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             if reply.stream:
                 events = schedule(reply.streams(), *timing)
-                late = too_long(self.limit_s)
-                events = cut_at(then(events, reply.closing), limit, lambda: reply.late(late))
+                events = cut_at(then(events, reply.closing), limit, lambda: reply.late(self.late))
                 await self.stream(send, reply.opening(), events, plan, headers)
                 last = (200, b"")
             else:  # the same schedule, without building frames nobody will read
@@ -236,8 +236,7 @@ class Endpoint:
         for i, deadline in enumerate(due):
             if deadline > limit:
                 await trio.sleep_until(limit)
-                late = too_long(self.limit_s)
-                return late.status, late.to_json()
+                return self.late.status, self.late.to_json()
             if i == 0 or self.itl_scale is not None:  # under load, each step needs its moment
                 await trio.sleep_until(deadline)
             final = deadline

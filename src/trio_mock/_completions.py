@@ -20,7 +20,7 @@ from ._errors import invalid
 from ._model import Ask
 from ._plan import Limits, token_logprobs
 from ._protocol import CompletionRequest
-from ._tokens import off_loop
+from ._tokens import off_loop, unknown_token
 from ._validate import MAX_N, at_least, at_most, check_model
 
 if TYPE_CHECKING:
@@ -76,12 +76,9 @@ class CompletionsHandler:
                 out.append((prompt, len(tokenizer.encode(prompt))))
                 continue
             param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
-            if any(not 0 <= t < tokenizer.vocab_size for t in prompt):
+            if unknown_token(tokenizer, prompt) is not None:
                 raise invalid(f"Invalid token id in '{param}'.", param, "invalid_value")
-            try:
-                out.append((tokenizer.decode(prompt), len(prompt)))
-            except (KeyError, ValueError):
-                raise invalid(f"Invalid token id in '{param}'.", param, "invalid_value") from None
+            out.append((tokenizer.decode(prompt), len(prompt)))
         return out
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> CompletionEmitter:

@@ -21,7 +21,7 @@ from attrs import frozen
 
 from ._convert import converter, structure
 from ._errors import invalid
-from ._tokens import off_loop
+from ._tokens import off_loop, unknown_token
 from ._validate import at_least, check_model
 
 if TYPE_CHECKING:
@@ -244,31 +244,21 @@ class EmbeddingModel:
 
     def decode(self, ids: list[int], param: str) -> str:
         """The text of a token array, or a 400 naming ``param`` for an id it cannot read."""
-        last = self.tokenizer.vocab_size - 1
-        low, high = min(ids), max(ids)
-        if low < 0 or high > last:
-            bad = low if low < 0 else high
+        position = unknown_token(self.tokenizer, ids)
+        if position is None:
+            return self.tokenizer.decode(ids)
+        bad, last = ids[position], self.tokenizer.vocab_size - 1
+        if not 0 <= bad <= last:
             raise invalid(
                 f"Invalid '{param}': token id {bad} is out of range. Expected ids from 0 to {last}.",
                 param,
                 "invalid_value",
             )
-        try:
-            return self.tokenizer.decode(ids)
-        except (KeyError, ValueError, OverflowError):
-            bad = next((t for t in ids if not self.decodes(t)), ids[0])
-            raise invalid(
-                f"Invalid '{param}': token id {bad} is not in the tokenizer's vocabulary.",
-                param,
-                "invalid_value",
-            ) from None
-
-    def decodes(self, token: int) -> bool:
-        try:
-            self.tokenizer.decode([token])
-        except (KeyError, ValueError, OverflowError):
-            return False
-        return True
+        raise invalid(
+            f"Invalid '{param}': token id {bad} is not in the tokenizer's vocabulary.",
+            param,
+            "invalid_value",
+        )
 
 
 def check_length(tokens: int) -> None:

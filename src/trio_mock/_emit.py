@@ -124,11 +124,6 @@ class ChoicesEmitter:
     def offsets(self) -> list[list[float]]:
         return [c.offsets for c in self.choices]
 
-    @property
-    def done_at(self) -> float:
-        """Seconds after arrival when the last token of any choice is due."""
-        return max(c.offsets[-1] for c in self.choices)
-
     def usage(self) -> dict[str, Any]:
         return usage(
             self.prompt_tokens,

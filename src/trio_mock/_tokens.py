@@ -54,6 +54,27 @@ class Tokenizer(Protocol):
         ...
 
 
+def unknown_token(tokenizer: Tokenizer, ids: list[int]) -> int | None:
+    """The position of the first id ``tokenizer`` cannot decode, or None when all can:
+    ids outside ``0..vocab_size-1``, and ids in the gaps of a vocabulary (cl100k has some)."""
+    for i, token in enumerate(ids):
+        if not 0 <= token < tokenizer.vocab_size:
+            return i
+    try:
+        tokenizer.decode(ids)
+    except (KeyError, ValueError, OverflowError):
+        return next(i for i, token in enumerate(ids) if not decodes(tokenizer, token))
+    return None
+
+
+def decodes(tokenizer: Tokenizer, token: int) -> bool:
+    try:
+        tokenizer.decode([token])
+    except (KeyError, ValueError, OverflowError):
+        return False
+    return True
+
+
 class TiktokenTokenizer:
     """A tiktoken encoding."""
 

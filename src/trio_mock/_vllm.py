@@ -14,6 +14,7 @@ from quart import Response, request
 
 from ._convert import parse_json, structure
 from ._errors import invalid
+from ._tokens import unknown_token
 from ._validate import check_model
 from ._version import __version__
 
@@ -47,15 +48,6 @@ class TokenizeRequest:
 class DetokenizeRequest:
     tokens: list[int]
     model: str | None = None
-
-
-def decodes(tokenizer: Tokenizer, token: int) -> bool:
-    """Whether ``token`` is in the vocabulary (cl100k has gaps below its size)."""
-    try:
-        tokenizer.decode([token])
-    except (KeyError, ValueError):
-        return False
-    return True
 
 
 def json_response(data: Any) -> Response:
@@ -95,9 +87,8 @@ def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer
         ask = structure(await json_body(), DetokenizeRequest)
         if ask.model is not None:
             check_model(ask.model, settings.models)
-        for i, token in enumerate(ask.tokens):
-            if not 0 <= token < tokenizer.vocab_size or not decodes(tokenizer, token):
-                raise invalid(f"Invalid token id {token}.", f"tokens[{i}]", "invalid_value")
+        if (i := unknown_token(tokenizer, ask.tokens)) is not None:
+            raise invalid(f"Invalid token id {ask.tokens[i]}.", f"tokens[{i}]", "invalid_value")
         prompt = tokenizer.decode(ask.tokens)
         return json_response({"prompt": prompt})
 
