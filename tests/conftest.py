@@ -7,8 +7,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import openai
 import pytest
 import trio
 
@@ -16,6 +17,8 @@ from trio_mock import Settings, serve
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+
+    import httpx
 
 # Quick to start and instant to answer; tests override what they exercise.
 FAST: dict[str, Any] = {
@@ -125,3 +128,43 @@ def server_in_thread(settings: Settings | None = None, **leaves: Any) -> Generat
     finally:
         trio.from_thread.run_sync(shutdown.set, trio_token=token)
         thread.join(timeout=30)
+
+
+# --- the official SDK and OpenAI-shaped errors, as the test files use them ----------------
+
+SDK_TIMEOUT_S = 10.0
+StreamItem = TypeVar("StreamItem")
+
+
+def sync_client(url: str, prefix: str = "/v1") -> openai.OpenAI:
+    """The sync SDK against ``url``: no retries, so a failure shows at once."""
+    return openai.OpenAI(
+        base_url=url + prefix, api_key="sk-test", max_retries=0, timeout=SDK_TIMEOUT_S
+    )
+
+
+def async_client(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=SDK_TIMEOUT_S
+    )
+
+
+async def collect(stream: openai.AsyncStream[StreamItem]) -> list[StreamItem]:
+    """Every item of an SDK stream, closing it."""
+    async with stream:
+        return [item async for item in stream]
+
+
+def check_error(response: httpx.Response, status: int, param: str | None) -> dict[str, Any]:
+    """An OpenAI-shaped ``invalid_request_error`` with ``status`` and ``param``; its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param, error
+    return error

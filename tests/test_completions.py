@@ -35,7 +35,7 @@ import openai
 import pytest
 import tiktoken
 
-from conftest import server_in_thread
+from conftest import async_client, check_error, collect, server_in_thread, sync_client
 from openapi import SPEC_PATH, spec_available, validate
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ Json = dict[str, Any]
 
 # See tests/test_sdk.py: openai's AsyncStream leaves its inner async generators open at
 # [DONE]; trio's finalizer then warns about each one.
-SDK_LEAVES_ASYNC_GENERATORS_OPEN = pytest.mark.filterwarnings(
-    r"ignore:Async generator '(openai|httpx2|httpcore2)\.[\w.]+' was garbage collected"
-    r":ResourceWarning"
-)
 needs_spec = pytest.mark.skipif(
     not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
 )
@@ -87,21 +83,6 @@ SHAPES: dict[str, tuple[Any, list[str], int]] = {
 
 def tokens(text: str) -> int:
     return len(ENC.encode(text))
-
-
-def sync_client(url: str, prefix: str = "/v1") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + prefix, api_key="sk-test", max_retries=0, timeout=TIMEOUT_S)
-
-
-def async_client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S
-    )
-
-
-async def collect(stream: openai.AsyncStream[Completion]) -> list[Completion]:
-    async with stream:
-        return [chunk async for chunk in stream]
 
 
 def texts_by_index(chunks: list[Completion]) -> dict[int, str]:
@@ -215,20 +196,6 @@ def check_logprobs(
         assert all(v <= 0 for v in row.values())
 
 
-def check_error(response: httpx.Response, status: int, param: str | None) -> Json:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body: Json = response.json()
-    assert set(body) == {"error"}
-    error: Json = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param, error
-    return error
-
-
 # --- sync SDK -----------------------------------------------------------------------------
 
 
@@ -316,7 +283,6 @@ async def test_prompt_shapes_with_n(start_server: StartServer, shape: str) -> No
     assert completion.usage.total_tokens == prompt_tokens + 5 * len(indexes)
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 @pytest.mark.parametrize("shape", list(SHAPES))
 async def test_prompt_shapes_with_n_streamed(start_server: StartServer, shape: str) -> None:
     prompt, texts, prompt_tokens = SHAPES[shape]
@@ -360,7 +326,6 @@ async def test_usage_counts_retokenize(start_server: StartServer) -> None:
 # --- async SDK: length, echo, stop, seed ----------------------------------------------------
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_max_tokens_default_16(start_server: StartServer) -> None:
     url = await start_server(output_tokens_mean=100, output_tokens_stddev=0)
     async with async_client(url) as client:
@@ -380,7 +345,6 @@ async def test_max_tokens_default_16(start_server: StartServer) -> None:
     assert (roomy.usage.completion_tokens, roomy.choices[0].finish_reason) == (100, "stop")
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_echo(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     tricky = 'He said "hi"\n\tthen left: naïve café ✓ \\ done'
@@ -417,7 +381,6 @@ async def test_echo_output_mode_repeats_the_prompt(start_server: StartServer) ->
     assert [c.text for c in completion.choices] == [" one two three", " four"]
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_stop(start_server: StartServer) -> None:
     url = await start_server(**FIXED)
     async with async_client(url) as client:
@@ -442,7 +405,6 @@ async def test_stop(start_server: StartServer) -> None:
     assert finishes_by_index(chunks) == {0: ["stop"]}
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_seed_reproduces_text(start_server: StartServer) -> None:
     url = await start_server(output_tokens_mean=20, output_tokens_stddev=5)
     prompts = ["first", "second"]

@@ -31,7 +31,7 @@ from openai.types.responses import (
 )
 from pydantic import BaseModel
 
-from conftest import server_in_thread
+from conftest import async_client, server_in_thread, sync_client
 from openapi import SPEC_PATH, spec_available, validate
 
 if TYPE_CHECKING:
@@ -147,16 +147,6 @@ def function_tool(tool: Json) -> FunctionToolParam:
 
 def tokens(text: str) -> int:
     return len(ENC.encode(text))
-
-
-def sync_client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S)
-
-
-def async_client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S
-    )
 
 
 def message_item(items: list[Json]) -> Json:

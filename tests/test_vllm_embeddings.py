@@ -35,7 +35,7 @@ import tiktoken
 import trio
 
 import trio_mock
-from conftest import server_in_thread
+from conftest import async_client, check_error, server_in_thread, sync_client
 from openapi import SPEC_PATH, spec_available, validate
 
 if TYPE_CHECKING:
@@ -63,16 +63,6 @@ def tokens(text: str) -> int:
     return len(ENC.encode(text))
 
 
-def sync_client(url: str, prefix: str = "/v1") -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + prefix, api_key="sk-test", max_retries=0, timeout=TIMEOUT_S)
-
-
-def async_client(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="sk-test", max_retries=0, timeout=TIMEOUT_S
-    )
-
-
 def matrix(response: CreateEmbeddingResponse) -> Vectors:
     """The response's vectors as float32 rows, checking they come in index order."""
     assert [item.index for item in response.data] == list(range(len(response.data)))
@@ -93,20 +83,6 @@ def assert_unit(vectors: Vectors) -> None:
 async def post(url: str, path: str, body: Json) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
         return await client.post(path, json=body)
-
-
-def check_error(response: httpx.Response, status: int, param: str | None) -> Json:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body: Json = response.json()
-    assert set(body) == {"error"}
-    error: Json = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param, error
-    return error
 
 
 # --- embeddings: sync SDK -------------------------------------------------------------------
