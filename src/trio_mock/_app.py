@@ -23,8 +23,10 @@ from ._corpus import release_free_memory
 from ._embeddings import EmbeddingsHandler
 from ._emit import new_id
 from ._errors import install_error_handlers
+from ._faults import FaultInjector
 from ._load import Load
 from ._model import MockModel
+from ._ratelimit import RateLimiter
 from ._responses import ResponsesHandler
 from ._settings import Settings
 from ._tokens import load_tokenizer
@@ -77,9 +79,11 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         "/embeddings": EmbeddingsHandler(settings, tokenizer),
     }
     auth = Auth(settings.server.api_keys)
+    limiter = RateLimiter(settings.rate_limits)
+    faults = FaultInjector(settings.faults)
     app.fast_routes = {}
     for path, handler in handlers.items():  # each also without the /v1 prefix, as vLLM serves
-        endpoint = Endpoint(settings, handler, load, auth)
+        endpoint = Endpoint(settings, handler, load, auth, limiter, faults)
         app.fast_routes |= {"/v1" + path: endpoint, path: endpoint}
     install_vllm_routes(app, settings, tokenizer)
     release_free_memory()  # the corpus build's temporaries are gone by now
@@ -94,6 +98,10 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
             "created": started,
             "owned_by": settings.models.owned_by,
         }
+
+    @app.before_serving
+    async def mark_start() -> None:
+        limiter.start()  # rate_limit_after_s counts from here
 
     @app.before_request
     async def check_key() -> None:

@@ -13,9 +13,10 @@ the stream's duration.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import math
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
-from itertools import repeat
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -24,14 +25,17 @@ from attrs import frozen
 from ._convert import parse_json
 from ._emit import new_id
 from ._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
+from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
 from ._pacing import Event, cut_at, paced, schedule, then
 from ._validate import parse_overrides
 
 if TYPE_CHECKING:
     from ._auth import Auth
     from ._emit import Reply
+    from ._faults import Fault, FaultInjector
     from ._load import Admission, Load
     from ._protocol import Overrides
+    from ._ratelimit import RateLimiter
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
@@ -97,6 +101,14 @@ async def send_body(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def tokens_per_event(ends: Sequence[int]) -> Iterator[int]:
+    """How many tokens each event carries, from the running ends."""
+    previous = 0
+    for end in ends:
+        yield end - previous
+        previous = end
+
+
 async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     """Wait for the client to go away, then cancel whatever serves it."""
     while (await receive())["type"] != "http.disconnect":
@@ -110,8 +122,9 @@ class Timing:
     client's TTFT includes the queue; the time limit runs from arrival."""
 
     start: float
-    admitted: float
+    admitted: float  # later than admission by a slow-headers fault's delay
     admission: Admission
+    fault: Fault | None = None
 
 
 class Handler(Protocol):
@@ -124,11 +137,21 @@ class Handler(Protocol):
 class Endpoint:
     """A generation endpoint as an ASGI callable: read, plan, admit, then answer on time."""
 
-    def __init__(self, settings: Settings, handler: Handler, load: Load, auth: Auth) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Handler,
+        load: Load,
+        auth: Auth,
+        limiter: RateLimiter,
+        faults: FaultInjector,
+    ) -> None:
         self.settings = settings
         self.handler = handler
         self.load = load
         self.auth = auth
+        self.limiter = limiter
+        self.faults = faults
         self.limit_s = settings.server.max_request_s
         self.late = too_long(self.limit_s)
         # Under the load model each ITL step is stretched by the decode count at that moment.
@@ -137,17 +160,32 @@ class Endpoint:
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         start = trio.current_time()  # the client's TTFT counts from arrival
         headers = [(b"x-request-id", request_id(scope))]
+        fault = self.faults.draw()  # on arrival, so a seed gives the same faults in order
         try:
             self.auth.check(scope["path"], scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)
             overrides = parse_overrides(scope["headers"])
-            reply = await self.handler.prepare(parse_json(body), overrides)
+            data = parse_json(body)
+            reply = await self.handler.prepare(data, overrides)
+            if self.limiter.active:
+                model = data.get("model")
+                charge = self.limiter.charge(scope["headers"], str(model), reply.charge)
+                headers += charge
+            if overrides.fault is not None:  # the header wins over the draw
+                fault = (
+                    None if overrides.fault.kind == "none" else self.faults.placed(overrides.fault)
+                )
+            if fault is not None:
+                headers.append((b"x-mock-fault", fault.spec.encode()))
+                if fault.kind == "status":
+                    raise status_error(fault.status)
             admission = await self.admit(receive)  # may queue, or refuse
         except ClientGone:
             return
         except OpenAIError as error:
+            headers += error.headers
             await send_body(send, error.status, error.to_json(), JSON_HEADERS + headers)
             return
         except Exception:  # a bug must not reach the client as a traceback
@@ -155,13 +193,14 @@ class Endpoint:
             await send_body(send, 500, SERVER_ERROR.to_json(), JSON_HEADERS + headers)
             return
         try:
-            plan = Timing(start=start, admitted=trio.current_time(), admission=admission)
-            if not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:  # nothing to wait
-                admission.first_token()
+            admitted = trio.current_time() + (fault.delay_s if fault is not None else 0.0)
+            plan = Timing(start=start, admitted=admitted, admission=admission, fault=fault)
+            if fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:
+                admission.first_token()  # nothing to wait for
                 last: tuple[int, bytes] | None = (200, reply.body())
             else:
                 last = await self.respond(receive, send, reply, plan, headers)
-            if last is None:  # the client went away
+            if last is None:  # the client went away, or a fault cuts the connection
                 return
             # The last send goes out after the disconnect watcher is gone: it may close the
             # connection (on shutdown), which Hypercorn reports as a disconnect, and
@@ -209,25 +248,73 @@ class Endpoint:
 
         Returns:
           The status and body still to send (the caller sends it), or None when the client
-          disconnected.
+          disconnected or a fault cuts the connection.
         """
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
         limit = plan.start + self.limit_s
         admission = plan.admission
         timing = (plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token)
+        fault = plan.fault if plan.fault is not None and plan.fault.kind in CUTS else None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             if reply.stream:
-                events = schedule(reply.streams(), *timing)
-                events = cut_at(then(events, reply.closing), limit, lambda: reply.late(self.late))
+                if fault is None:
+                    events = then(schedule(reply.streams(), *timing), reply.closing)
+                else:
+                    events = self.faulty_stream(reply, timing, fault)
+                events = cut_at(events, limit, lambda: reply.late(self.late))
                 await self.stream(send, reply.opening(), events, plan, headers)
-                last = (200, b"")
+                last = None if fault is not None and fault.kind == "disconnect" else (200, b"")
+            elif fault is not None:
+                last = await self.faulty_body(send, reply, timing, fault, limit, headers)
             else:  # the same schedule, without building frames nobody will read
                 silent = [(offsets, repeat(b"", len(offsets))) for offsets in reply.offsets]
                 due = (deadline for deadline, _ in schedule(silent, *timing))
                 last = await self.wait_for_reply(due, limit, reply)
             nursery.cancel_scope.cancel()
         return last
+
+    def faulty_stream(self, reply: Reply, timing: Any, fault: Fault) -> Iterator[Event]:
+        """The stream's events up to the fault's token, then the fault: nothing (the caller
+        closes the connection), an error event, or silence until the time limit."""
+        counted = [
+            (offsets, zip(frames, tokens_per_event(ends), strict=True))
+            for (offsets, frames), ends in zip(reply.streams(), reply.event_ends, strict=True)
+        ]
+        tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
+        last = (lambda: reply.late(INJECTED_ERROR)) if fault.kind == "error" else bytes
+        kept = cut_after(schedule(counted, *timing), tokens, last)
+        if fault.kind == "stall":
+            return chain(kept, [(math.inf, b"")])  # cut_at ends it at the time limit
+        return kept
+
+    async def faulty_body(
+        self,
+        send: Send,
+        reply: Reply,
+        timing: Any,
+        fault: Fault,
+        limit: float,
+        headers: list[tuple[bytes, bytes]],
+    ) -> tuple[int, bytes] | None:
+        """A body's fault, at the moment its token would have been generated: a 500, a
+        connection closed after the status line, or silence until the time limit."""
+        counted = [
+            (offsets, zip(repeat(b""), tokens_per_event(ends)))
+            for offsets, ends in zip(reply.offsets, reply.event_ends, strict=True)
+        ]
+        tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
+        *_, (when, _) = cut_after(schedule(counted, *timing), tokens, bytes)  # the fault's moment
+        if fault.kind == "stall" or when > limit:
+            await trio.sleep_until(limit)
+            return self.late.status, self.late.to_json()
+        await trio.sleep_until(when)
+        if fault.kind == "error":
+            return INJECTED_ERROR.status, INJECTED_ERROR.to_json()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + headers}
+        )
+        return None  # the body never comes: the caller returns, and the connection closes
 
     async def wait_for_reply(
         self, due: Iterator[float], limit: float, reply: Reply
@@ -252,6 +339,8 @@ class Endpoint:
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Send the SSE frames on schedule; the caller ends the body."""
+        if plan.fault is not None:
+            await trio.sleep_until(plan.admitted)  # a slow-headers fault holds the status line
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
         if opening:
             await send({"type": "http.response.body", "body": opening, "more_body": True})

@@ -156,4 +156,5 @@ class ChatHandler:
             fingerprint=self.settings.models.system_fingerprint,
             stream=chat.stream,
             include_usage=chat.include_usage,
+            max_tokens=chat.token_limit,
         )

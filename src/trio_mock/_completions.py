@@ -115,6 +115,7 @@ class CompletionsHandler:
                 seed=None if request.seed is None else request.seed + p,
                 top_logprobs=request.logprobs,
                 can_reason=False,
+                api="completions",
                 echo=text,
             )
             choices += await self.model.plan(ask, tokens, overrides, first_index=p * request.n)
@@ -126,6 +127,7 @@ class CompletionsHandler:
             fingerprint=self.settings.models.system_fingerprint,
             stream=request.stream,
             include_usage=request.include_usage,
+            max_tokens=request.max_tokens,
             echoes=echoes,
             n=request.n,
             echo_logprobs=self.echo_logprobs(prompts, request.logprobs) if request.echo else None,

@@ -281,11 +281,20 @@ class RenderedEmbeddings:
 
     delay_s: float
     data: bytes
+    tokens: int  # the input's, which a rate limit charges
     stream: bool = False
 
     @property
     def offsets(self) -> list[list[float]]:
         return [[self.delay_s]]
+
+    @property
+    def event_ends(self) -> list[list[int]]:
+        return [[0]]
+
+    @property
+    def charge(self) -> int:
+        return self.tokens
 
     def body(self) -> bytes:
         return self.data
@@ -318,4 +327,4 @@ class EmbeddingsHandler:
             body = await trio.to_thread.run_sync(job.body)
         else:
             body = job.body()
-        return RenderedEmbeddings(job.delay_s, body)
+        return RenderedEmbeddings(job.delay_s, body, job.prompt_tokens)

@@ -40,6 +40,16 @@ class Reply(Protocol):
         """Each choice's event due times, seconds after admission."""
         ...
 
+    @property
+    def event_ends(self) -> list[list[int]]:
+        """Each choice's tokens sent by the end of each event (as ``offsets``)."""
+        ...
+
+    @property
+    def charge(self) -> int:
+        """Tokens a rate limit charges: the prompt plus the most output asked for."""
+        ...
+
     def body(self) -> bytes: ...
 
     def opening(self) -> bytes:
@@ -72,6 +82,14 @@ def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0)
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+def charged(prompt_tokens: int, choices: Sequence[ChoicePlan], max_tokens: int | None) -> int:
+    """The prompt, plus ``max_tokens`` per choice when the request set it, as OpenAI
+    estimates; without it, the planned reply (the mock knows it in advance)."""
+    if max_tokens is None:
+        return prompt_tokens + sum(c.tokens for c in choices)
+    return prompt_tokens + max_tokens * len(choices)
 
 
 def error_frame(body: bytes) -> bytes:
@@ -110,9 +128,11 @@ class ChoicesEmitter:
         fingerprint: str,
         stream: bool = False,
         include_usage: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         self.choices = choices
         self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
         self.id = new_id(self.id_prefix)
         self.created = int(time.time())
         self.model = model
@@ -123,6 +143,14 @@ class ChoicesEmitter:
     @property
     def offsets(self) -> list[list[float]]:
         return [c.offsets for c in self.choices]
+
+    @property
+    def event_ends(self) -> list[list[int]]:
+        return [c.event_ends for c in self.choices]
+
+    @property
+    def charge(self) -> int:
+        return charged(self.prompt_tokens, self.choices, self.max_tokens)
 
     def usage(self) -> dict[str, Any]:
         return usage(

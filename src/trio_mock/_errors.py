@@ -44,6 +44,7 @@ class OpenAIError(Exception):
     param: str | None = None
     code: str | None = None
     type: str | None = None  # derived from status when None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # sent with it (retry-after, rate limits)
 
     def to_body(self) -> dict[str, object]:
         kind = self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
@@ -55,7 +56,12 @@ class OpenAIError(Exception):
         return orjson.dumps(self.to_body())
 
     def to_response(self) -> Response:
-        return Response(self.to_json(), status=self.status, content_type="application/json")
+        return Response(
+            self.to_json(),
+            status=self.status,
+            content_type="application/json",
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers},
+        )
 
 
 SERVER_ERROR = OpenAIError(500, "The server had an error while processing your request.")

@@ -12,6 +12,7 @@ import fnmatch
 import functools
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import numpy as np
 import orjson
 from attrs import field, frozen
@@ -24,10 +25,12 @@ from ._latency import draw
 from ._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from ._schema_sample import SchemaError, check_schema, sample_json, sample_json_object
 from ._tokens import Tokenizer, off_loop
+from ._validate import check_context, context_window
 
 if TYPE_CHECKING:
     from ._protocol import Overrides
     from ._settings import Settings
+    from ._validate import Api
 
 # How much longer or shorter reasoning gets with each reasoning_effort, against medium.
 EFFORT_SCALE = {
@@ -84,6 +87,7 @@ class Ask:
     reasoning_effort: str | None = None
     top_logprobs: int | None = None  # None: no logprobs
     can_reason: bool = True  # False for raw completions
+    api: Api = "chat"  # which API asked: the context-length error is worded for it
     echo: str = field(default="", repr=False)  # what echo mode repeats
 
 
@@ -193,6 +197,7 @@ class MockModel:
             self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
         self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons
+        self.windows: dict[str, int] = {}  # model name -> context length
 
     def reasons(self, model: str) -> bool:
         known = self.reasoning.get(model)
@@ -201,6 +206,14 @@ class MockModel:
             known = any(fnmatch.fnmatchcase(model, p) for p in patterns)
             if len(self.reasoning) < 10_000:
                 self.reasoning[model] = known
+        return known
+
+    def context_window(self, model: str) -> int:
+        known = self.windows.get(model)
+        if known is None:
+            known = context_window(self.settings.models, model)
+            if len(self.windows) < 10_000:
+                self.windows[model] = known
         return known
 
     async def source_for(self, echo: str) -> TextSource:
@@ -221,6 +234,9 @@ class MockModel:
           overrides: the request's ``x-mock-*`` headers, which win over the settings.
           first_index: the first choice's ``index`` (completions number choices per prompt).
         """
+        window = self.context_window(ask.model)
+        check_context(window, prompt_tokens, ask.limits.max_tokens, ask.api)
+        limits = attrs.evolve(ask.limits, room=window - prompt_tokens)
         rng = self.rng(ask, overrides)
         source = await self.source_for(ask.echo)
         out = self.settings.output
@@ -235,7 +251,7 @@ class MockModel:
                 plan_reply(
                     first_index + i,
                     segments,
-                    ask.limits,
+                    limits,
                     latency,
                     per_event,
                     rng,

@@ -15,10 +15,12 @@ import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from operator import itemgetter
+from typing import TypeVar
 
 import trio
 
 Event = tuple[float, bytes]  # (deadline, frame)
+Frame = TypeVar("Frame")  # bytes, or a frame with what it carries
 
 
 def deadlines(
@@ -55,12 +57,12 @@ def deadlines(
 
 
 def schedule(
-    choices: Sequence[tuple[Sequence[float], Iterator[bytes]]],
+    choices: Sequence[tuple[Sequence[float], Iterator[Frame]]],
     start: float,
     ttft_scale: float = 1.0,
     itl_scale: Callable[[], float] | None = None,
     on_first: Callable[[], None] | None = None,
-) -> Iterator[Event]:
+) -> Iterator[tuple[float, Frame]]:
     """Every choice's frames with their deadlines, in due order (ties keep choice order).
 
     Each choice keeps its own deadlines, so each one's TTFT and gaps follow the model; the

@@ -115,6 +115,7 @@ class Limits:
     min_tokens: int = 0
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()
+    room: int | None = None  # what the context window leaves: the reply stops there
 
 
 def completion_length(natural: int, limits: Limits) -> tuple[int, Literal["stop", "length"]]:
@@ -125,6 +126,8 @@ def completion_length(natural: int, limits: Limits) -> tuple[int, Literal["stop"
     n = max(n, limits.min_tokens)
     if limits.max_tokens is not None and n >= limits.max_tokens:
         return limits.max_tokens, "length"
+    if limits.room is not None and n >= limits.room:
+        return limits.room, "length"
     return n, "stop"
 
 

@@ -13,6 +13,7 @@ import attrs
 from attrs import frozen
 
 if TYPE_CHECKING:
+    from ._faults import Fault
     from ._settings import LatencySettings
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -203,6 +204,7 @@ class Overrides:
     itl_ms: float | None = None
     output_tokens: int | None = None
     seed: int | None = None
+    fault: Fault | None = None  # x-mock-fault; kind "none" turns injection off
 
     def apply(self, latency: LatencySettings) -> LatencySettings:
         if self.ttft_ms is None and self.itl_ms is None:

@@ -17,7 +17,7 @@ import orjson
 
 from ._chat import EMPTY_PARAMETERS, REPLY_PRIMING, TOKENS_PER_MESSAGE
 from ._convert import structure
-from ._emit import new_id
+from ._emit import charged, new_id
 from ._errors import invalid
 from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
 from ._plan import Limits
@@ -100,6 +100,7 @@ def responses_ask(request: ResponsesRequest, texts: list[tuple[str, str]]) -> As
     allowed, choice = pick_tool(tuple(tools), request.tool_choice, "tool_choice")
     return Ask(
         model=request.model,
+        api="responses",
         limits=Limits(max_tokens=request.max_output_tokens),
         tools=allowed,
         tool_choice=choice,
@@ -355,6 +356,14 @@ class ResponsesEmitter:
 
     def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
         return [(self.choice.offsets, self.frames())]
+
+    @property
+    def event_ends(self) -> list[list[int]]:
+        return [self.choice.event_ends]
+
+    @property
+    def charge(self) -> int:
+        return charged(self.prompt_tokens, [self.choice], self.request.max_output_tokens)
 
     def closing(self) -> bytes:
         return self.event(f"response.{self.status}", response=self.response(self.status))

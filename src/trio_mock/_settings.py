@@ -21,6 +21,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from ._faults import parse_fault
 from ._profiles import PROFILES
 
 ENV_PREFIX = "TRIO_MOCK_"
@@ -81,6 +82,21 @@ def non_empty(v: Any) -> str | None:
     return None if len(v) else "must not be empty"
 
 
+def fault_problem(spec: str) -> str | None:
+    try:
+        parse_fault(spec)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def context_entry_problem(entry: str) -> str | None:
+    name, _, tokens = entry.partition("=")
+    if not name or not tokens.isdigit() or int(tokens) <= 0:
+        return f"expected name=tokens with tokens > 0, got {entry!r}"
+    return None
+
+
 @frozen(kw_only=True)
 class ServerSettings:
     """Where and how the HTTP server listens."""
@@ -130,6 +146,14 @@ class ModelSettings:
         None,
         "embedding length; by default 3072 for *-3-large models and 1536 for the rest",
         optional(positive),
+    )
+    context_length: int = knob(
+        131072, "tokens of prompt plus output a model takes (400 context_length_exceeded)", positive
+    )
+    context_lengths: tuple[str, ...] = knob(
+        (),
+        "per-model context lengths as name=tokens, names may use * (e.g. gpt-4=8192,gpt-3.5*=16385)",
+        lambda v: next(filter(None, map(context_entry_problem, v)), None),
     )
 
 
@@ -196,6 +220,54 @@ class CapacitySettings:
 
 
 @frozen(kw_only=True)
+class FaultSettings:
+    """Failures injected on purpose (the README's "Faults" gives the spellings)."""
+
+    failure_percent: float = knob(
+        0.0, "share of generation requests that fail, in percent", between(0, 100)
+    )
+    failure_jitter: float = knob(
+        0.0, "each request's failure rate varies by up to this many points either way", at_least(0)
+    )
+    failure_mix: tuple[str, ...] = knob(
+        ("500", "502", "503", "504", "429"),
+        "faults drawn for failing requests (comma-separated; repeat one to weight it): "
+        "a status, disconnect, error, stall (each optionally -after=K tokens), slow-headers=MS",
+        lambda v: non_empty(v) or next(filter(None, map(fault_problem, v)), None),
+    )
+    fault_seed: int | None = knob(
+        None,
+        "seed of the fault draws: the same requests meet the same faults",
+        optional(at_least(0)),
+    )
+
+
+@frozen(kw_only=True)
+class RateLimitSettings:
+    """OpenAI-style rate limits: continuously refilling per-minute buckets."""
+
+    rate_limit_rpm: int | None = knob(
+        None, "requests per minute allowed (429 beyond)", optional(positive)
+    )
+    rate_limit_tpm: int | None = knob(
+        None,
+        "tokens per minute allowed, counting prompt plus requested max output (429 beyond)",
+        optional(positive),
+    )
+    rate_limit_scope: Literal["key", "global"] = knob(
+        "key", "one bucket per API key, or one for everybody"
+    )
+    rate_limit_after_s: float | None = knob(
+        None, "from this many seconds after start, every request gets 429", optional(at_least(0))
+    )
+    rate_limit_for_s: float | None = knob(
+        None,
+        "how long the rate_limit_after_s refusals last (none: until stopped)",
+        optional(positive),
+    )
+
+
+@frozen(kw_only=True)
 class OutputSettings:
     """What text comes back, and in how many tokens."""
 
@@ -252,6 +324,8 @@ class Settings:
     latency: LatencySettings = LatencySettings()
     capacity: CapacitySettings = CapacitySettings()
     output: OutputSettings = OutputSettings()
+    faults: FaultSettings = FaultSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     def __attrs_post_init__(self) -> None:
         for _, group in self.groups():

@@ -6,9 +6,11 @@ Each failure names the offending parameter in ``param``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import fnmatch
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import OpenAIError, invalid
+from ._faults import parse_fault
 from ._protocol import NO_OVERRIDES, Overrides
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from ._settings import ModelSettings
 
 MAX_N = 128
+Api = Literal["chat", "completions", "responses"]
 
 
 def check_model(model: str, settings: ModelSettings) -> None:
@@ -66,6 +69,50 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
     check_model(chat.model, settings)
 
 
+def context_window(settings: ModelSettings, model: str) -> int:
+    """The model's context length: the first ``context_lengths`` entry naming it, or the
+    default."""
+    for entry in settings.context_lengths:
+        name, _, tokens = entry.partition("=")
+        if fnmatch.fnmatchcase(model, name):
+            return int(tokens)
+    return settings.context_length
+
+
+def check_context(
+    window: int, prompt_tokens: int, max_tokens: int | None, api: Api = "chat"
+) -> None:
+    """The prompt, and the output asked for (at least one token), must fit the context
+    window; each API words the refusal its own way."""
+    wanted = prompt_tokens + (max_tokens or 1)
+    if wanted <= window:
+        return
+    if api == "responses":
+        message = (
+            "Your input exceeds the context window of this model. "
+            "Please adjust your input and try again."
+        )
+    elif api == "completions":
+        message = (
+            f"This model's maximum context length is {window} tokens, however you requested "
+            f"{wanted} tokens ({prompt_tokens} in your prompt; {max_tokens or 0} for the "
+            "completion). Please reduce your prompt; or completion length."
+        )
+    elif max_tokens is None:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{wanted} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion."
+        )
+    param = {"chat": "messages", "completions": "prompt", "responses": "input"}[api]
+    raise invalid(message, param, "context_length_exceeded")
+
+
 def at_most(name: str, value: int, high: int, kind: str = "integer") -> None:
     if value <= high:
         return
@@ -106,7 +153,19 @@ def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
     """The request's ``x-mock-*`` headers; a bad value is a 400 naming the header."""
     found: dict[str, Any] = {}
     for name, raw in headers:
-        spec = OVERRIDE_HEADERS.get(name.lower()) if name[:7].lower() == b"x-mock-" else None
+        if name[:7].lower() != b"x-mock-":
+            continue
+        if name.lower() == b"x-mock-fault":
+            try:
+                found["fault"] = parse_fault(raw.decode("latin-1"))
+            except ValueError as error:
+                raise invalid(
+                    f"Invalid value for header 'x-mock-fault': {error}.",
+                    "x-mock-fault",
+                    "invalid_header",
+                ) from None
+            continue
+        spec = OVERRIDE_HEADERS.get(name.lower())
         if spec is None:
             continue
         field, kind, low = spec

@@ -15,7 +15,7 @@ from quart import Response, request
 from ._convert import parse_json, structure
 from ._errors import invalid
 from ._tokens import unknown_token
-from ._validate import check_model
+from ._validate import check_model, context_window
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
     from ._settings import Settings
     from ._tokens import Tokenizer
-
-MAX_MODEL_LEN = 131_072
 
 
 @frozen(kw_only=True)
@@ -60,6 +58,8 @@ async def json_body() -> dict[str, Any]:
 
 
 def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer) -> None:
+    first_model = settings.models.models[0]  # what vLLM serves when no model is named
+
     @app.post("/tokenize")
     async def tokenize() -> Response:
         ask = structure(await json_body(), TokenizeRequest)
@@ -76,7 +76,7 @@ def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer
         return json_response(
             {
                 "count": len(tokens),
-                "max_model_len": MAX_MODEL_LEN,
+                "max_model_len": context_window(settings.models, ask.model or first_model),
                 "tokens": tokens,
                 "token_strs": strs,
             }

@@ -1,0 +1,169 @@
+"""Injected faults: which request fails on purpose, how, and at which token.
+
+A fault comes from the request's ``x-mock-fault`` header, or is drawn for a share of the
+requests (``--failure-percent``, varied by ``--failure-jitter``) from ``--failure-mix``.
+Both use one spelling:
+
+- ``503`` (any status 400-599): answered at once, with the body OpenAI sends for it.
+- ``disconnect``, ``error``, ``stall``, each optionally ``-after=K``: after K tokens, at the
+  moment the next one was due, the connection closes; or an error event ends the stream (a
+  body gets a 500); or nothing more is sent until the request's time limit. Without ``K``
+  the point is drawn over the reply's tokens.
+- ``slow-headers=MS``: the status line waits MS milliseconds; the reply is then normal.
+- ``none`` (header only): no fault for this request, whatever the failure rate.
+
+All draws come from one generator per app, seeded by ``--fault-seed``, and are made when a
+request arrives, so the same sequence of requests meets the same faults.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+from attrs import frozen
+
+from ._errors import ERROR_TYPES, OpenAIError
+
+if TYPE_CHECKING:
+    from ._settings import FaultSettings
+
+FaultKind = Literal["status", "disconnect", "error", "stall", "slow-headers", "none"]
+CUTS = frozenset({"disconnect", "error", "stall"})
+
+# What OpenAI (and the Cloudflare edge in front of it) answers for each status it sends.
+STATUS_ERRORS = {
+    429: OpenAIError(
+        429,
+        "Rate limit reached for requests. Please try again later.",
+        type="requests",
+        code="rate_limit_exceeded",
+    ),
+    500: OpenAIError(
+        500,
+        "The server had an error while processing your request. Sorry about that!",
+        type="server_error",
+    ),
+    502: OpenAIError(502, "Bad gateway.", type="cf_bad_gateway"),
+    503: OpenAIError(
+        503,
+        "The server is overloaded or not ready yet.",
+        type="server_error",
+        code="service_unavailable",
+    ),
+    504: OpenAIError(504, "Gateway timeout.", type="cf_gateway_timeout"),
+}
+# The error an ``error`` fault sends: in the stream's own error format, or as a 500 body.
+INJECTED_ERROR = STATUS_ERRORS[500]
+
+
+def status_error(status: int) -> OpenAIError:
+    """The error body for an injected status: OpenAI's own, or its shape with the reason."""
+    known = STATUS_ERRORS.get(status)
+    if known is not None:
+        return known
+    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return OpenAIError(status, f"{HTTPStatus(status).phrase}.", type=kind)
+
+
+@frozen
+class Fault:
+    """One request's fault, as spelled in the header or the mix."""
+
+    kind: FaultKind
+    spec: str  # as written: echoed in the response's x-mock-fault header
+    status: int = 0  # for kind "status"
+    after: int | None = None  # tokens sent before a cut; None: drawn with ``share``
+    delay_s: float = 0.0  # for kind "slow-headers"
+    share: float = 0.0  # where a cut without ``after`` falls, as a share of the reply
+
+    def tokens_before(self, total: int) -> int:
+        """How many of the reply's ``total`` tokens go out before the cut."""
+        if self.after is not None:
+            return self.after
+        return min(math.floor(self.share * (total + 1)), total)
+
+
+def parse_fault(text: str) -> Fault:
+    """Read one fault spelling.
+
+    Raises:
+      ValueError: the spelling is not one of the module docstring's.
+    """
+    spec = text.strip().lower()
+    if spec.isdigit():
+        status = int(spec)
+        if not 400 <= status <= 599:
+            raise ValueError(f"a fault status must be in 400-599, got {text!r}")
+        return Fault("status", spec, status=status)
+    if spec == "none":
+        return Fault("none", spec)
+    name, _, value = spec.partition("=")
+    if name == "slow-headers" and is_number(value):
+        return Fault("slow-headers", spec, delay_s=float(value) / 1000)
+    if spec in CUTS:
+        return Fault(spec, spec)  # type: ignore[arg-type]  # checked against CUTS
+    kind = name.removesuffix("-after")
+    if kind in CUTS and name.endswith("-after") and value.isdigit():
+        return Fault(kind, spec, after=int(value))  # type: ignore[arg-type]
+    raise ValueError(
+        f"unknown fault {text!r}; expected a status (e.g. 503), disconnect, error or stall "
+        "(optionally -after=K tokens), slow-headers=MS or none"
+    )
+
+
+def is_number(text: str) -> bool:
+    try:
+        return math.isfinite(value := float(text)) and value >= 0
+    except ValueError:
+        return False
+
+
+class FaultInjector:
+    """Draws the faults of ``--failure-percent`` requests, reproducibly under a seed."""
+
+    def __init__(self, settings: FaultSettings) -> None:
+        self.percent = settings.failure_percent
+        self.jitter = settings.failure_jitter
+        self.mix = [parse_fault(spec) for spec in settings.failure_mix]
+        self.rng = random.Random(settings.fault_seed)  # None: seeded from the OS
+        self.active = self.percent > 0 or self.jitter > 0
+
+    def draw(self) -> Fault | None:
+        """This request's fault, if it is one of the unlucky ones (call once per arrival)."""
+        if not self.active:
+            return None
+        rate = self.percent
+        if self.jitter:
+            rate += self.rng.uniform(-self.jitter, self.jitter)
+        if self.rng.random() * 100 >= rate:
+            return None
+        return self.placed(self.rng.choice(self.mix))
+
+    def placed(self, fault: Fault) -> Fault:
+        """``fault`` with its cut point drawn, when it is a cut that names none."""
+        if fault.kind in CUTS and fault.after is None:
+            return attrs.evolve(fault, share=self.rng.random())
+        return fault
+
+
+Counted = tuple[float, tuple[bytes, int]]  # (deadline, (frame, tokens it carries))
+
+
+def cut_after(
+    events: Iterable[Counted], tokens: int, last: Callable[[], bytes]
+) -> Iterator[tuple[float, bytes]]:
+    """The events that carry the first ``tokens`` tokens, then ``last()`` when the next
+    event was due (or with the final one, when the reply is no longer). Events go whole."""
+    sent = 0
+    when = -math.inf
+    for when, (frame, count) in events:
+        if sent + count > tokens:
+            break
+        sent += count
+        yield when, frame
+    yield when, last()
