@@ -44,6 +44,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+ItlScale = Callable[[], float] | None
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
@@ -109,6 +110,20 @@ def tokens_per_event(ends: Sequence[int]) -> Iterator[int]:
         previous = end
 
 
+def unfinished(plan: Timing) -> list[tuple[bytes, bytes]]:
+    """Headers for a response that will be cut: on HTTP/2 a length it never reaches, since
+    ASGI cannot reset a stream (on HTTP/1.1 the connection closes mid-body)."""
+    return [(b"content-length", b"2147483647")] if plan.http2 else []
+
+
+async def hang_up(send: Send, plan: Timing) -> None:
+    """Cut the response short. On HTTP/1.1 the caller returns without ending the body and
+    Hypercorn closes the connection; on HTTP/2 the stream ends short of its length, which
+    the client fails as it would fail a reset stream."""
+    if plan.http2:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     """Wait for the client to go away, then cancel whatever serves it."""
     while (await receive())["type"] != "http.disconnect":
@@ -119,12 +134,14 @@ async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> Non
 @frozen
 class Timing:
     """When a request arrived and was admitted: the schedule runs from admission, so the
-    client's TTFT includes the queue; the time limit runs from arrival."""
+    client's TTFT includes the queue; the time limit runs from arrival. And the fault it
+    is to meet, if any."""
 
     start: float
     admitted: float  # later than admission by a slow-headers fault's delay
     admission: Admission
     fault: Fault | None = None
+    http2: bool = False
 
 
 class Handler(Protocol):
@@ -170,13 +187,9 @@ class Endpoint:
             data = parse_json(body)
             reply = await self.handler.prepare(data, overrides)
             if self.limiter.active:
-                model = data.get("model")
-                charge = self.limiter.charge(scope["headers"], str(model), reply.charge)
-                headers += charge
-            if overrides.fault is not None:  # the header wins over the draw
-                fault = (
-                    None if overrides.fault.kind == "none" else self.faults.placed(overrides.fault)
-                )
+                model = str(data.get("model"))
+                headers += self.limiter.charge(scope["headers"], model, reply.charge)
+            fault = self.faults.decide(fault, overrides.fault)
             if fault is not None:
                 headers.append((b"x-mock-fault", fault.spec.encode()))
                 if fault.kind == "status":
@@ -194,7 +207,8 @@ class Endpoint:
             return
         try:
             admitted = trio.current_time() + (fault.delay_s if fault is not None else 0.0)
-            plan = Timing(start=start, admitted=admitted, admission=admission, fault=fault)
+            http2 = scope["http_version"] == "2"
+            plan = Timing(start, admitted, admission, fault, http2)
             if fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:
                 admission.first_token()  # nothing to wait for
                 last: tuple[int, bytes] | None = (200, reply.body())
@@ -252,8 +266,7 @@ class Endpoint:
         """
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
         limit = plan.start + self.limit_s
-        admission = plan.admission
-        timing = (plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token)
+        timing = self.timing(plan)
         fault = plan.fault if plan.fault is not None and plan.fault.kind in CUTS else None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
@@ -261,12 +274,18 @@ class Endpoint:
                 if fault is None:
                     events = then(schedule(reply.streams(), *timing), reply.closing)
                 else:
-                    events = self.faulty_stream(reply, timing, fault)
+                    events = self.faulty_stream(reply, plan, fault)
                 events = cut_at(events, limit, lambda: reply.late(self.late))
-                await self.stream(send, reply.opening(), events, plan, headers)
-                last = None if fault is not None and fault.kind == "disconnect" else (200, b"")
+                if fault is not None and fault.kind == "disconnect":
+                    await self.stream(
+                        send, reply.opening(), events, plan, headers + unfinished(plan)
+                    )
+                    await hang_up(send, plan)
+                else:
+                    await self.stream(send, reply.opening(), events, plan, headers)
+                    last = (200, b"")
             elif fault is not None:
-                last = await self.faulty_body(send, reply, timing, fault, limit, headers)
+                last = await self.faulty_body(send, reply, plan, fault, limit, headers)
             else:  # the same schedule, without building frames nobody will read
                 silent = [(offsets, repeat(b"", len(offsets))) for offsets in reply.offsets]
                 due = (deadline for deadline, _ in schedule(silent, *timing))
@@ -274,7 +293,13 @@ class Endpoint:
             nursery.cancel_scope.cancel()
         return last
 
-    def faulty_stream(self, reply: Reply, timing: Any, fault: Fault) -> Iterator[Event]:
+    def timing(self, plan: Timing) -> tuple[float, float, ItlScale, Callable[[], None]]:
+        """``schedule``'s arguments after the frames: start, TTFT and ITL scales, and the
+        first token's callback."""
+        admission = plan.admission
+        return plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
+
+    def faulty_stream(self, reply: Reply, plan: Timing, fault: Fault) -> Iterator[Event]:
         """The stream's events up to the fault's token, then the fault: nothing (the caller
         closes the connection), an error event, or silence until the time limit."""
         counted = [
@@ -283,7 +308,7 @@ class Endpoint:
         ]
         tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
         last = (lambda: reply.late(INJECTED_ERROR)) if fault.kind == "error" else bytes
-        kept = cut_after(schedule(counted, *timing), tokens, last)
+        kept = cut_after(schedule(counted, *self.timing(plan)), tokens, last)
         if fault.kind == "stall":
             return chain(kept, [(math.inf, b"")])  # cut_at ends it at the time limit
         return kept
@@ -292,7 +317,7 @@ class Endpoint:
         self,
         send: Send,
         reply: Reply,
-        timing: Any,
+        plan: Timing,
         fault: Fault,
         limit: float,
         headers: list[tuple[bytes, bytes]],
@@ -304,17 +329,19 @@ class Endpoint:
             for offsets, ends in zip(reply.offsets, reply.event_ends, strict=True)
         ]
         tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
-        *_, (when, _) = cut_after(schedule(counted, *timing), tokens, bytes)  # the fault's moment
+        *_, (when, _) = cut_after(
+            schedule(counted, *self.timing(plan)), tokens, bytes
+        )  # the fault's moment
         if fault.kind == "stall" or when > limit:
             await trio.sleep_until(limit)
             return self.late.status, self.late.to_json()
         await trio.sleep_until(when)
         if fault.kind == "error":
             return INJECTED_ERROR.status, INJECTED_ERROR.to_json()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + headers}
-        )
-        return None  # the body never comes: the caller returns, and the connection closes
+        start = JSON_HEADERS + headers + unfinished(plan)
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        await hang_up(send, plan)
+        return None  # the body never comes
 
     async def wait_for_reply(
         self, due: Iterator[float], limit: float, reply: Reply

@@ -144,6 +144,13 @@ class FaultInjector:
             return None
         return self.placed(self.rng.choice(self.mix))
 
+    def decide(self, drawn: Fault | None, asked: Fault | None) -> Fault | None:
+        """The request's fault: the header's when it sent one (``none``: no fault), else
+        the draw."""
+        if asked is None:
+            return drawn
+        return None if asked.kind == "none" else self.placed(asked)
+
     def placed(self, fault: Fault) -> Fault:
         """``fault`` with its cut point drawn, when it is a cut that names none."""
         if fault.kind in CUTS and fault.after is None:

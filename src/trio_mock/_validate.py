@@ -95,7 +95,7 @@ def check_context(
     elif api == "completions":
         message = (
             f"This model's maximum context length is {window} tokens, however you requested "
-            f"{wanted} tokens ({prompt_tokens} in your prompt; {max_tokens or 0} for the "
+            f"{wanted} tokens ({prompt_tokens} in your prompt; {max_tokens or 1} for the "
             "completion). Please reduce your prompt; or completion length."
         )
     elif max_tokens is None:
