@@ -119,7 +119,7 @@ def unfinished(plan: Timing) -> list[tuple[bytes, bytes]]:
 async def hang_up(send: Send, plan: Timing) -> None:
     """Cut the response short. On HTTP/1.1 the caller returns without ending the body and
     Hypercorn closes the connection; on HTTP/2 the stream ends short of its length, which
-    the client fails as it would fail a reset stream."""
+    the client takes as a protocol error and drops the connection, streams and all."""
     if plan.http2:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -287,7 +287,7 @@ class Endpoint:
             elif fault is not None:
                 last = await self.faulty_body(send, reply, plan, fault, limit, headers)
             else:  # the same schedule, without building frames nobody will read
-                silent = [(offsets, repeat(b"", len(offsets))) for offsets in reply.offsets]
+                silent = [(offsets, repeat(b"")) for offsets in reply.offsets]
                 due = (deadline for deadline, _ in schedule(silent, *timing))
                 last = await self.wait_for_reply(due, limit, reply)
             nursery.cancel_scope.cancel()
@@ -303,14 +303,14 @@ class Endpoint:
         """The stream's events up to the fault's token, then the fault: nothing (the caller
         closes the connection), an error event, or silence until the time limit."""
         counted = [
-            (offsets, zip(frames, tokens_per_event(ends), strict=True))
+            (offsets, zip(tokens_per_event(ends), repeat(frames)))
             for (offsets, frames), ends in zip(reply.streams(), reply.event_ends, strict=True)
         ]
         tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
         last = (lambda: reply.late(INJECTED_ERROR)) if fault.kind == "error" else bytes
         kept = cut_after(schedule(counted, *self.timing(plan)), tokens, last)
         if fault.kind == "stall":
-            return chain(kept, [(math.inf, b"")])  # cut_at ends it at the time limit
+            return chain(kept, [(math.inf, repeat(b""))])  # cut_at ends it at the time limit
         return kept
 
     async def faulty_body(
@@ -325,7 +325,7 @@ class Endpoint:
         """A body's fault, at the moment its token would have been generated: a 500, a
         connection closed after the status line, or silence until the time limit."""
         counted = [
-            (offsets, zip(repeat(b""), tokens_per_event(ends)))
+            (offsets, zip(tokens_per_event(ends), repeat(repeat(b""))))
             for offsets, ends in zip(reply.offsets, reply.event_ends, strict=True)
         ]
         tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))

@@ -28,6 +28,7 @@ import attrs
 from attrs import frozen
 
 from ._errors import ERROR_TYPES, OpenAIError
+from ._pacing import built
 
 if TYPE_CHECKING:
     from ._settings import FaultSettings
@@ -67,7 +68,11 @@ def status_error(status: int) -> OpenAIError:
     if known is not None:
         return known
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return OpenAIError(status, f"{HTTPStatus(status).phrase}.", type=kind)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:  # 499, 520-524 (Cloudflare's), ...: no registered phrase
+        reason = f"Error {status}"
+    return OpenAIError(status, f"{reason}.", type=kind)
 
 
 @frozen
@@ -158,19 +163,23 @@ class FaultInjector:
         return fault
 
 
-Counted = tuple[float, tuple[bytes, int]]  # (deadline, (frame, tokens it carries))
+# (deadline, source of (tokens the event carries, source of its frame)): the count is read
+# without building the frame.
+Counted = tuple[float, Iterator[tuple[int, Iterator[bytes]]]]
 
 
 def cut_after(
     events: Iterable[Counted], tokens: int, last: Callable[[], bytes]
-) -> Iterator[tuple[float, bytes]]:
+) -> Iterator[tuple[float, Iterator[bytes]]]:
     """The events that carry the first ``tokens`` tokens, then ``last()`` when the next
-    event was due (or with the final one, when the reply is no longer). Events go whole."""
+    event was due (or with the final one, when the reply is no longer). Events go whole;
+    the first one left out is never built."""
     sent = 0
     when = -math.inf
-    for when, (frame, count) in events:
+    for when, counted in events:
+        count, source = next(counted)
         if sent + count > tokens:
             break
         sent += count
-        yield when, frame
-    yield when, last()
+        yield when, source
+    yield when, built(last)

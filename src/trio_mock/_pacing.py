@@ -6,6 +6,9 @@ Unloaded, deadline ``i`` is exactly ``start + offset_i``. Under the load model t
 between offsets stretch: TTFT by the factor fixed at admission, each later gap by the ITL
 factor at the moment the previous token is sent. Frames that are due together, or overdue
 because the client pushed back, leave in one write: fewer, fuller writes cost less.
+
+An event is a deadline and the source its frame is drawn from when it goes out: a frame is
+built only when it is sent, so a stream cut before an event never builds (or numbers) it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import TypeVar
 
 import trio
 
-Event = tuple[float, bytes]  # (deadline, frame)
-Frame = TypeVar("Frame")  # bytes, or a frame with what it carries
+Event = tuple[float, Iterator[bytes]]  # (deadline, where its frame is drawn from)
+Frame = TypeVar("Frame")
 
 
 def deadlines(
@@ -62,19 +65,25 @@ def schedule(
     ttft_scale: float = 1.0,
     itl_scale: Callable[[], float] | None = None,
     on_first: Callable[[], None] | None = None,
-) -> Iterator[tuple[float, Frame]]:
-    """Every choice's frames with their deadlines, in due order (ties keep choice order).
+) -> Iterator[tuple[float, Iterator[Frame]]]:
+    """Every choice's events, in due order (ties keep choice order): each deadline with the
+    choice's frame source, from which the caller draws the frame as it goes out.
 
     Each choice keeps its own deadlines, so each one's TTFT and gaps follow the model; the
     merge is lazy, so a choice's next deadline is computed as its previous frame goes out.
     """
     timed = [
-        zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), frames, strict=True)
+        zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), repeat(frames))
         for offsets, frames in choices
     ]
     if len(timed) == 1:
         return timed[0]
     return heapq.merge(*timed, key=itemgetter(0))
+
+
+def built(frame: Callable[[], bytes]) -> Iterator[bytes]:
+    """A frame source that builds ``frame()`` when drawn from."""
+    return iter(frame, None)
 
 
 def then(events: Iterable[Event], frame: Callable[[], bytes]) -> Iterator[Event]:
@@ -84,16 +93,17 @@ def then(events: Iterable[Event], frame: Callable[[], bytes]) -> Iterator[Event]
     for event in events:
         last = event[0]
         yield event
-    yield last, frame()
+    yield last, built(frame)
 
 
 def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> Iterator[Event]:
-    """Stop a schedule at the absolute time ``limit``: what is due later becomes ``last()``."""
-    for deadline, frame in events:
+    """Stop a schedule at the absolute time ``limit``: what is due later becomes ``last()``,
+    and is never built."""
+    for deadline, source in events:
         if deadline > limit:
-            yield limit, last()
+            yield limit, built(last)
             return
-        yield deadline, frame
+        yield deadline, source
 
 
 async def paced(events: Iterable[Event]) -> AsyncGenerator[bytes]:
@@ -103,9 +113,9 @@ async def paced(events: Iterable[Event]) -> AsyncGenerator[bytes]:
     while nxt is not None:
         await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
         now = trio.current_time()
-        batch = [nxt[1]]
+        batch = [next(nxt[1])]
         nxt = next(pending, None)
         while nxt is not None and nxt[0] <= now:
-            batch.append(nxt[1])
+            batch.append(next(nxt[1]))
             nxt = next(pending, None)
         yield batch[0] if len(batch) == 1 else b"".join(batch)

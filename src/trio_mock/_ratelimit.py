@@ -35,6 +35,8 @@ MAX_KEYS = 10_000
 def go_duration(seconds: float) -> str:
     """A duration as OpenAI's reset headers write it (Go's format): ``20ms``, ``1.5s``,
     ``6m0s``."""
+    if seconds <= 0:
+        return "0s"
     if seconds < 1:
         return f"{math.ceil(seconds * 1000)}ms"
     minutes, rest = divmod(seconds, 60)
