@@ -4,10 +4,9 @@ Quart's request context, routing and response objects cost more per request than
 trio-mock's own work, so the generation endpoints (chat, completions, responses, embeddings)
 are served here, straight on the ASGI ``receive``/``send`` callables; every other route stays
 a Quart view. Each endpoint is a ``Handler`` that turns a body into a planned ``Reply``; this
-module does the I/O they share. The behaviour is the
-same as a Quart view: body limit (413), OpenAI-shaped errors, and a stream owned by this
-task, whose nursery is cancelled when the client disconnects and whose cancel scope bounds
-the stream's duration.
+module does the I/O they share: auth, body limit (413), OpenAI-shaped errors, rate limits,
+injected faults (``_faults``), and a stream owned by this task, whose nursery is cancelled
+when the client disconnects and whose cancel scope bounds the stream's duration.
 """
 
 from __future__ import annotations
@@ -302,16 +301,28 @@ class Endpoint:
     def faulty_stream(self, reply: Reply, plan: Timing, fault: Fault) -> Iterator[Event]:
         """The stream's events up to the fault's token, then the fault: nothing (the caller
         closes the connection), an error event, or silence until the time limit."""
-        counted = [
-            (offsets, zip(tokens_per_event(ends), repeat(frames)))
-            for (offsets, frames), ends in zip(reply.streams(), reply.event_ends, strict=True)
-        ]
-        tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
         last = (lambda: reply.late(INJECTED_ERROR)) if fault.kind == "error" else bytes
-        kept = cut_after(schedule(counted, *self.timing(plan)), tokens, last)
+        kept = self.until_fault(reply.streams(), reply, plan, fault, last)
         if fault.kind == "stall":
             return chain(kept, [(math.inf, repeat(b""))])  # cut_at ends it at the time limit
         return kept
+
+    def until_fault(
+        self,
+        choices: Sequence[tuple[list[float], Iterator[bytes]]],
+        reply: Reply,
+        plan: Timing,
+        fault: Fault,
+        last: Callable[[], bytes],
+    ) -> Iterator[Event]:
+        """``choices`` on schedule up to the fault's token, then ``last()`` when the next
+        token was due."""
+        counted = [
+            (offsets, zip(tokens_per_event(ends), repeat(frames)))
+            for (offsets, frames), ends in zip(choices, reply.event_ends, strict=True)
+        ]
+        tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
+        return cut_after(schedule(counted, *self.timing(plan)), tokens, last)
 
     async def faulty_body(
         self,
@@ -324,14 +335,8 @@ class Endpoint:
     ) -> tuple[int, bytes] | None:
         """A body's fault, at the moment its token would have been generated: a 500, a
         connection closed after the status line, or silence until the time limit."""
-        counted = [
-            (offsets, zip(tokens_per_event(ends), repeat(repeat(b""))))
-            for offsets, ends in zip(reply.offsets, reply.event_ends, strict=True)
-        ]
-        tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
-        *_, (when, _) = cut_after(
-            schedule(counted, *self.timing(plan)), tokens, bytes
-        )  # the fault's moment
+        silent = [(offsets, repeat(b"")) for offsets in reply.offsets]
+        *_, (when, _) = self.until_fault(silent, reply, plan, fault, bytes)  # its moment
         if fault.kind == "stall" or when > limit:
             await trio.sleep_until(limit)
             return self.late.status, self.late.to_json()
