@@ -10,7 +10,8 @@ Both use one spelling:
   body gets a 500); or nothing more is sent until the request's time limit. Without ``K``
   the point is drawn over the reply's tokens.
 - ``slow-headers=MS``: the status line waits MS milliseconds; the reply is then normal.
-- ``none`` (header only): no fault for this request, whatever the failure rate.
+- ``none``: in the header, no fault for this request whatever the failure rate; in the
+  mix, a draw that spares the request.
 
 All draws come from one generator per app, seeded by ``--fault-seed``, and are made when a
 request arrives, so the same sequence of requests meets the same faults.
@@ -147,7 +148,8 @@ class FaultInjector:
             rate += self.rng.uniform(-self.jitter, self.jitter)
         if self.rng.random() * 100 >= rate:
             return None
-        return self.placed(self.rng.choice(self.mix))
+        fault = self.rng.choice(self.mix)
+        return None if fault.kind == "none" else self.placed(fault)
 
     def decide(self, drawn: Fault | None, asked: Fault | None) -> Fault | None:
         """The request's fault: the header's when it sent one (``none``: no fault), else
