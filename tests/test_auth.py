@@ -23,18 +23,23 @@ def client(url: str, key: str) -> openai.OpenAI:
 
 def test_sdk_sees_authentication_error_and_success() -> None:
     with server_in_thread(api_keys=",".join(KEYS)) as url:
-        with pytest.raises(openai.AuthenticationError) as wrong:
-            client(url, "sk-not-a-known-key-123").chat.completions.create(**CHAT)
+        with (
+            client(url, "sk-not-a-known-key-123") as unknown,
+            pytest.raises(openai.AuthenticationError) as wrong,
+        ):
+            unknown.chat.completions.create(**CHAT)
         assert wrong.value.status_code == 401
         assert wrong.value.code == "invalid_api_key"
         assert "sk-not-a-known-key-123" not in str(wrong.value)  # masked, as OpenAI does
         for key in KEYS:
-            reply = client(url, key).chat.completions.create(**CHAT)
+            with client(url, key) as known:
+                reply = known.chat.completions.create(**CHAT)
             assert reply.choices[0].message.content
-        with pytest.raises(openai.AuthenticationError):
-            client(url, "wrong").embeddings.create(model="text-embedding-3-small", input="x")
-        with pytest.raises(openai.AuthenticationError):
-            client(url, "wrong").models.list()
+        with client(url, "wrong") as wrong_key:
+            with pytest.raises(openai.AuthenticationError):
+                wrong_key.embeddings.create(model="text-embedding-3-small", input="x")
+            with pytest.raises(openai.AuthenticationError):
+                wrong_key.models.list()
 
 
 def test_raw_headers_and_open_routes() -> None:

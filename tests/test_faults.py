@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import h2.exceptions
 import httpx
@@ -41,6 +41,7 @@ import pytest
 import trio
 import trio.testing
 
+from asgi import Answer, call, token_times
 from conftest import async_client, check_error, fast_settings, server_in_thread, sync_client
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import Settings, create_app
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from conftest import StartServer
-    from trio_mock._asgi import ASGIApp, Message
 
 CHAT = "/v1/chat/completions"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
@@ -101,38 +101,6 @@ def on_schedule(count: int, start: float = TTFT_S) -> list[float]:
 # --- a raw ASGI exchange, in memory ---------------------------------------------------------
 
 
-class Exchange(NamedTuple):
-    """One request's answer as the app sent it, with times relative to its arrival."""
-
-    status: int
-    headers: dict[str, str]
-    started_at: float  # when the status line went out
-    pieces: list[tuple[float, bytes]]  # each non-empty body piece and when it went out
-    ended: bool  # False: the body was never finished (the connection is to be cut)
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(piece for _, piece in self.pieces)
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    def events(self) -> list[tuple[float, str, Any]]:
-        """Each SSE event as (time, event name, decoded data); ``[DONE]`` stays a string."""
-        out: list[tuple[float, str, Any]] = []
-        for at, piece in self.pieces:
-            for block in piece.split(b"\n\n"):
-                name, data = "message", None
-                for line in block.split(b"\n"):
-                    if line.startswith(b"event: "):
-                        name = line[7:].decode()
-                    elif line.startswith(b"data: "):
-                        data = line[6:]
-                if data is not None:
-                    out.append((at, name, "[DONE]" if data == b"[DONE]" else orjson.loads(data)))
-        return out
-
-
 async def exchange(
     app: QuartTrio,
     path: str,
@@ -141,59 +109,11 @@ async def exchange(
     *,
     method: str = "POST",
     headers: tuple[tuple[bytes, bytes], ...] = (),
-) -> Exchange:
-    """Call the app's ASGI entry point directly: no sockets, no Quart test client."""
-    start = trio.current_time()
-    sent: list[tuple[float, Message]] = []
-    pending: list[Message] = [
-        {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
-    ]
-
-    async def receive() -> Message:
-        if not pending:
-            await trio.sleep_forever()  # the client stays connected
-        return pending.pop()
-
-    async def send(message: Message) -> None:
-        sent.append((trio.current_time() - start, message))
-
-    request_headers = [(b"content-type", b"application/json"), *headers]
+) -> Answer:
+    """``call`` with ``fault``, if any, as the ``x-mock-fault`` header."""
     if fault is not None:
-        request_headers.append((b"x-mock-fault", fault.encode()))
-    scope: Message = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": request_headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await cast("ASGIApp", app)(scope, receive, send)
-    (started_at, start_message), *rest = sent
-    assert start_message["type"] == "http.response.start"
-    response_headers = {k.decode(): v.decode() for k, v in start_message["headers"]}
-    pieces = [(at, m["body"]) for at, m in rest if m.get("body")]
-    ended = bool(rest) and not rest[-1][1].get("more_body", False)
-    return Exchange(start_message["status"], response_headers, started_at, pieces, ended)
-
-
-def token_times(events: list[tuple[float, str, Any]]) -> list[float]:
-    """When each streamed token arrived (chat and completions chunks, responses deltas)."""
-    out: list[float] = []
-    for at, name, data in events:
-        if name == "response.output_text.delta":
-            out.append(at)
-        elif isinstance(data, dict) and "choices" in data:
-            for choice in data["choices"]:
-                if (choice.get("delta") or {}).get("content") or choice.get("text"):
-                    out.append(at)
-    return out
+        headers = (*headers, (b"x-mock-fault", fault.encode()))
+    return await call(app, path, body, method=method, headers=headers)
 
 
 def stream_body(path: str) -> dict[str, Any]:
@@ -1001,7 +921,7 @@ def test_sdk_retries_get_through_a_seeded_50_percent() -> None:
         assert "x-mock-fault" not in reply.headers
         assert reply.parse().choices[0].message.content
         with pytest.raises(openai.InternalServerError):  # the 4th draw, as the seed says
-            sync_client(url).chat.completions.create(model="m", messages=HELLO)
+            client.with_options(max_retries=0).chat.completions.create(model="m", messages=HELLO)
 
 
 # --- the async SDK ------------------------------------------------------------------------------

@@ -12,22 +12,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from ._asgi import ASGIApp, Endpoint, Handler
-from ._auth import Auth
-from ._chat import ChatHandler
-from ._completions import CompletionsHandler
+from ._control import check_admin, install_control_routes, is_admin_path
 from ._corpus import release_free_memory
-from ._embeddings import EmbeddingsHandler
 from ._emit import new_id
 from ._errors import install_error_handlers
-from ._faults import FaultInjector
-from ._load import Load
-from ._model import MockModel
-from ._ratelimit import RateLimiter
-from ._responses import ResponsesHandler
+from ._live import Live
+from ._logs import configure_logging
+from ._metrics import multiprocess
 from ._settings import Settings
 from ._tokens import load_tokenizer
 from ._validate import check_model
@@ -51,15 +46,28 @@ ENDPOINTS = [
     "POST /tokenize",
     "POST /detokenize",
     "GET /version",
+    "GET /metrics",
+    "GET /_mock/config",
+    "PATCH /_mock/config",
+    "POST /configure",
+    "GET /_mock/requests",
+    "DELETE /_mock/requests",
+    "GET /_mock/scripts",
+    "POST /_mock/scripts",
+    "DELETE /_mock/scripts",
+    "DELETE /_mock/scripts/{id}",
+    "GET /_mock/stats",
+    "GET /_mock/ui",
 ]
 JSON = "application/json"
+HOUSEKEEPING_S = 0.25
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status=status, content_type=JSON, headers=headers)
 
 
-def create_app(settings: Settings | None = None) -> QuartTrio:
+def create_app(settings: Settings | None = None) -> TrioMockApp:
     """Build the app for ``settings`` (from the environment when None).
 
     Raises:
@@ -67,25 +75,12 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     """
     settings = Settings.from_env() if settings is None else settings
     tokenizer = load_tokenizer(settings.output.tokenizer)
-    model = MockModel(settings, tokenizer)
     started = int(time.time())
 
     app = TrioMockApp("trio_mock")
-    load = Load(settings.capacity, settings.latency)
-    handlers: dict[str, Handler] = {
-        "/chat/completions": ChatHandler(model),
-        "/completions": CompletionsHandler(model),
-        "/responses": ResponsesHandler(model),
-        "/embeddings": EmbeddingsHandler(settings, tokenizer),
-    }
-    auth = Auth(settings.server.api_keys)
-    limiter = RateLimiter(settings.rate_limits)
-    faults = FaultInjector(settings.faults)
-    app.fast_routes = {}
-    for path, handler in handlers.items():  # each also without the /v1 prefix, as vLLM serves
-        endpoint = Endpoint(settings, handler, load, auth, limiter, faults)
-        app.fast_routes |= {"/v1" + path: endpoint, path: endpoint}
-    install_vllm_routes(app, settings, tokenizer)
+    live = app.live = Live(settings, tokenizer)
+    install_vllm_routes(app, lambda: live.settings, tokenizer)
+    install_control_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.server.max_request_s
@@ -96,20 +91,34 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
             "id": model_id,
             "object": "model",
             "created": started,
-            "owned_by": settings.models.owned_by,
+            "owned_by": live.settings.models.owned_by,
         }
+
+    chores = trio.CancelScope()
 
     @app.before_serving
     async def mark_start() -> None:
-        limiter.start()  # rate_limit_after_s counts from here
+        live.limiter.start()  # rate_limit_after_s counts from here
+        app.nursery.start_soon(housekeeping, live, chores)
+
+    @app.after_serving
+    async def close_journal() -> None:
+        chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for it
+        live.journal.close()
 
     @app.before_request
     async def check_key() -> None:
-        if auth.enabled:
-            headers = [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
-            ]
-            auth.check(request.path, headers)
+        """The admin key guards the control routes when one is set; the API keys (which
+        leave OPEN_PATHS open) guard the rest."""
+        admin_key = live.settings.observability.admin_key
+        guarded_by_admin = admin_key is not None and is_admin_path(request.path)
+        if not guarded_by_admin and not live.auth.enabled:
+            return
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+        if guarded_by_admin:
+            check_admin(admin_key, headers)
+        else:
+            live.auth.check(request.path, headers)
 
     @app.after_request
     async def add_request_id(response: Response) -> Response:
@@ -127,36 +136,51 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
                 "name": "trio-mock",
                 "version": __version__,
                 "tokenizer": tokenizer.description,
-                "load": load.snapshot(),
+                "load": live.load.snapshot(),
                 "endpoints": ENDPOINTS,
-                "settings": settings.public(),
+                "settings": live.settings.public(),
             }
         )
 
     @app.get("/v1/models")
     @app.get("/models")
     async def list_models() -> ResponseReturnValue:
-        return json_response(
-            {"object": "list", "data": [model_object(m) for m in settings.models.models]}
-        )
+        models = live.settings.models.models
+        return json_response({"object": "list", "data": [model_object(m) for m in models]})
 
     @app.get("/v1/models/<path:model_id>")
     @app.get("/models/<path:model_id>")
     async def get_model(model_id: str) -> ResponseReturnValue:
-        check_model(model_id, settings.models)
+        check_model(model_id, live.settings.models)
         return json_response(model_object(model_id))
 
     return app
 
 
-class TrioMockApp(QuartTrio):
-    """QuartTrio, with the hot endpoints served as raw ASGI (see ``_asgi``)."""
+async def housekeeping(live: Live, scope: trio.CancelScope) -> None:
+    """Four times a second: the journal file's lines reach the disk; with several workers,
+    each one's batched metrics and gauges reach its files (any worker's /metrics sums
+    them, so each must keep its own current even when another one is scraped)."""
+    with scope:
+        while True:
+            live.journal.flush()
+            if live.metrics is not None and multiprocess():
+                live.metrics.flush()
+                live.metrics.refresh()
+            await trio.sleep(HOUSEKEEPING_S)
 
-    fast_routes: dict[str, ASGIApp]
+
+class TrioMockApp(QuartTrio):
+    """QuartTrio, with the hot endpoints served as raw ASGI (see ``_asgi``), looked up in
+    the live routes so that a runtime config change takes effect at the next request."""
+
+    live: Live
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (route := self.fast_routes.get(scope["path"])):
+        if scope["type"] == "http" and (route := self.live.routes.get(scope["path"])):
             await route(scope, receive, send)
+        elif scope["type"] == "websocket" and (socket := self.live.sockets.get(scope["path"])):
+            await socket(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -172,6 +196,8 @@ def app_from_environment() -> QuartTrio:
     """
     exact = os.environ.get(SETTINGS_JSON)
     settings = Settings.from_json(exact) if exact else Settings.from_env()
+    if not logging.getLogger().handlers:  # a spawned worker, or a bare hypercorn
+        configure_logging(settings)
     return create_app(settings)
 
 

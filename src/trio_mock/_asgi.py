@@ -4,9 +4,11 @@ Quart's request context, routing and response objects cost more per request than
 trio-mock's own work, so the generation endpoints (chat, completions, responses, embeddings)
 are served here, straight on the ASGI ``receive``/``send`` callables; every other route stays
 a Quart view. Each endpoint is a ``Handler`` that turns a body into a planned ``Reply``; this
-module does the I/O they share: auth, body limit (413), OpenAI-shaped errors, rate limits,
-injected faults (``_faults``), and a stream owned by this task, whose nursery is cancelled
-when the client disconnects and whose cancel scope bounds the stream's duration.
+module does the I/O they share: auth, body limit (413), OpenAI-shaped errors, scripted
+rules (``_scripts``), rate limits, injected faults (``_faults``), and a stream owned by this
+task, whose nursery is cancelled when the client disconnects and whose cancel scope bounds
+the stream's duration. Each request's ``Record`` notes what happened and when each write
+went out, for the journal and the metrics (``_observe``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
+from functools import partial
 from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
 import trio
 from attrs import frozen
 
@@ -25,16 +29,20 @@ from ._convert import parse_json
 from ._emit import new_id
 from ._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
 from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
-from ._pacing import Event, cut_at, paced, schedule, then
+from ._pacing import Built, Event, cut_at, paced, schedule, then
+from ._scripts import merged
 from ._validate import parse_overrides
 
 if TYPE_CHECKING:
     from ._auth import Auth
     from ._emit import Reply
     from ._faults import Fault, FaultInjector
+    from ._journal import Record
     from ._load import Admission, Load
+    from ._observe import Observer
     from ._protocol import Overrides
     from ._ratelimit import RateLimiter
+    from ._scripts import Scripts
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
@@ -123,10 +131,14 @@ async def hang_up(send: Send, plan: Timing) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def cancel_on_disconnect(
+    receive: Receive, scope: trio.CancelScope, record: Record | None = None
+) -> None:
     """Wait for the client to go away, then cancel whatever serves it."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    if record is not None:
+        record.disconnected = True
     scope.cancel()
 
 
@@ -150,69 +162,131 @@ class Handler(Protocol):
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> Reply: ...
 
 
+@frozen
+class Services:
+    """What the endpoints of one configuration share. A runtime config change builds a
+    new one; requests already running keep the one they started with."""
+
+    settings: Settings
+    load: Load
+    auth: Auth
+    limiter: RateLimiter
+    faults: FaultInjector
+    observer: Observer
+    scripts: Scripts
+
+
+def planned_headers(reply: Reply, plan: Timing, record: Record) -> list[tuple[bytes, bytes]]:
+    """The plan, told to the client (``x-mock-ttft-ms`` counts from arrival, the queue
+    included) and noted in the journal."""
+    offsets = reply.offsets[0] if reply.offsets else []
+    ttft_s = plan.admitted - plan.start
+    itl_s = 0.0
+    if offsets:
+        ttft_s += offsets[0] * plan.admission.ttft_scale
+        itl_s = (offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0
+    record.planned_ttft_s, record.planned_itl_s = ttft_s, itl_s
+    record.admitted = plan.admitted
+    return [
+        (b"x-mock-ttft-ms", b"%.3f" % (ttft_s * 1000)),
+        (b"x-mock-itl-ms", b"%.3f" % (itl_s * 1000)),
+        (b"x-mock-prompt-tokens", b"%d" % reply.prompt_tokens),
+        (b"x-mock-output-tokens", b"%d" % reply.completion_tokens),
+    ]
+
+
 class Endpoint:
     """A generation endpoint as an ASGI callable: read, plan, admit, then answer on time."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        handler: Handler,
-        load: Load,
-        auth: Auth,
-        limiter: RateLimiter,
-        faults: FaultInjector,
-    ) -> None:
+    def __init__(self, handler: Handler, services: Services) -> None:
+        settings = services.settings
         self.settings = settings
         self.handler = handler
-        self.load = load
-        self.auth = auth
-        self.limiter = limiter
-        self.faults = faults
+        self.load = services.load
+        self.auth = services.auth
+        self.limiter = services.limiter
+        self.faults = services.faults
+        self.observer = services.observer
+        self.scripts = services.scripts
         self.limit_s = settings.server.max_request_s
         self.late = too_long(self.limit_s)
         # Under the load model each ITL step is stretched by the decode count at that moment.
-        self.itl_scale = load.itl_scale if settings.latency.itl_load_factor else None
+        factor = settings.latency.itl_load_factor
+        self.itl_scale = partial(self.load.itl_scale, factor) if factor else None
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         start = trio.current_time()  # the client's TTFT counts from arrival
-        headers = [(b"x-request-id", request_id(scope))]
+        rid = request_id(scope)
+        record = self.observer.open(scope, start, rid)
+        try:
+            await self.serve(scope, receive, send, record, [(b"x-request-id", rid)])
+        finally:
+            self.observer.close(record)
+
+    async def serve(
+        self,
+        scope: Message,
+        receive: Receive,
+        send: Send,
+        record: Record,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
         fault = self.faults.draw()  # on arrival, so a seed gives the same faults in order
         try:
             self.auth.check(scope["path"], scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
             body = await read_body(scope, receive, self.settings.server.max_body_bytes)
+            self.observer.received(record, body)
             overrides = parse_overrides(scope["headers"])
             data = parse_json(body)
+            model = data.get("model")
+            record.model = model if isinstance(model, str) else None
+            rule = self.scripts.take(scope["path"], data, scope["headers"])
+            if rule is not None:
+                record.rule = rule.label
+                headers.append((b"x-mock-rule", b"%d" % rule.id))
+                if rule.error is not None:
+                    raise rule.error
+                overrides = merged(rule.overrides, overrides)
             reply = await self.handler.prepare(data, overrides)
+            record.stream = reply.stream
+            record.prompt_tokens = reply.prompt_tokens
+            record.completion_tokens = reply.completion_tokens
+            record.finish_reason = reply.finish_reason
             if self.limiter.active:
-                model = str(data.get("model"))
-                headers += self.limiter.charge(scope["headers"], model, reply.charge)
+                headers += self.limiter.charge(scope["headers"], str(model), reply.charge)
             fault = self.faults.decide(fault, overrides.fault)
             if fault is not None:
+                record.fault = fault.spec
                 headers.append((b"x-mock-fault", fault.spec.encode()))
                 if fault.kind == "status":
                     raise status_error(fault.status)
             admission = await self.admit(receive)  # may queue, or refuse
         except ClientGone:
+            record.disconnected = True
             return
         except OpenAIError as error:
             headers += error.headers
-            await send_body(send, error.status, error.to_json(), JSON_HEADERS + headers)
+            await self.send_whole(send, record, error.status, error.to_json(), headers)
             return
         except Exception:  # a bug must not reach the client as a traceback
             log.exception("unexpected error while handling %s", scope["path"])
-            await send_body(send, 500, SERVER_ERROR.to_json(), JSON_HEADERS + headers)
+            await self.send_whole(send, record, 500, SERVER_ERROR.to_json(), headers)
             return
         try:
             admitted = trio.current_time() + (fault.delay_s if fault is not None else 0.0)
             http2 = scope["http_version"] == "2"
-            plan = Timing(start, admitted, admission, fault, http2)
+            plan = Timing(start=record.start, admitted=admitted, admission=admission,
+                          fault=fault, http2=http2)  # fmt: skip
+            headers += planned_headers(reply, plan, record)
+            record.planned_events = sum(map(len, reply.offsets))
             if fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:
                 admission.first_token()  # nothing to wait for
+                record.due.extend(repeat(admitted, record.planned_events))
                 last: tuple[int, bytes] | None = (200, reply.body())
             else:
-                last = await self.respond(receive, send, reply, plan, headers)
+                last = await self.respond(receive, send, reply, plan, headers, record)
             if last is None:  # the client went away, or a fault cuts the connection
                 return
             # The last send goes out after the disconnect watcher is gone: it may close the
@@ -221,9 +295,26 @@ class Endpoint:
             if reply.stream:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
-                await send_body(send, *last, JSON_HEADERS + headers)
+                await self.send_whole(send, record, *last, headers)
         finally:
             admission.finish()
+
+    async def send_whole(
+        self,
+        send: Send,
+        record: Record,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """A JSON answer in one piece, noted in the record."""
+        record.status = status
+        if status >= 400:
+            record.error = orjson.loads(body).get("error")
+        await send_body(send, status, body, JSON_HEADERS + headers)
+        record.headers_sent = trio.current_time()
+        if record.response is not None:
+            record.response.append(body)
 
     async def admit(self, receive: Receive) -> Admission:
         """A slot from the load model; a client that leaves the queue gives up its place.
@@ -232,7 +323,7 @@ class Endpoint:
           ClientGone: the client disconnected while queued.
           OpenAIError: the queue refused the request.
         """
-        if self.load.slots is None or self.load.slots.value > 0:
+        if self.load.has_room():
             return await self.load.admit()  # no wait: no need to watch
         admission: Admission | None = None
         refusal: OpenAIError | None = None
@@ -256,6 +347,7 @@ class Endpoint:
         reply: Reply,
         plan: Timing,
         headers: list[tuple[bytes, bytes]],
+        record: Record,
     ) -> tuple[int, bytes] | None:
         """Serve the request on schedule while watching for a disconnect.
 
@@ -268,29 +360,36 @@ class Endpoint:
         timing = self.timing(plan)
         fault = plan.fault if plan.fault is not None and plan.fault.kind in CUTS else None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, record)
             if reply.stream:
                 if fault is None:
                     events = then(schedule(reply.streams(), *timing), reply.closing)
                 else:
-                    events = self.faulty_stream(reply, plan, fault)
-                events = cut_at(events, limit, lambda: reply.late(self.late))
+                    events = self.faulty_stream(reply, plan, fault, record)
+                events = cut_at(events, limit, lambda: self.too_late(reply, record))
                 if fault is not None and fault.kind == "disconnect":
+                    record.cut = "fault"
                     await self.stream(
-                        send, reply.opening(), events, plan, headers + unfinished(plan)
+                        send, reply.opening(), events, plan, headers + unfinished(plan), record
                     )
                     await hang_up(send, plan)
                 else:
-                    await self.stream(send, reply.opening(), events, plan, headers)
+                    await self.stream(send, reply.opening(), events, plan, headers, record)
                     last = (200, b"")
             elif fault is not None:
-                last = await self.faulty_body(send, reply, plan, fault, limit, headers)
+                last = await self.faulty_body(send, reply, plan, fault, limit, headers, record)
             else:  # the same schedule, without building frames nobody will read
                 silent = [(offsets, repeat(b"")) for offsets in reply.offsets]
                 due = (deadline for deadline, _ in schedule(silent, *timing))
-                last = await self.wait_for_reply(due, limit, reply)
+                last = await self.wait_for_reply(due, limit, reply, record)
             nursery.cancel_scope.cancel()
         return last
+
+    def too_late(self, reply: Reply, record: Record) -> bytes:
+        """The frame that ends a stream at the time limit, noted in the record."""
+        record.cut = "time_limit"
+        record.error = self.late.to_body()["error"]  # type: ignore[assignment]
+        return reply.late(self.late)
 
     def timing(self, plan: Timing) -> tuple[float, float, ItlScale, Callable[[], None]]:
         """``schedule``'s arguments after the frames: start, TTFT and ITL scales, and the
@@ -298,13 +397,22 @@ class Endpoint:
         admission = plan.admission
         return plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
 
-    def faulty_stream(self, reply: Reply, plan: Timing, fault: Fault) -> Iterator[Event]:
+    def faulty_stream(
+        self, reply: Reply, plan: Timing, fault: Fault, record: Record
+    ) -> Iterator[Event]:
         """The stream's events up to the fault's token, then the fault: nothing (the caller
         closes the connection), an error event, or silence until the time limit."""
-        last = (lambda: reply.late(INJECTED_ERROR)) if fault.kind == "error" else bytes
+
+        def injected_error() -> bytes:
+            record.cut = "fault"
+            record.error = INJECTED_ERROR.to_body()["error"]  # type: ignore[assignment]
+            return reply.late(INJECTED_ERROR)
+
+        last = injected_error if fault.kind == "error" else bytes
         kept = self.until_fault(reply.streams(), reply, plan, fault, last)
-        if fault.kind == "stall":
-            return chain(kept, [(math.inf, repeat(b""))])  # cut_at ends it at the time limit
+        if fault.kind == "stall":  # the tokens only, then silence until cut_at's limit
+            tokens = (event for event in kept if type(event[1]) is not Built)
+            return chain(tokens, [(math.inf, repeat(b""))])
         return kept
 
     def until_fault(
@@ -332,6 +440,7 @@ class Endpoint:
         fault: Fault,
         limit: float,
         headers: list[tuple[bytes, bytes]],
+        record: Record,
     ) -> tuple[int, bytes] | None:
         """A body's fault, at the moment its token would have been generated: a 500, a
         connection closed after the status line, or silence until the time limit."""
@@ -345,19 +454,22 @@ class Endpoint:
             return INJECTED_ERROR.status, INJECTED_ERROR.to_json()
         start = JSON_HEADERS + headers + unfinished(plan)
         await send({"type": "http.response.start", "status": 200, "headers": start})
+        record.status, record.cut, record.headers_sent = 200, "fault", trio.current_time()
         await hang_up(send, plan)
         return None  # the body never comes
 
     async def wait_for_reply(
-        self, due: Iterator[float], limit: float, reply: Reply
+        self, due: Iterator[float], limit: float, reply: Reply, record: Record
     ) -> tuple[int, bytes]:
         """Sleep until the reply's last token is due, as the stream would have sent it."""
         for i, deadline in enumerate(due):
             if deadline > limit:
                 await trio.sleep_until(limit)
+                record.cut = "time_limit"
                 return self.late.status, self.late.to_json()
             if i == 0 or self.itl_scale is not None:  # under load, each step needs its moment
                 await trio.sleep_until(deadline)
+            record.due.append(deadline)
             final = deadline
         await trio.sleep_until(final)
         return 200, reply.body()
@@ -369,14 +481,25 @@ class Endpoint:
         events: Iterator[Event],
         plan: Timing,
         headers: list[tuple[bytes, bytes]],
+        record: Record,
     ) -> None:
-        """Send the SSE frames on schedule; the caller ends the body."""
+        """Send the SSE frames on schedule, noting when each went out; the caller ends the
+        body."""
         if plan.fault is not None:
             await trio.sleep_until(plan.admitted)  # a slow-headers fault holds the status line
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        record.status, record.headers_sent = 200, trio.current_time()
+        raw = record.response
         if opening:
             await send({"type": "http.response.body", "body": opening, "more_body": True})
+            if raw is not None:
+                raw.append(opening)
         with trio.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
             async with aclosing(paced(events)) as batches:
-                async for data in batches:
+                async for taken, data in batches:
+                    if not data:  # a cut's empty ending: nothing goes out
+                        continue
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                    record.wrote(taken, trio.current_time())
+                    if raw is not None:
+                        raw.append(data)

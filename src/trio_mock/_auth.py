@@ -15,8 +15,9 @@ from ._errors import OpenAIError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-# Routes a load balancer or a scraper must reach without a key.
-OPEN_PATHS = frozenset({"/health"})
+# Routes a load balancer or a scraper must reach without a key (the dashboard page holds
+# no data; it fetches it with a key).
+OPEN_PATHS = frozenset({"/health", "/metrics", "/_mock/ui"})
 
 
 def masked(key: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ._logs import configure_logging
 from ._server import run_workers, serve, wait_for_signal
 from ._settings import ENV_PREFIX, KNOBS, Settings, SettingsError
 from ._tokens import TokenizerError, load_tokenizer
@@ -72,7 +73,8 @@ def settings_reference() -> str:
     """The README's settings table, generated from Settings so the docs cannot drift."""
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for k in KNOBS.values():
-        rows.append(f"| `{k.flag}` | `{k.env}` | {shown_default(k.default)} | {k.help} |")
+        meaning = k.help if k.live else f"{k.help} (start-up only)"
+        rows.append(f"| `{k.flag}` | `{k.env}` | {shown_default(k.default)} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
@@ -110,9 +112,6 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = load_settings(argv)
         tokenizer = load_tokenizer(settings.output.tokenizer)
@@ -124,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(f"trio-mock: error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure_logging(settings)
     log.info(
         "trio-mock %s: tokenizer %s; output %s; ttft %g ms, itl %g ms; models %s%s",
         __version__,

@@ -166,6 +166,8 @@ def shape_error(error: cattrs.BaseValidationError, data: dict[str, Any]) -> Open
             param,
             "invalid_value",
         )
+    if param is None:
+        return invalid(f"Invalid value: {problem}.", None, "invalid_value")
     return invalid(f"Invalid value for '{param}': {problem}.", param, "invalid_value")
 
 

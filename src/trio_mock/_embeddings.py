@@ -281,8 +281,10 @@ class RenderedEmbeddings:
 
     delay_s: float
     data: bytes
-    tokens: int  # the input's, which a rate limit charges
+    prompt_tokens: int  # the input's, which a rate limit charges
     stream: bool = False
+    completion_tokens: int = 0
+    finish_reason: str | None = None
 
     @property
     def offsets(self) -> list[list[float]]:
@@ -294,7 +296,7 @@ class RenderedEmbeddings:
 
     @property
     def charge(self) -> int:
-        return self.tokens
+        return self.prompt_tokens
 
     def body(self) -> bytes:
         return self.data
@@ -315,7 +317,8 @@ class RenderedEmbeddings:
 
 class EmbeddingsHandler:
     """``POST /v1/embeddings``: validate and tokenize (in a thread when large), then render
-    the vectors while the request's latency runs."""
+    the vectors while the request's latency runs (``x-mock-ttft-ms`` or a scripted rule's
+    ``ttft_ms`` replaces the modelled latency)."""
 
     def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
         self.model = EmbeddingModel(settings, tokenizer)
@@ -327,4 +330,5 @@ class EmbeddingsHandler:
             body = await trio.to_thread.run_sync(job.body)
         else:
             body = job.body()
-        return RenderedEmbeddings(job.delay_s, body, job.prompt_tokens)
+        delay_s = job.delay_s if overrides.ttft_ms is None else overrides.ttft_ms / 1000
+        return RenderedEmbeddings(delay_s, body, job.prompt_tokens)

@@ -50,6 +50,19 @@ class Reply(Protocol):
         """Tokens a rate limit charges: the prompt plus the most output asked for."""
         ...
 
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens planned for the reply (every choice's)."""
+        ...
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The first choice's; None for embeddings."""
+        ...
+
     def body(self) -> bytes: ...
 
     def opening(self) -> bytes:
@@ -151,6 +164,14 @@ class ChoicesEmitter:
     @property
     def charge(self) -> int:
         return charged(self.prompt_tokens, self.choices, self.max_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.tokens for c in self.choices)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
 
     def usage(self) -> dict[str, Any]:
         return usage(

@@ -37,11 +37,25 @@ class Load:
     """Requests queued, in prefill and decoding, and the slots they compete for."""
 
     def __init__(self, capacity: CapacitySettings, latency: LatencySettings) -> None:
-        self.capacity = capacity
         self.queued = self.prefilling = self.decoding = 0
-        self.slots = trio.Semaphore(capacity.max_concurrency) if capacity.max_concurrency else None
+        # Made on first need, then resized in place: requests holding a slot keep it.
+        self.slots: trio.CapacityLimiter | None = None
+        self.configure(capacity, latency)
+
+    def configure(self, capacity: CapacitySettings, latency: LatencySettings) -> None:
+        """Take new capacity and load-factor settings, for requests admitted from now on."""
+        self.capacity = capacity
         self.ttft_factor = latency.ttft_load_factor
         self.itl_factor = latency.itl_load_factor
+        total = capacity.max_concurrency or math.inf
+        if self.slots is not None:
+            self.slots.total_tokens = total  # raising it admits the queue at once
+        elif capacity.max_concurrency:
+            self.slots = trio.CapacityLimiter(total)
+
+    def has_room(self) -> bool:
+        """Whether a request would be admitted without waiting."""
+        return self.slots is None or self.slots.available_tokens > 0
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -58,35 +72,41 @@ class Load:
         Raises:
           OpenAIError: 503 or 429 (``overload_status``).
         """
-        if self.slots is not None:
+        slots = self.slots
+        holder = Admission(self, slots)
+        if slots is not None:
             cap = self.capacity
-            if self.slots.value == 0 and cap.max_queue is not None and self.queued >= cap.max_queue:
+            full = slots.available_tokens <= 0
+            if full and cap.max_queue is not None and self.queued >= cap.max_queue:
                 raise overloaded(cap.overload_status, f"{self.queued} requests already queued")
             acquired = False
             self.queued += 1
             try:
                 with trio.move_on_after(cap.queue_timeout_s or math.inf):
-                    await self.slots.acquire()
+                    await slots.acquire_on_behalf_of(holder)
                     acquired = True
             finally:
                 self.queued -= 1
             if not acquired:
                 raise overloaded(cap.overload_status, f"no slot within {cap.queue_timeout_s:g} s")
-        ttft_scale = 1.0 + self.ttft_factor * self.prefilling
+        holder.ttft_scale = 1.0 + self.ttft_factor * self.prefilling
         self.prefilling += 1
-        return Admission(self, ttft_scale)
+        return holder
 
-    def itl_scale(self) -> float:
-        """ITL multiplier now: 1 + factor x (streams decoding - 1)."""
-        return 1.0 + self.itl_factor * max(self.decoding - 1, 0)
+    def itl_scale(self, factor: float | None = None) -> float:
+        """ITL multiplier now: 1 + factor x (streams decoding - 1). A stream passes the
+        factor it started with, so a runtime change does not reach it."""
+        factor = self.itl_factor if factor is None else factor
+        return 1.0 + factor * max(self.decoding - 1, 0)
 
 
 class Admission:
     """One admitted request's place in the load: prefill, then decode, then gone."""
 
-    def __init__(self, load: Load, ttft_scale: float) -> None:
+    def __init__(self, load: Load, slots: trio.CapacityLimiter | None) -> None:
         self.load = load
-        self.ttft_scale = ttft_scale
+        self.slots = slots  # the limiter it holds a slot of, if any
+        self.ttft_scale = 1.0
         self.decoding = False
         self.done = False
 
@@ -104,5 +124,5 @@ class Admission:
             self.load.decoding -= 1
         else:
             self.load.prefilling -= 1
-        if self.load.slots is not None:
-            self.load.slots.release()
+        if self.slots is not None:
+            self.slots.release_on_behalf_of(self)

@@ -181,16 +181,23 @@ def find_tool(tools: tuple[FunctionTool, ...], name: str, param: str) -> Functio
 class MockModel:
     """Decides what each reply holds and plans it; shared by all generation endpoints."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, settings: Settings, tokenizer: Tokenizer, corpus: Corpus | None = None
+    ) -> None:
+        """``corpus``: one already built for these settings (a runtime config change that
+        leaves the corpus knobs alone reuses it)."""
         self.settings = settings
         self.tokenizer = tokenizer
+        self.corpus: Corpus | None = None
         out = settings.output
         # The reply's text source, the same for every request; None in echo mode.
         self.text: TextSource | None = None
         # Logprob alternatives: the corpus's pieces, or common words in the other modes.
         self.alternatives: list[str] = [*COMMON_TOKENS, *(f" {w}" for w in WORDS[:256])]
         if out.output_mode == "corpus":
-            corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            if corpus is None:
+                corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            self.corpus = corpus
             self.text = CorpusText(corpus, out)
             self.alternatives = corpus.pieces[:256]
         elif out.output_mode == "fixed":
@@ -244,9 +251,7 @@ class MockModel:
         latency = overrides.apply(self.settings.latency)
         plans = []
         for i in range(ask.n):
-            segments = self.thinking(ask, source, rng) + self.answer(
-                ask, source, rng, overrides.output_tokens
-            )
+            segments = self.thinking(ask, source, rng) + self.answer(ask, source, rng, overrides)
             plans.append(
                 plan_reply(
                     first_index + i,
@@ -279,9 +284,12 @@ class MockModel:
         ask: Ask,
         source: TextSource,
         rng: np.random.Generator,
-        natural: int | None,
+        overrides: Overrides,
     ) -> list[Segment]:
-        """Tool calls, JSON or text, as the request's tools and format ask."""
+        """Tool calls, JSON or text, as the request's tools and format ask, unless a
+        scripted rule says what to answer."""
+        if (scripted := self.scripted(ask, overrides)) is not None:
+            return scripted
         if calls := self.tool_calls(ask, rng):
             return calls
         if ask.json is not None:
@@ -291,8 +299,23 @@ class MockModel:
             text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
             pieces = self.tokenizer.pieces(text.decode())
             return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
+        natural = overrides.output_tokens
         length = source.natural_length(rng) if natural is None else natural
         return [Segment(kind="content", source=source, natural=length)]
+
+    def scripted(self, ask: Ask, overrides: Overrides) -> list[Segment] | None:
+        """A scripted rule's exact content, or its tool call (as text where the API has
+        no tool calls)."""
+        call = overrides.tool_call
+        if call is not None and ask.api != "completions":
+            pieces = self.tokenizer.pieces(call.arguments)
+            tool = ToolCall(new_id("call_", 24), call.name, 0)
+            return [Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=tool)]
+        text = call.arguments if call is not None else overrides.content
+        if text is None:
+            return None
+        pieces = self.tokenizer.pieces(text)
+        return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
 
     def tool_calls(self, ask: Ask, rng: np.random.Generator) -> list[Segment]:
         """Which functions the reply calls, if any, with arguments valid for their schemas."""

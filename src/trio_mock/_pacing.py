@@ -81,9 +81,25 @@ def schedule(
     return heapq.merge(*timed, key=itemgetter(0))
 
 
+class Built:
+    """A frame source that builds ``frame()`` when drawn from: an event that carries no
+    token (a stream's closing, an error), which the journal tells apart by this type."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Callable[[], bytes]) -> None:
+        self.frame = frame
+
+    def __iter__(self) -> Built:
+        return self
+
+    def __next__(self) -> bytes:
+        return self.frame()
+
+
 def built(frame: Callable[[], bytes]) -> Iterator[bytes]:
     """A frame source that builds ``frame()`` when drawn from."""
-    return iter(frame, None)
+    return Built(frame)
 
 
 def then(events: Iterable[Event], frame: Callable[[], bytes]) -> Iterator[Event]:
@@ -106,16 +122,19 @@ def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> 
         yield deadline, source
 
 
-async def paced(events: Iterable[Event]) -> AsyncGenerator[bytes]:
-    """Yield each event's frame at its deadline, joining frames that are due together."""
+async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[list[Event], bytes]]:
+    """Yield each event's frame at its deadline, joining frames that are due together;
+    with each write, the events it carries (the journal records when they went out)."""
     pending = iter(events)
     nxt = next(pending, None)
     while nxt is not None:
         await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
         now = trio.current_time()
+        taken = [nxt]
         batch = [next(nxt[1])]
         nxt = next(pending, None)
         while nxt is not None and nxt[0] <= now:
+            taken.append(nxt)
             batch.append(next(nxt[1]))
             nxt = next(pending, None)
-        yield batch[0] if len(batch) == 1 else b"".join(batch)
+        yield taken, batch[0] if len(batch) == 1 else b"".join(batch)

@@ -195,16 +195,27 @@ class ResponsesRequest:
     top_logprobs: int | None = None
 
 
+@frozen
+class ScriptedCall:
+    """A tool call a scripted rule answers with: the function and its arguments (JSON)."""
+
+    name: str
+    arguments: str
+
+
 @frozen(kw_only=True)
 class Overrides:
     """Per-request control through ``x-mock-*`` headers, for tests that need one slow or one
-    long reply: exact TTFT and ITL (no jitter), a fixed reply length, a seed."""
+    long reply: exact TTFT and ITL (no jitter), a fixed reply length, a seed; and what a
+    scripted rule answers (``_scripts``): exact content or a tool call."""
 
     ttft_ms: float | None = None
     itl_ms: float | None = None
     output_tokens: int | None = None
     seed: int | None = None
     fault: Fault | None = None  # x-mock-fault; kind "none" turns injection off
+    content: str | None = None
+    tool_call: ScriptedCall | None = None
 
     def apply(self, latency: LatencySettings) -> LatencySettings:
         if self.ttft_ms is None and self.itl_ms is None:

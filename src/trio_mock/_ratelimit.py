@@ -82,9 +82,10 @@ class RateLimiter:
         self.buckets: dict[str, tuple[Bucket | None, Bucket | None]] = {}
         self.started: float | None = None
 
-    def start(self) -> None:
-        """Mark the server's start, from which ``rate_limit_after_s`` counts."""
-        self.started = trio.current_time()
+    def start(self, at: float | None = None) -> None:
+        """Mark the server's start (now, or ``at``), from which ``rate_limit_after_s``
+        counts."""
+        self.started = trio.current_time() if at is None else at
 
     def charge(self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int) -> Headers:
         """Take one request and ``tokens`` from the caller's buckets.

@@ -365,6 +365,14 @@ class ResponsesEmitter:
     def charge(self) -> int:
         return charged(self.prompt_tokens, [self.choice], self.request.max_output_tokens)
 
+    @property
+    def completion_tokens(self) -> int:
+        return self.choice.tokens
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choice.finish_reason
+
     def closing(self) -> bytes:
         return self.event(f"response.{self.status}", response=self.response(self.status))
 

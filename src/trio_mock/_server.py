@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import trio
 from hypercorn.config import Config
 
 from ._app import SETTINGS_JSON, create_app
+from ._metrics import MULTIPROC_DIR
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -82,11 +84,20 @@ def run_workers(settings: Settings) -> int:
     """Run ``settings.server.workers`` processes on one port through Hypercorn's supervisor.
 
     Each worker imports ``trio_mock:app``, which reads the exact settings from the
-    environment variable set here.
+    environment variable set here, and keeps its metrics in prometheus-client's
+    multiprocess files.
     """
     from hypercorn.run import run
 
     os.environ[SETTINGS_JSON] = settings.to_json()
     config = hypercorn_config(settings)
     config.application_path = "trio_mock:app"
-    return run(config)
+    if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
+        return run(config)  # a directory the user chose is theirs to clean
+    # Each worker keeps its metrics in files here, so any worker's /metrics sums them all.
+    with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
+        os.environ[MULTIPROC_DIR] = directory
+        try:
+            return run(config)
+        finally:
+            del os.environ[MULTIPROC_DIR]

@@ -34,12 +34,19 @@ class SettingsError(ValueError):
     """A knob has a bad value; the message names the knob and the problem."""
 
 
-def knob(default: Any, doc: str, check: Callable[[Any], str | None] | None = None) -> Any:
+def knob(
+    default: Any,
+    doc: str,
+    check: Callable[[Any], str | None] | None = None,
+    *,
+    live: bool = True,
+) -> Any:
     """Declare a knob: its default, its one-line help, and an optional value check.
 
-    ``check`` returns a problem description, or None when the value is fine.
+    ``check`` returns a problem description, or None when the value is fine. ``live``
+    False: the knob is read at start-up only, so ``/_mock/config`` refuses to change it.
     """
-    return field(default=default, metadata={"help": doc, "check": check})
+    return field(default=default, metadata={"help": doc, "check": check, "live": live})
 
 
 def at_least(low: float) -> Callable[[Any], str | None]:
@@ -101,26 +108,28 @@ def context_entry_problem(entry: str) -> str | None:
 class ServerSettings:
     """Where and how the HTTP server listens."""
 
-    host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)")
-    port: int = knob(8000, "TCP port (0 picks a free one)", port_number)
-    workers: int = knob(1, "worker processes sharing the port", at_least(1))
+    host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)", live=False)
+    port: int = knob(8000, "TCP port (0 picks a free one)", port_number, live=False)
+    workers: int = knob(1, "worker processes sharing the port", at_least(1), live=False)
     certfile: str | None = knob(
-        None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file
+        None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file, live=False
     )
-    keyfile: str | None = knob(None, "TLS private key (PEM)", readable_file)
+    keyfile: str | None = knob(None, "TLS private key (PEM)", readable_file, live=False)
     graceful_timeout_s: float = knob(
-        5.0, "on shutdown, seconds in-flight streams may finish", at_least(0)
+        5.0, "on shutdown, seconds in-flight streams may finish", at_least(0), live=False
     )
     max_request_s: float = knob(600.0, "longest a request may take before it is cut", positive)
     max_body_bytes: int = knob(
         50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive
     )
-    backlog: int = knob(2048, "listen backlog: bursts of new connections", positive)
-    keep_alive_timeout_s: float = knob(5.0, "idle keep-alive connection timeout", positive)
-    keep_alive_max_requests: int = knob(
-        1_000_000, "requests per connection before it is closed", positive
+    backlog: int = knob(2048, "listen backlog: bursts of new connections", positive, live=False)
+    keep_alive_timeout_s: float = knob(
+        5.0, "idle keep-alive connection timeout", positive, live=False
     )
-    access_log: bool = knob(False, "log every request to stderr")
+    keep_alive_max_requests: int = knob(
+        1_000_000, "requests per connection before it is closed", positive, live=False
+    )
+    access_log: bool = knob(False, "log every request to stderr", live=False)
     api_keys: tuple[str, ...] = knob(
         (),
         "accepted API keys (comma-separated); requests need one as Bearer or api-key. "
@@ -312,6 +321,40 @@ class OutputSettings:
         "cl100k_base",
         "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",
         non_empty,
+        live=False,
+    )
+
+
+@frozen(kw_only=True)
+class ObservabilitySettings:
+    """Metrics, logs, the request journal, scripted responses and who may steer them."""
+
+    metrics: bool = knob(True, "serve Prometheus metrics at /metrics", live=False)
+    log_level: Literal["debug", "info", "warning", "error"] = knob(
+        "info", "log level: debug, info, warning or error"
+    )
+    log_format: Literal["text", "json"] = knob(
+        "text", "log lines as text or as JSON objects", live=False
+    )
+    log_raw: bool = knob(
+        False, "log each generation request and response (secrets redacted, bodies cut)"
+    )
+    journal_size: int = knob(
+        1000, "requests kept in memory for GET /_mock/requests (0: none)", at_least(0)
+    )
+    journal_file: str | None = knob(
+        None, "append every request's journal entry to this JSONL file", live=False
+    )
+    journal_body_bytes: int = knob(
+        4096, "request and response body bytes kept in the journal and raw log", at_least(0)
+    )
+    scripts_file: str | None = knob(
+        None, "TOML or JSON file of scripted response rules", readable_file, live=False
+    )
+    admin_key: str | None = knob(
+        None,
+        "key for /_mock/* and /configure (Bearer or x-admin-key). None set: API keys apply",
+        live=False,
     )
 
 
@@ -326,6 +369,7 @@ class Settings:
     output: OutputSettings = OutputSettings()
     faults: FaultSettings = FaultSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     def __attrs_post_init__(self) -> None:
         for _, group in self.groups():
@@ -371,6 +415,7 @@ class Settings:
         """Effective settings as plain data, for ``GET /``: secrets show as a count."""
         data = self.as_data()
         data["server"]["api_keys"] = f"{len(self.server.api_keys)} set"
+        data["observability"]["admin_key"] = "set" if self.observability.admin_key else None
         return data
 
     def as_data(self) -> dict[str, dict[str, Any]]:
@@ -422,6 +467,7 @@ class Knob(typing.NamedTuple):
     type: Any
     default: Any
     help: str
+    live: bool = True  # may change while serving
 
     @property
     def flag(self) -> str:
@@ -439,7 +485,7 @@ def knobs() -> list[Knob]:
         for name, group_cls in typing.get_type_hints(Settings).items()
     }
     return [
-        Knob(group, f.name, hints[group][f.name], f.default, f.metadata["help"])
+        Knob(group, f.name, hints[group][f.name], f.default, f.metadata["help"], f.metadata["live"])
         for group, group_cls in typing.get_type_hints(Settings).items()
         for f in attrs.fields(group_cls)
     ]
@@ -546,15 +592,24 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(
             f"--config ({ENV_PREFIX}CONFIG): {str(path)!r} is not valid TOML: {error}"
         ) from None
+    return flatten(data, str(path))
+
+
+def flatten(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Knobs given at top level or under their group's name, as leaf name -> value.
+
+    Raises:
+      SettingsError: an unknown name.
+    """
     leaves: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict) and key in {f.name for f in attrs.fields(Settings)}:
             for sub, sub_value in value.items():
                 if sub not in KNOBS or KNOBS[sub].group != key:
-                    raise SettingsError(f"{path}: unknown setting [{key}] {sub!r}")
+                    raise SettingsError(f"{where}: unknown setting [{key}] {sub!r}")
                 leaves[sub] = sub_value
         elif key in KNOBS:
             leaves[key] = value
         else:
-            raise SettingsError(f"{path}: unknown setting {key!r}")
+            raise SettingsError(f"{where}: unknown setting {key!r}")
     return leaves

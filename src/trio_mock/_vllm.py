@@ -19,6 +19,8 @@ from ._validate import check_model, context_window
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from quart_trio import QuartTrio
 
     from ._settings import Settings
@@ -57,12 +59,16 @@ async def json_body() -> dict[str, Any]:
     return parse_json(data if isinstance(data, bytes) else data.encode())
 
 
-def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer) -> None:
-    first_model = settings.models.models[0]  # what vLLM serves when no model is named
+def install_vllm_routes(
+    app: QuartTrio, current: Callable[[], Settings], tokenizer: Tokenizer
+) -> None:
+    """``current()`` gives the settings as of now (they may change while serving)."""
 
     @app.post("/tokenize")
     async def tokenize() -> Response:
         ask = structure(await json_body(), TokenizeRequest)
+        settings = current()
+        first_model = settings.models.models[0]  # what vLLM serves when no model is named
         if ask.model is not None:
             check_model(ask.model, settings.models)
         if (ask.prompt is None) == (ask.messages is None):
@@ -86,7 +92,7 @@ def install_vllm_routes(app: QuartTrio, settings: Settings, tokenizer: Tokenizer
     async def detokenize() -> Response:
         ask = structure(await json_body(), DetokenizeRequest)
         if ask.model is not None:
-            check_model(ask.model, settings.models)
+            check_model(ask.model, current().models)
         if (i := unknown_token(tokenizer, ask.tokens)) is not None:
             raise invalid(f"Invalid token id {ask.tokens[i]}.", f"tokens[{i}]", "invalid_value")
         prompt = tokenizer.decode(ask.tokens)

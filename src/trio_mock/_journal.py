@@ -1,0 +1,265 @@
+"""The request journal: what each request asked, what was planned, and when each byte went.
+
+A ``Record`` follows one generation request through ``_asgi``: it is opened on arrival and
+filled as the request moves on (plan, admission, every write), then closed once into the
+``Journal``: a bounded ring for ``GET /_mock/requests`` and, optionally, a JSONL file.
+Times are kept as ``trio.current_time()`` values and shown as milliseconds after arrival,
+so a client's own measurements can be checked against when the server really wrote.
+Recording costs a few list appends per write; everything else happens when a record is
+read or written out.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import time
+from array import array
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from attrs import define, field
+
+from ._pacing import Built
+
+if TYPE_CHECKING:
+    from ._pacing import Event
+
+log = logging.getLogger("trio_mock")
+
+# Headers whose values never reach a log or the journal.
+SECRET_HEADERS = frozenset({b"authorization", b"api-key", b"x-admin-key", b"cookie"})
+REDACTED = "[redacted]"
+
+
+def redacted(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers as text, secrets replaced."""
+    return {
+        name.decode("latin-1"): REDACTED
+        if name.lower() in SECRET_HEADERS
+        else value.decode("latin-1")
+        for name, value in headers
+    }
+
+
+def shown(body: bytes, limit: int, size: int | None = None) -> str:
+    """A body (of ``size`` bytes, when it was already cut) as text, cut at ``limit`` bytes
+    with a note of how much was left out."""
+    size = len(body) if size is None else size
+    text = body[:limit].decode("utf-8", "replace")
+    if size > limit:
+        text += f"... [{size - limit} more bytes]"
+    return text
+
+
+def ms(at: float | None, start: float) -> float | None:
+    return None if at is None else round((at - start) * 1000, 3)
+
+
+_sequence = itertools.count(1)
+
+
+@define(slots=True, eq=False)
+class Record:
+    """One request, as it happened. Absolute times are ``trio.current_time()`` values."""
+
+    start: float
+    endpoint: str
+    headers: Sequence[tuple[bytes, bytes]] = field(repr=False)
+    request_id: str = ""
+    arrived: float = field(factory=time.time)  # wall clock, for people and ``since``
+    seq: int = field(factory=lambda: next(_sequence))
+    method: str = "POST"
+    body: bytes = field(default=b"", repr=False)  # cut at the journal's limit
+    body_size: int = 0
+    model: str | None = None
+    stream: bool = False
+    status: int | None = None
+    error: dict[str, Any] | None = None
+    fault: str | None = None
+    rule: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    planned_ttft_s: float | None = None  # first token after admission, as planned
+    planned_itl_s: float | None = None  # mean gap between token events, as planned
+    planned_events: int = 0  # token events planned, over all choices
+    admitted: float | None = None
+    headers_sent: float | None = None
+    ended: float | None = None
+    disconnected: bool = False  # the client left early
+    cut: str | None = None  # the server ended it early: "fault" or "time_limit"
+    # Arrays of doubles, not lists of floats: a quarter of the memory, and nothing for
+    # the garbage collector to walk in a full journal.
+    due: array[float] = field(factory=lambda: array("d"), repr=False)  # each event's deadline
+    sent: array[float] = field(factory=lambda: array("d"), repr=False)  # when each was written
+    # Whether the last event written carried no token: a stream's closing, a time-limit
+    # or an error frame. Only the last one can be such a frame (``_pacing.Built``).
+    ends_with_frame: bool = False
+    response: list[bytes] | None = field(default=None, repr=False)  # kept for --log-raw
+    request_logged: bool = False  # --log-raw's request line went out
+
+    def wrote(self, events: list[Event], at: float) -> None:
+        """One write of ``events``' frames finished at ``at`` (a few C-level calls, not a
+        Python loop: a zero-latency stream writes all its events at once)."""
+        self.due.extend(map(itemgetter(0), events))
+        self.sent.extend(repeat(at, len(events)))
+        if type(events[-1][1]) is Built:
+            self.ends_with_frame = True
+
+    def tokens_sent(self) -> int:
+        """Tokens that reached the client: all that were planned unless the reply was
+        cut, else the planned count in proportion to the token events written."""
+        if self.status != 200:
+            return 0
+        if not self.stream:  # a body goes whole, or not at all
+            return 0 if self.disconnected or self.error or self.cut else self.completion_tokens
+        written = len(self.sent) - self.ends_with_frame
+        if written >= self.planned_events:
+            return self.completion_tokens
+        return round(self.completion_tokens * written / max(self.planned_events, 1))
+
+    def token_times(self) -> Sequence[float]:
+        """When each token event went out (streams), or was due (bodies: their tokens
+        are never written one by one)."""
+        if not self.stream:
+            return self.due
+        return self.sent[:-1] if self.ends_with_frame else self.sent
+
+    def kinds(self) -> list[str]:
+        kinds = ["token"] * len(self.sent)
+        if self.ends_with_frame:
+            kinds[-1] = "frame"
+        return kinds
+
+    def to_data(self, body_limit: int) -> dict[str, Any]:
+        due = self.due[:-1] if self.stream and self.ends_with_frame else self.due
+        sent = self.token_times() if self.stream else []
+        start = self.start
+        return {
+            "seq": self.seq,
+            "id": self.request_id,
+            "arrived": self.arrived,
+            "method": self.method,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "error": self.error,
+            "fault": self.fault,
+            "rule": self.rule,
+            "disconnected": self.disconnected,
+            "cut": self.cut,
+            "headers": redacted(self.headers),
+            "body": shown(self.body, body_limit, self.body_size),
+            "plan": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "finish_reason": self.finish_reason,
+                "ttft_ms": None if self.planned_ttft_s is None else self.planned_ttft_s * 1000,
+                "itl_ms": None if self.planned_itl_s is None else self.planned_itl_s * 1000,
+            },
+            "timing": {
+                "admitted_ms": ms(self.admitted, start),
+                "headers_sent_ms": ms(self.headers_sent, start),
+                "first_token_due_ms": ms(due[0] if due else None, start),
+                "first_token_sent_ms": ms(sent[0] if sent else None, start),
+                "last_token_due_ms": ms(due[-1] if due else None, start),
+                "last_token_sent_ms": ms(sent[-1] if sent else None, start),
+                "ended_ms": ms(self.ended, start),
+            },
+            "events": [
+                {"due_ms": ms(d, start), "sent_ms": ms(s, start), "kind": kind}
+                for d, s, kind in zip(self.due, self.sent, self.kinds(), strict=True)
+            ]
+            if self.stream
+            else [],
+        }
+
+
+FLUSH_LINES = 1024  # write sooner than the app's next flush when this many wait
+
+
+class Journal:
+    """The last ``size`` records in memory, and every record in a JSONL file when one is
+    named (lines are flushed at most a second late, and on close).
+
+    Lines wait in memory and reach the file in one ``write`` of whole lines on an
+    ``O_APPEND`` descriptor, so the workers of ``--workers N`` can share one file: their
+    writes never interleave within a line.
+    """
+
+    def __init__(self, size: int, path: str | None, body_limit: int) -> None:
+        self.records: collections.deque[Record] = collections.deque(maxlen=size)
+        self.body_limit = body_limit
+        self.fd: int | None = None
+        if path:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lines: list[bytes] = []
+
+    def resize(self, size: int) -> None:
+        self.records = collections.deque(self.records, maxlen=size)
+
+    def add(self, record: Record) -> None:
+        if self.records.maxlen:
+            self.records.append(record)
+        if self.fd is not None:
+            self.lines.append(orjson.dumps(record.to_data(self.body_limit)) + b"\n")
+            if len(self.lines) >= FLUSH_LINES:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the waiting lines to the file (the app does it four times a second)."""
+        if self.fd is None or not self.lines:
+            return
+        data, self.lines = b"".join(self.lines), []
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:  # a full disk must not fail requests
+            log.exception("journal file: no longer writing it")
+            self.close()
+
+    def close(self) -> None:
+        self.flush()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def clear(self) -> int:
+        count = len(self.records)
+        self.records.clear()
+        return count
+
+    def select(
+        self,
+        *,
+        model: str | None = None,
+        endpoint: str | None = None,
+        status: int | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Matching records, oldest first; ``limit`` keeps the newest. ``endpoint``
+        matches with or without the ``/v1`` prefix."""
+
+        def wanted(r: Record) -> bool:
+            return (
+                (model is None or r.model == model)
+                and (
+                    endpoint is None
+                    or r.endpoint.removeprefix("/v1") == endpoint.removeprefix("/v1")
+                )
+                and (status is None or r.status == status)
+                and (since is None or r.arrived >= since)
+            )
+
+        found = list(filter(wanted, self.records))
+        if limit is not None:
+            found = found[-limit:] if limit else []
+        return [r.to_data(self.body_limit) for r in found]

@@ -1,0 +1,73 @@
+"""Where a finished request goes: the journal, the metrics, and the raw log.
+
+``_asgi`` opens one ``Record`` per generation request and closes it once, whatever
+happened; this module is the only consumer, so adding an outlet touches nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._journal import Record, redacted, shown
+
+if TYPE_CHECKING:
+    from ._journal import Journal
+    from ._metrics import Metrics
+
+raw_log = logging.getLogger("trio_mock.raw")
+CLIENT_CLOSED = 499  # nginx's "client closed request", as access logs and metrics show it
+
+
+class Observer:
+    """Opens and closes records; ``raw`` (``--log-raw``) logs each request and response
+    with secrets redacted and bodies cut at ``body_limit`` bytes."""
+
+    def __init__(self, journal: Journal, metrics: Metrics | None, raw: bool = False) -> None:
+        self.journal = journal
+        self.metrics = metrics
+        self.raw = raw
+
+    def open(self, scope: dict[str, Any], start: float, request_id: bytes) -> Record:
+        record = Record(start, scope["path"], scope["headers"], request_id.decode("latin-1"))
+        record.method = scope["method"]
+        if self.raw:
+            record.response = []
+        return record
+
+    def received(self, record: Record, body: bytes) -> None:
+        """The request's body has been read."""
+        limit = self.journal.body_limit
+        record.body, record.body_size = body[:limit], len(body)
+        if record.response is not None:
+            record.request_logged = True
+            raw_log.info(
+                "request %s %s %s headers=%s body=%s",
+                record.request_id,
+                record.method,
+                record.endpoint,
+                redacted(record.headers),
+                shown(body, limit),
+                extra={"request_id": record.request_id, "direction": "request"},
+            )
+
+    def close(self, record: Record) -> None:
+        record.ended = trio.current_time()
+        if record.status is None and record.disconnected:
+            record.status = CLIENT_CLOSED  # left before any status line went out
+        self.journal.add(record)
+        if self.metrics is not None:
+            self.metrics.observe(record)
+        if record.response is not None:
+            if not record.request_logged:  # refused before its body was read (401, 405)
+                self.received(record, b"")
+            raw_log.info(
+                "response %s %s status=%s body=%s",
+                record.request_id,
+                record.endpoint,
+                record.status,
+                shown(b"".join(record.response), self.journal.body_limit),
+                extra={"request_id": record.request_id, "direction": "response"},
+            )

@@ -1,0 +1,455 @@
+"""Logs: ``configure_logging`` (text or JSON lines, levels), the raw request log
+(``--log-raw``, logger ``trio_mock.raw``) and the CLI's stderr end to end.
+
+What this file proves:
+
+- ``--log-format json`` writes one JSON object per line with ``time`` (ISO 8601, UTC),
+  ``level``, ``logger``, ``message`` and every ``extra`` field (an exception too), a
+  message with newlines staying on its line; ``text`` writes ``time LEVEL logger: message``.
+  ``--log-level`` is applied to the ``trio_mock`` logger (and Hypercorn's error log), other
+  libraries stay at warnings; one handler replaces whatever the root logger had.
+- Over a real server, ``--log-raw`` logs each generation request (method, path, headers,
+  body) and its response (status, body; a stream's exact SSE bytes, ``[DONE]`` included),
+  both tagged with the ``x-request-id``; ``authorization``, ``api-key``, ``x-admin-key``
+  and ``cookie`` show as ``[redacted]`` and the secret is nowhere in the log; bodies are cut
+  at ``--journal-body-bytes`` with a note of the bytes left out. A request refused before
+  its body was read (401) still gets its request line; ``--log-level warning`` does not
+  silence ``--log-raw``.
+- ``PATCH /_mock/config`` switches ``log_raw`` on and off and changes the level at runtime;
+  a change of another knob leaves an embedding program's logger levels alone.
+- ``python -m trio_mock --log-format json --access-log --log-raw --api-keys ...``: every
+  stderr line is a JSON object, Hypercorn's access line and the raw lines are there, and
+  the key never is.
+
+Records from the server thread reach ``caplog`` before the request is counted in ``GET /_mock/stats`` (``Observer.close`` counts and logs in one synchronous step),
+so tests wait on that count, not on time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Generator
+from contextlib import suppress
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import fast_settings, server_in_thread
+from trio_mock import Settings
+from trio_mock._logs import configure_logging
+
+CHAT_PATH = "/v1/chat/completions"
+SECRET = "sk-raw-secret-0001"
+SECRET_HEADERS = {
+    "authorization": f"Bearer {SECRET}",
+    "api-key": SECRET,
+    "x-admin-key": SECRET,
+    "cookie": f"session={SECRET}",
+}
+NAMED_LOGGERS = ("trio_mock", "trio_mock.raw", "hypercorn.error", "hypercorn.access")
+SETTLE_TRIES = 100  # x 0.02 s: a journal entry appears within milliseconds
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 10
+
+
+def chat(*, stream: bool = False, content: str = "Hi.", max_tokens: int = 4) -> dict[str, Any]:
+    return {
+        "model": "trio-mock",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+
+
+@pytest.fixture
+def restore_logging() -> Generator[None]:
+    """Undo ``configure_logging``: root's handlers and level, and the named loggers' levels.
+
+    pytest keeps the same capture handlers on root for every phase of a test, so
+    putting back the list saved at set-up hands them back to pytest intact.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in NAMED_LOGGERS}
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+        root.setLevel(level)
+        for name, saved in levels.items():
+            logging.getLogger(name).setLevel(saved)
+
+
+def configured(**observability: Any) -> Settings:
+    return Settings().replace(**observability)
+
+
+# --- configure_logging ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_carry_time_level_logger_message_and_extras(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(configured(log_format="json"))
+    root = logging.getLogger()
+    assert len(root.handlers) == 1  # pytest's capture handlers were replaced
+    log = logging.getLogger("trio_mock.test")
+    before = datetime.now().astimezone()
+    log.info("hello %s", "world", extra={"request_id": "req_1", "direction": "request"})
+    log.warning("two\nlines", extra={"path": Path("/x"), "n": 3})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    after = datetime.now().astimezone()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    first, second, third = map(json.loads, lines)
+    assert first == {
+        "time": first["time"],
+        "level": "info",
+        "logger": "trio_mock.test",
+        "message": "hello world",
+        "request_id": "req_1",
+        "direction": "request",
+    }
+    at = datetime.fromisoformat(first["time"])
+    assert at.utcoffset() == timedelta(0)
+    assert before - timedelta(milliseconds=1) <= at <= after + timedelta(milliseconds=1)
+    assert second["level"] == "warning"
+    assert second["message"] == "two\nlines"  # escaped: still one line
+    assert second["path"] == "/x"  # not JSON-able: shown as str()
+    assert second["n"] == 3
+    assert third["level"] == "error"
+    assert third["message"] == "failed"
+    assert "Traceback" in third["exception"]
+    assert "ValueError: boom" in third["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_text_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(configured(log_format="text"))
+    logging.getLogger("trio_mock.test").info("hello %s", "world", extra={"request_id": "r"})
+    logging.getLogger("hypercorn.error").warning("careful")
+    lines = capsys.readouterr().err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert len(lines) == 2, lines
+    assert re.fullmatch(rf"{stamp} INFO trio_mock\.test: hello world", lines[0]), lines[0]
+    assert re.fullmatch(rf"{stamp} WARNING hypercorn\.error: careful", lines[1]), lines[1]
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_log_level_applies_to_trio_mock_and_others_stay_at_warning(
+    capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    configure_logging(configured(log_format="json", log_level=level))
+    assert logging.getLogger("trio_mock").level == logging.getLevelName(level.upper())
+    assert logging.getLogger("hypercorn.error").level == logging.getLevelName(level.upper())
+    ours, other = logging.getLogger("trio_mock.sub"), logging.getLogger("some.library")
+    ranks = ["debug", "info", "warning", "error"]
+    for name in ranks:
+        ours.log(logging.getLevelName(name.upper()), f"ours {name}")
+        other.log(logging.getLevelName(name.upper()), f"other {name}")
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    shown = ranks[ranks.index(level) :]
+    expected = []  # in the order logged; other libraries: warnings and worse only
+    for name in ranks:
+        expected += [f"ours {name}"] if name in shown else []
+        expected += [f"other {name}"] if name in ("warning", "error") else []
+    assert messages == expected
+
+
+# --- the raw log over a real server -----------------------------------------------------
+
+
+def settle(http: httpx.Client, answered: int, **headers: str) -> None:
+    """Wait until the server has closed ``answered`` generation requests: by then their
+    raw lines are logged (``Observer.close`` counts a request in the metrics and logs it
+    in one step, without yielding)."""
+    for _ in range(SETTLE_TRIES):
+        stats = http.get("/_mock/stats", headers=headers)
+        assert stats.status_code == 200, stats.text
+        if stats.json()["totals"].get("trio_mock_requests_total", 0) >= answered:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"the server never counted {answered} requests")
+
+
+def raw_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str, logging.LogRecord]:
+    """The raw log's records for ``request_id``, by direction (at most one each)."""
+    found: dict[str, logging.LogRecord] = {}
+    for record in caplog.records:
+        if record.name == "trio_mock.raw" and getattr(record, "request_id", None) == request_id:
+            direction: str = record.direction  # type: ignore[attr-defined]
+            assert direction not in found, f"two {direction} lines for {request_id}"
+            found[direction] = record
+    return found
+
+
+REQUEST_LINE = re.compile(r"request (\S+) (\S+) (\S+) headers=(\{.*?\}) body=(.*)", re.DOTALL)
+RESPONSE_LINE = re.compile(r"response (\S+) (\S+) status=(\d+) body=(.*)", re.DOTALL)
+
+
+def parsed_request(record: logging.LogRecord) -> tuple[str, str, str, dict[str, str], str]:
+    match = REQUEST_LINE.fullmatch(record.getMessage())
+    assert match is not None, record.getMessage()
+    rid, method, path, headers, body = match.groups()
+    return rid, method, path, ast.literal_eval(headers), body
+
+
+def parsed_response(record: logging.LogRecord) -> tuple[str, str, int, str]:
+    match = RESPONSE_LINE.fullmatch(record.getMessage())
+    assert match is not None, record.getMessage()
+    rid, path, status, body = match.groups()
+    return rid, path, int(status), body
+
+
+def assert_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    for record in caplog.records:
+        assert SECRET not in record.getMessage()
+        assert SECRET not in repr(vars(record))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+def test_raw_log_has_request_and_response_with_secrets_redacted(
+    caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_mock.raw")
+    payload = json.dumps(chat(stream=stream)).encode()
+    with (
+        server_in_thread(fast_settings(log_raw=True, api_keys=SECRET)) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        headers = SECRET_HEADERS | {"content-type": "application/json", "x-trace": "t-1"}
+        response = http.post(CHAT_PATH, content=payload, headers=headers)
+        assert response.status_code == 200, response.text
+        rid = response.headers["x-request-id"]
+        settle(http, 1, authorization=f"Bearer {SECRET}")
+    lines = raw_lines(caplog, rid)
+    assert set(lines) == {"request", "response"}
+    assert all(r.levelno == logging.INFO for r in lines.values())
+    got_rid, method, path, logged_headers, body = parsed_request(lines["request"])
+    assert (got_rid, method, path) == (rid, "POST", CHAT_PATH)
+    assert body == payload.decode()
+    assert logged_headers["x-trace"] == "t-1"
+    assert logged_headers["content-length"] == str(len(payload))
+    for name in SECRET_HEADERS:
+        assert logged_headers[name] == "[redacted]", name
+    got_rid, path, status, body = parsed_response(lines["response"])
+    assert (got_rid, path, status) == (rid, CHAT_PATH, 200)
+    assert body == response.text  # the exact bytes sent: the JSON, or every SSE frame
+    if stream:
+        assert body.startswith("data: {")
+        assert body.endswith("data: [DONE]\n\n")
+    else:
+        assert json.loads(body)["object"] == "chat.completion"
+    assert_no_secret(caplog)
+
+
+def test_raw_log_cuts_bodies_at_journal_body_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_mock.raw")
+    limit = 64
+    payload = json.dumps(chat(content="many words " * 40)).encode()
+    with (
+        server_in_thread(fast_settings(log_raw=True, journal_body_bytes=limit)) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        plain = http.post(CHAT_PATH, content=payload)
+        streamed = http.post(CHAT_PATH, json=chat(stream=True))
+        for response in (plain, streamed):
+            assert response.status_code == 200, response.text
+        settle(http, 2)
+    lines = raw_lines(caplog, plain.headers["x-request-id"])
+    *_, body = parsed_request(lines["request"])
+    assert body == f"{payload[:limit].decode()}... [{len(payload) - limit} more bytes]"
+    *_, body = parsed_response(lines["response"])
+    sent = plain.content
+    assert body == f"{sent[:limit].decode()}... [{len(sent) - limit} more bytes]"
+    *_, body = parsed_response(raw_lines(caplog, streamed.headers["x-request-id"])["response"])
+    sent = streamed.content
+    assert body.startswith("data: ")
+    assert body == f"{sent[:limit].decode()}... [{len(sent) - limit} more bytes]"
+
+
+@pytest.mark.usefixtures("restore_logging")  # a runtime change sets the trio_mock level
+def test_raw_log_switches_on_and_off_at_runtime(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trio_mock.raw")
+    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+        sent = 0
+
+        def one() -> str:
+            nonlocal sent
+            response = http.post(CHAT_PATH, json=chat())
+            assert response.status_code == 200, response.text
+            sent += 1
+            settle(http, sent)
+            rid: str = response.headers["x-request-id"]
+            return rid
+
+        def set_raw(body: dict[str, Any], expected: bool) -> None:
+            changed = http.patch("/_mock/config", json=body)
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["changed"] == ["log_raw"]
+            shown = http.get("/_mock/config").json()["settings"]["observability"]
+            assert shown["log_raw"] is expected
+
+        before = one()
+        set_raw({"log_raw": True}, expected=True)
+        during = one()
+        set_raw({"observability": {"log_raw": False}}, expected=False)
+        after = one()
+    assert raw_lines(caplog, before) == {}
+    assert set(raw_lines(caplog, during)) == {"request", "response"}
+    assert raw_lines(caplog, after) == {}
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_log_level_changes_at_runtime() -> None:
+    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+        for level in ("debug", "error", "info"):
+            changed = http.patch("/_mock/config", json={"log_level": level})
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["changed"] == ["log_level"]
+            assert logging.getLogger("trio_mock").level == logging.getLevelName(level.upper())
+        refused = http.patch("/_mock/config", json={"log_level": "loud"})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "log_level"
+        assert logging.getLogger("trio_mock").level == logging.INFO
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_unrelated_runtime_change_keeps_an_embedders_log_level() -> None:
+    """serve() configures no logging; a change that is not log_level must not either."""
+    logging.getLogger("trio_mock").setLevel(logging.ERROR)
+    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+        changed = http.patch("/_mock/config", json={"ttft_ms": 5})
+        assert changed.json()["changed"] == ["ttft_ms"]
+    assert logging.getLogger("trio_mock").level == logging.ERROR
+
+
+def test_raw_log_has_the_request_line_of_a_refused_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request refused before its body is read (wrong key) still gets its request line,
+    headers redacted, empty body, before its response line."""
+    caplog.set_level(logging.INFO, logger="trio_mock.raw")
+    with (
+        server_in_thread(fast_settings(log_raw=True, api_keys=SECRET)) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        refused = http.post(CHAT_PATH, json=chat(), headers={"authorization": f"Bearer {SECRET}x"})
+        assert refused.status_code == 401
+        rid = refused.headers["x-request-id"]
+        settle(http, 1, authorization=f"Bearer {SECRET}")
+    lines = raw_lines(caplog, rid)
+    assert set(lines) == {"request", "response"}
+    assert caplog.records.index(lines["request"]) < caplog.records.index(lines["response"])
+    got_rid, method, path, logged_headers, body = parsed_request(lines["request"])
+    assert (got_rid, method, path, body) == (rid, "POST", CHAT_PATH, "")
+    assert logged_headers["authorization"] == "[redacted]"
+    got_rid, path, status, body = parsed_response(lines["response"])
+    assert (got_rid, path, status) == (rid, CHAT_PATH, 401)
+    assert json.loads(body)["error"]["code"] == "invalid_api_key"
+    assert_no_secret(caplog)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_log_raw_is_not_silenced_by_a_quiet_log_level(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = fast_settings(log_raw=True, log_format="json", log_level="warning")
+    configure_logging(settings)
+    with server_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+        assert http.post(CHAT_PATH, json=chat()).status_code == 200
+        settle(http, 1)
+    loggers = [json.loads(line)["logger"] for line in capsys.readouterr().err.splitlines()]
+    assert loggers.count("trio_mock.raw") == 2, loggers
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+            with suppress(httpx.TransportError):
+                if http.get(url + "/health").status_code == 200:
+                    return
+            time.sleep(0.05)
+    pytest.fail(f"server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def test_cli_json_logs_with_access_and_raw_lines_and_no_key(tmp_path: Path) -> None:
+    secret = "sk-secret-123456"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "trio_mock", "--port", str(port), "--log-format", "json",
+            "--access-log", "--log-raw", "--api-keys", secret,
+            "--ttft-ms", "0", "--itl-ms", "0", "--corpus-articles", "64"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_MOCK_")}
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        wait_serving(url, process, log)
+        with httpx.Client(base_url=url, timeout=10) as http:
+            plain = http.post(CHAT_PATH, json=chat(), headers={"api-key": secret})
+            streamed = http.post(
+                CHAT_PATH, json=chat(stream=True), headers={"authorization": f"Bearer {secret}"}
+            )
+        # The client is closed first: an idle keep-alive connection would hold shutdown.
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=STOP_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+    output = log.read_text()
+    assert plain.status_code == 200, plain.text
+    assert streamed.status_code == 200, streamed.text
+    assert returncode == 0, output
+    assert secret not in output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    for line in lines:
+        assert isinstance(line, dict)
+        assert {"time", "level", "logger", "message"} <= line.keys(), line
+    access = [line["message"] for line in lines if line["logger"] == "hypercorn.access"]
+    assert any(f'"POST {CHAT_PATH} ' in m and '" 200 ' in m for m in access), access
+    for response in (plain, streamed):
+        rid = response.headers["x-request-id"]
+        raw = {
+            line["direction"]: line["message"]
+            for line in lines
+            if line["logger"] == "trio_mock.raw" and line.get("request_id") == rid
+        }
+        assert set(raw) == {"request", "response"}, lines
+        assert raw["request"].startswith(f"request {rid} POST {CHAT_PATH} headers=")
+        assert "'[redacted]'" in raw["request"]
+        assert raw["response"] == f"response {rid} {CHAT_PATH} status=200 body={response.text}"
+    assert any(line["message"] == "received SIGTERM, shutting down" for line in lines)
