@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from ._control import check_admin, install_control_routes, is_admin_path
 from ._corpus import release_free_memory
 from ._emit import new_id
-from ._errors import install_error_handlers
+from ._errors import OpenAIError, install_error_handlers
 from ._live import Live
 from ._logs import configure_logging
 from ._metrics import multiprocess
@@ -43,6 +43,7 @@ ENDPOINTS = [
     "POST /v1/completions",
     "POST /v1/responses",
     "POST /v1/embeddings",
+    "GET /v1/realtime (WebSocket)",
     "POST /tokenize",
     "POST /detokenize",
     "GET /version",
@@ -140,6 +141,17 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
                 "endpoints": ENDPOINTS,
                 "settings": live.settings.public(),
             }
+        )
+
+    @app.get("/v1/realtime")
+    @app.get("/realtime")
+    async def realtime_over_http() -> ResponseReturnValue:
+        raise OpenAIError(
+            426,
+            "The Realtime API speaks WebSocket: connect with a WebSocket client "
+            "(ws://host:port/v1/realtime).",
+            code="upgrade_required",
+            headers=((b"upgrade", b"websocket"),),
         )
 
     @app.get("/v1/models")

@@ -13,6 +13,7 @@ text events are ``response.output_text.*`` and the session has the GA shape.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from ._protocol import Overrides
     from ._tokens import Tokenizer
 
+log = logging.getLogger("trio_mock")
 GA_NAMES = {
     "response.text.delta": "response.output_text.delta",
     "response.text.done": "response.output_text.done",
@@ -59,13 +61,31 @@ AUDIO_EVENTS = frozenset(
 class RealtimeError(Exception):
     """A client event refused with an ``error`` event; the session goes on."""
 
-    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        status: int = 400,  # as the journal and metrics count it
+    ) -> None:
         super().__init__(message)
-        self.message, self.code, self.param = message, code, param
+        self.message, self.code, self.param, self.kind = message, code, param, kind
+        self.status = status
 
 
 def event_error(error: OpenAIError) -> RealtimeError:
-    return RealtimeError(error.message, error.code or "invalid_request_error", error.param)
+    """An HTTP endpoint's error (a refusal by the load model, a scripted one) as an event."""
+    body = error.to_body()["error"]
+    assert isinstance(body, dict)
+    return RealtimeError(error.message, error.code or body["type"], error.param, body["type"],
+                         error.status)  # fmt: skip
+
+
+SERVER_ERROR = RealtimeError(
+    "The server had an error while processing your request.", "server_error",
+    kind="server_error", status=500,
+)  # fmt: skip
 
 
 def max_tokens(value: Any, param: str) -> int | None:
@@ -290,7 +310,7 @@ class Connection:
             await self.socket_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
 
     async def error(self, error: RealtimeError, event_id: Any = None) -> None:
-        await self.emit("error", error={"type": "invalid_request_error", "code": error.code,
+        await self.emit("error", error={"type": error.kind, "code": error.code,
                                         "message": error.message, "param": error.param,
                                         "event_id": event_id})  # fmt: skip
 
@@ -345,6 +365,9 @@ class Connection:
                                     "trio-mock knows.", "invalid_value", "type")  # fmt: skip
         except RealtimeError as error:
             await self.error(error, event_id)
+        except Exception:  # a bug must not end the session with a traceback
+            log.exception("realtime: unexpected error handling %s", kind)
+            await self.error(SERVER_ERROR, event_id)
 
     # --- the conversation ----------------------------------------------------------------
 
@@ -424,22 +447,34 @@ class Connection:
                                         response.id.encode())  # fmt: skip
         services.observer.received(record, orjson.dumps(event))
         record.model, record.stream = self.session.model, True
+        admission: Admission | None = None
+        refusal: RealtimeError | None = None
         try:
-            plan = await self.plan(endpoint, context, instructions, cap, record)
-            admission = await services.load.admit()
-        except RealtimeError as error:
-            record.status, record.error = 400, {"code": error.code, "message": error.message}
-            services.observer.close(record)
-            self.active = None
-            await self.error(error, event.get("event_id"))
-            return
-        try:
-            await self.stream(endpoint, response, plan, admission, record, in_band)
+            try:
+                plan = await self.plan(endpoint, context, instructions, cap, record)
+                admission = await services.load.admit()
+            except OpenAIError as error:  # the queue is full
+                refusal = event_error(error)
+            except RealtimeError as error:
+                refusal = error
+            if refusal is None:
+                assert admission is not None
+                await self.stream(endpoint, response, plan, admission, record, in_band)
+        except Exception:  # a bug must not end the session with a traceback
+            log.exception("realtime: unexpected error in response %s", response.id)
+            refusal = SERVER_ERROR
         finally:
             record.disconnected = self.gone
-            admission.finish()
+            if admission is not None:
+                admission.finish()
             self.active = None
+            if refusal is not None:
+                record.status = refusal.status
+                record.error = {"type": refusal.kind, "code": refusal.code,
+                                "message": refusal.message}  # fmt: skip
             services.observer.close(record)
+        if refusal is not None and not self.gone:
+            await self.error(refusal, event.get("event_id"))
 
     async def plan(
         self,

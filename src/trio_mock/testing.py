@@ -190,7 +190,13 @@ class MockServer:
             except Exception as error:
                 future.set_exception(error)
 
-        self._token.run_sync_soon(nursery.start_soon, task)
+        def spawn() -> None:  # an exception here would crash the server's run
+            try:
+                nursery.start_soon(task)
+            except RuntimeError:  # stopping: the nursery is closed
+                future.set_exception(RuntimeError("this MockServer is stopping"))
+
+        self._token.run_sync_soon(spawn)
         return future.result(timeout=CALL_TIMEOUT_S)
 
     def _call_sync(self, work: Callable[[], Result]) -> Result:
