@@ -12,12 +12,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import hypercorn.trio
 import trio
 import trio.testing
 
 from ._app import create_app
-from ._server import hypercorn_config
+from ._server import serve_app
 from ._settings import Settings
 
 if TYPE_CHECKING:
@@ -109,20 +108,30 @@ async def running(settings: Settings | None = None, **knobs: Any) -> AsyncGenera
       knobs: leaf settings applied on top (``ttft_ms=20``, ``port=8100``, ...).
 
     Raises:
-      SettingsError: a bad knob; OSError: the port is taken.
+      SettingsError: a bad knob; OSError: the port is taken. What the body raises comes
+      out as itself, not wrapped in the ExceptionGroup of the server's nursery.
     """
     base = settings if settings is not None else Settings().replace(port=0)
     settings = base.replace(**knobs) if knobs else base
     # Building the corpus takes a moment: in a thread, so the caller's tasks keep running.
     app = await trio.to_thread.run_sync(create_app, settings)
-    config = hypercorn_config(settings)
-    config.workers = 1
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(hypercorn.trio.serve, app, config, shutdown_trigger=stop.wait)
-        )
-        try:
-            yield RunningServer(binds[0], app)
-        finally:
-            stop.set()
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                partial(serve_app, app, settings, shutdown_trigger=stop.wait)
+            )
+            try:
+                yield RunningServer(binds[0], app)
+            finally:
+                stop.set()
+    except BaseExceptionGroup as group:
+        raise sole(group) from None
+
+
+def sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception in ``group`` (however nested), else the group itself."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup) and len(found.exceptions) == 1:
+        found = found.exceptions[0]
+    return found

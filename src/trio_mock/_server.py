@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from ._app import SETTINGS_JSON, create_app
 from ._metrics import MULTIPROC_DIR
 
 if TYPE_CHECKING:
+    from ._app import TrioMockApp
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
@@ -64,12 +67,52 @@ async def serve(
       task_status: for ``nursery.start``: receives the bound URLs, e.g.
         ``["http://127.0.0.1:41234"]``.
     """
-    app = create_app(settings)
+    await serve_app(
+        create_app(settings), settings, shutdown_trigger=shutdown_trigger, task_status=task_status
+    )
+
+
+async def serve_app(
+    app: TrioMockApp,
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` in this process (Hypercorn's trio worker) on a socket bound here.
+
+    Raises:
+      OSError: the address cannot be bound (the socket is closed first).
+    """
     config = hypercorn_config(settings)
     config.workers = 1
-    await hypercorn.trio.serve(
-        app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
-    )
+    listening = listen(settings.server.host, settings.server.port, config.backlog)
+    tls = config.ssl_enabled
+    sockets = Sockets([listening] if tls else [], [] if tls else [listening], [])
+    with listening:
+        await worker_serve(
+            wrap_app(app, config.wsgi_max_body_size, None),
+            config,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+        )
+
+
+def listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket, as Hypercorn makes it, but closed when it cannot be bound
+    (Hypercorn leaves that one to the garbage collector, which warns)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def wait_for_signal() -> None:
