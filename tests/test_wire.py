@@ -288,7 +288,10 @@ async def test_fixed_mode(start_server: StartServer) -> None:
 
 
 async def test_models_match_spec(start_server: StartServer) -> None:
-    url = await start_server(models=("alpha", "beta"), owned_by="wire-owner")
+    """OpenAI's model object, plus vLLM's root, parent and context length."""
+    url = await start_server(
+        models=("alpha", "beta"), owned_by="wire-owner", context_lengths=("beta=4096",)
+    )
     async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
         listing = await client.get("/v1/models")
         one = await client.get("/v1/models/beta")
@@ -299,6 +302,11 @@ async def test_models_match_spec(start_server: StartServer) -> None:
     validate("Model", one.json())
     assert one.json()["id"] == "beta"
     assert one.json()["owned_by"] == "wire-owner"
+    assert [(m["root"], m["parent"]) for m in listing.json()["data"]] == [
+        ("alpha", None),
+        ("beta", None),
+    ]
+    assert one.json()["max_model_len"] == 4096
 
 
 # --- errors --------------------------------------------------------------------------------

@@ -88,11 +88,16 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     install_error_handlers(app)
 
     def model_object(model_id: str) -> dict[str, object]:
+        """OpenAI's model object, with vLLM's ``root``, ``parent`` and ``max_model_len``
+        (``vllm bench serve`` reads ``root`` when it is not given ``--model``)."""
         return {
             "id": model_id,
             "object": "model",
             "created": started,
             "owned_by": live.settings.models.owned_by,
+            "root": model_id,
+            "parent": None,
+            "max_model_len": live.model.context_window(model_id),
         }
 
     chores = trio.CancelScope()

@@ -215,7 +215,9 @@ class Response:
 
     id: str = field(factory=lambda: new_id("resp_"))
     item_id: str = field(factory=lambda: new_id("item_"))
-    scope: trio.CancelScope = field(factory=trio.CancelScope)
+    queue: trio.CancelScope = field(factory=trio.CancelScope)  # waiting for a slot
+    scope: trio.CancelScope = field(factory=trio.CancelScope)  # sending its deltas
+    in_band: bool = True  # its reply joins the conversation
     cancelled: bool = False
     sent_tokens: int = 0
 
@@ -297,6 +299,7 @@ class Connection:
         self.overrides = overrides
         self.beta = beta  # a beta client keeps the beta protocol whatever it sends
         self.items: list[dict[str, Any]] = []
+        self.conversation_id = new_id("conv_")  # the session's one default conversation
         self.active: Response | None = None
         self.sending = trio.Lock()  # the reader and the response task both send
         self.nursery: trio.Nursery | None = None
@@ -341,11 +344,10 @@ class Connection:
         kind, event_id = event["type"], event.get("event_id")
         try:
             if kind == "session.update":
+                self.session.update(event.get("session"))  # all or nothing
                 self.session.ga = self.session.ga or (
-                    not self.beta and isinstance(event.get("session"), dict)
-                    and event["session"].get("type") == "realtime"
-                )  # fmt: skip
-                self.session.update(event.get("session"))
+                    not self.beta and event["session"].get("type") == "realtime"
+                )
                 await self.emit("session.updated", session=self.session.view())
             elif kind == "conversation.item.create":
                 await self.create_item(event)
@@ -417,7 +419,7 @@ class Connection:
         given = params.get("input")
         context = [checked_item(i) for i in given] if isinstance(given, list) else self.items
         instructions = params.get("instructions", self.session.instructions)
-        response = self.active = Response()
+        response = self.active = Response(in_band=in_band)
         assert self.nursery is not None
         self.nursery.start_soon(self.respond, response, event, context, str(instructions), cap,
                                 in_band)  # fmt: skip
@@ -428,6 +430,7 @@ class Connection:
             raise RealtimeError("Cancellation failed: no active response found.",
                                 "response_cancel_not_active")  # fmt: skip
         active.cancelled = True
+        active.queue.cancel()
         active.scope.cancel()
 
     async def respond(
@@ -452,12 +455,21 @@ class Connection:
         try:
             try:
                 plan = await self.plan(endpoint, context, instructions, cap, record)
-                admission = await services.load.admit()
+                with response.queue:  # a cancel reaches a response still queued
+                    admission = await services.load.admit()
             except OpenAIError as error:  # the queue is full
                 refusal = event_error(error)
             except RealtimeError as error:
                 refusal = error
-            if refusal is None:
+            if refusal is None and admission is None:  # cancelled while queued
+                record.status, record.cut = 200, "cancelled"
+                await self.emit(
+                    "response.created", response=self.response_view(response, "in_progress")
+                )
+                await self.emit(
+                    "response.done", response=self.response_view(response, "cancelled", [])
+                )
+            elif refusal is None:
                 assert admission is not None
                 await self.stream(endpoint, response, plan, admission, record, in_band)
         except Exception:  # a bug must not end the session with a traceback
@@ -546,7 +558,8 @@ class Connection:
         elif plan.finish_reason == "length":
             status = "incomplete"
         item |= {"status": "completed" if status == "completed" else "incomplete",
-                 "content": [{"type": "text", "text": text}]}  # fmt: skip
+                 "content": [{"type": "output_text" if self.session.ga else "text",
+                              "text": text}]}  # fmt: skip
         await self.emit("response.text.done", **ids, content_index=0, text=text)
         part = {"type": "text", "text": text}
         await self.emit("response.content_part.done", **ids, content_index=0, part=part)
@@ -621,4 +634,5 @@ class Connection:
         modalities = "output_modalities" if self.session.ga else "modalities"
         return {"id": response.id, "object": "realtime.response", "status": status,
                 "status_details": details, "output": output or [], "usage": usage,
-                "conversation_id": None, modalities: ["text"], "metadata": None}  # fmt: skip
+                "conversation_id": self.conversation_id if response.in_band else None,
+                modalities: ["text"], "metadata": None}  # fmt: skip
