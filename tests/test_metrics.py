@@ -41,9 +41,9 @@ import trio
 import trio.testing
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import check_error, fast_settings
+from exposition import Samples, by_label, parse, value
 from trio_mock import create_app
 from trio_mock._metrics import ITL_BUCKETS, TTFT_BUCKETS, VLLM_ITL_BUCKETS, observe_many
 
@@ -56,40 +56,11 @@ if TYPE_CHECKING:
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 # The server's first configured model: what the vLLM gauges are labelled with.
 SERVED_MODEL = "trio-mock"
-Labels = frozenset[tuple[str, str]]
-Samples = dict[tuple[str, Labels], float]
 POLL_S = 0.02
 WAIT_S = 5.0
 
 
 # --- reading the exposition -------------------------------------------------------------------
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a text exposition but ``_created``, by name and label set."""
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if not sample.name.endswith("_created"):
-                out[sample.name, frozenset(sample.labels.items())] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples carrying (at least) ``labels``; 0 when there is none."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
-
-
-def by_label(samples: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:
-    """``name``'s non-zero samples keyed by the values of ``keys``."""
-    out: dict[tuple[str, ...], float] = {}
-    for (n, ls), v in samples.items():
-        if n == name and v:
-            labels = dict(ls)
-            key = tuple(labels[k] for k in keys)
-            out[key] = out.get(key, 0) + v
-    return out
 
 
 async def scrape(client: httpx.AsyncClient) -> Samples:

@@ -67,11 +67,11 @@ from openai.types.realtime import (
     ResponseTextDoneEvent as RealtimeTextDone,
     SessionUpdatedEvent as RealtimeSessionUpdated,
 )
-from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
 
 from asgi import call
 from conftest import FAST, fast_settings
+from exposition import Samples, by_label, parse, value
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import create_app
 from trio_mock.testing import MockServer
@@ -964,34 +964,10 @@ async def test_metrics_count_realtime_responses(start_server: StartServer) -> No
     assert value(samples, "trio_mock_prompt_tokens_total", endpoint="/realtime") == read
 
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
 async def scrape(http: httpx.AsyncClient) -> Samples:
     response = await http.get("/metrics")
     assert response.status_code == 200, response.text
-    out: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            out[sample.name, frozenset(sample.labels.items())] = sample.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples carrying (at least) ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
-
-
-def by_label(samples: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:
-    """``name``'s non-zero samples keyed by the values of ``keys``."""
-    out: dict[tuple[str, ...], float] = {}
-    for (n, ls), v in samples.items():
-        if n == name and v:
-            labels = dict(ls)
-            key = tuple(labels[k] for k in keys)
-            out[key] = out.get(key, 0) + v
-    return out
+    return parse(response.text)
 
 
 # --- under MockClock: the app's ASGI entry point in memory ------------------------------------
