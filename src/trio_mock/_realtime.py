@@ -238,6 +238,9 @@ class RealtimeEndpoint:
         self.services = services
         self.tokenizer = tokenizer
         self.latest = latest or (lambda: self)
+        # As the HTTP endpoints: each ITL step stretched by the decode count at that moment.
+        factor = services.settings.latency.itl_load_factor
+        self.itl_scale = partial(services.load.itl_scale, factor) if factor else None
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -580,13 +583,10 @@ class Connection:
     ) -> None:
         """The text deltas, each on its deadline (as ``_pacing`` schedules the HTTP
         streams, from admission), noting when each went out."""
-        load = endpoint.services.load
-        factor = endpoint.services.settings.latency.itl_load_factor
-        itl_scale = partial(load.itl_scale, factor) if factor else None
         ends = plan.event_ends
         frames = self.delta_frames(plan, ids)
-        events = schedule([(plan.offsets, frames)], admitted, admission.ttft_scale, itl_scale,
-                          admission.first_token)  # fmt: skip
+        timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
+        events = schedule([(plan.offsets, frames)], *timing)
         for index, (deadline, source) in enumerate(events):
             await trio.sleep_until(deadline)
             frame = next(source)
