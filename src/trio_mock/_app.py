@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     install_control_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
-    app.config["BODY_TIMEOUT"] = settings.server.max_request_s
+    app.config["BODY_TIMEOUT"] = settings.server.body_timeout_s
     install_error_handlers(app)
 
     def model_object(model_id: str) -> dict[str, object]:

@@ -27,7 +27,7 @@ from attrs import frozen
 
 from ._convert import parse_json
 from ._emit import new_id
-from ._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
+from ._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
 from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
 from ._pacing import Built, Event, cut_at, paced, schedule, then
 from ._scripts import merged
@@ -236,7 +236,11 @@ class Endpoint:
             self.auth.check(scope["path"], scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
-            body = await read_body(scope, receive, self.settings.server.max_body_bytes)
+            body = None
+            with trio.move_on_after(self.settings.server.body_timeout_s):
+                body = await read_body(scope, receive, self.settings.server.max_body_bytes)
+            if body is None:
+                raise BODY_TIMEOUT
             self.observer.received(record, body)
             overrides = parse_overrides(scope["headers"])
             data = parse_json(body)

@@ -98,7 +98,7 @@ def install_control_routes(app: QuartTrio, live: Live) -> None:
             raise setting_error(error) from None
         server = live.settings.server  # Quart's own routes read these from its config
         app.config["MAX_CONTENT_LENGTH"] = server.max_body_bytes
-        app.config["BODY_TIMEOUT"] = server.max_request_s
+        app.config["BODY_TIMEOUT"] = server.body_timeout_s
         return changed
 
     def config_view(changed: list[str] | None = None) -> dict[str, Any]:

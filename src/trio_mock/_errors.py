@@ -66,6 +66,7 @@ class OpenAIError(Exception):
 
 SERVER_ERROR = OpenAIError(500, "The server had an error while processing your request.")
 METHOD_NOT_ALLOWED = OpenAIError(405, "Method not allowed for this URL.", code="method_not_allowed")
+BODY_TIMEOUT = OpenAIError(408, "The request body did not arrive in time.", code="request_timeout")
 TOO_LARGE = OpenAIError(
     413, "Request body is larger than the server accepts.", code="request_too_large"
 )
@@ -87,6 +88,8 @@ def from_http_exception(error: HTTPException) -> OpenAIError:
         return METHOD_NOT_ALLOWED
     if status == 413:
         return TOO_LARGE
+    if status == 408:
+        return BODY_TIMEOUT
     return OpenAIError(status, error.description or error.name)
 
 

@@ -8,20 +8,18 @@ lets in-flight streams run for ``graceful_timeout_s``, then cancels them.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
-import tempfile
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from ._app import SETTINGS_JSON, create_app
-from ._metrics import MULTIPROC_DIR
+from ._app import create_app
+from ._worker import worker_serve
 
 if TYPE_CHECKING:
     from ._app import TrioMockApp
@@ -84,24 +82,42 @@ async def serve_app(
     Raises:
       OSError: the address cannot be bound (the socket is closed first).
     """
+    srv = settings.server
+    with listen(srv.host, srv.port, srv.backlog) as listening:
+        bound = sockets(hypercorn_config(settings), listening)
+        await serve_sockets(app, settings, bound, shutdown_trigger, task_status=task_status)
+
+
+async def serve_sockets(
+    app: Any,
+    settings: Settings,
+    bound: Sockets,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on sockets bound already: this process's, or the supervisor's."""
     config = hypercorn_config(settings)
-    config.workers = 1
-    listening = listen(settings.server.host, settings.server.port, config.backlog)
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, None),
+        config,
+        sockets=bound,
+        send_timeout_s=settings.server.send_timeout_s,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+def sockets(config: Config, listening: socket.socket) -> Sockets:
+    """Hypercorn's socket set: ``listening`` is secure when TLS is configured."""
     tls = config.ssl_enabled
-    sockets = Sockets([listening] if tls else [], [] if tls else [listening], [])
-    with listening:
-        await worker_serve(
-            wrap_app(app, config.wsgi_max_body_size, None),
-            config,
-            sockets=sockets,
-            shutdown_trigger=shutdown_trigger,
-            task_status=task_status,
-        )
+    return Sockets([listening] if tls else [], [] if tls else [listening], [])
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
     """A listening TCP socket, as Hypercorn makes it, but closed when it cannot be bound
-    (Hypercorn leaves that one to the garbage collector, which warns)."""
+    (Hypercorn leaves that one to the garbage collector, which warns); says so when the
+    kernel caps ``backlog``."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -112,7 +128,22 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+    cap = somaxconn()
+    if cap is not None and cap < backlog:
+        log.warning(
+            "listen backlog %d is capped at %d by the kernel: raise it with "
+            "sysctl -w net.core.somaxconn=%d",
+            backlog, cap, backlog,
+        )  # fmt: skip
     return sock
+
+
+def somaxconn() -> int | None:
+    """The kernel's cap on listen backlogs (Linux), or None where it cannot be read."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
 
 
 async def wait_for_signal() -> None:
@@ -124,23 +155,7 @@ async def wait_for_signal() -> None:
 
 
 def run_workers(settings: Settings) -> int:
-    """Run ``settings.server.workers`` processes on one port through Hypercorn's supervisor.
+    """Run ``settings.server.workers`` processes on one port (see ``_supervisor``)."""
+    from ._supervisor import supervise
 
-    Each worker imports ``trio_mock:app``, which reads the exact settings from the
-    environment variable set here, and keeps its metrics in prometheus-client's
-    multiprocess files.
-    """
-    from hypercorn.run import run
-
-    os.environ[SETTINGS_JSON] = settings.to_json()
-    config = hypercorn_config(settings)
-    config.application_path = "trio_mock:app"
-    if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
-        return run(config)  # a directory the user chose is theirs to clean
-    # Each worker keeps its metrics in files here, so any worker's /metrics sums them all.
-    with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
-        os.environ[MULTIPROC_DIR] = directory
-        try:
-            return run(config)
-        finally:
-            del os.environ[MULTIPROC_DIR]
+    return supervise(settings)

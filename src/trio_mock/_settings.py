@@ -122,6 +122,16 @@ class ServerSettings:
     max_body_bytes: int = knob(
         50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive
     )
+    body_timeout_s: float = knob(
+        30.0, "longest a request body may take to arrive (408 beyond)", positive
+    )
+    send_timeout_s: float = knob(
+        60.0,
+        "longest one write may wait for a client that stops reading before the connection "
+        "is closed (nginx's send_timeout)",
+        positive,
+        live=False,
+    )
     backlog: int = knob(2048, "listen backlog: bursts of new connections", positive, live=False)
     keep_alive_timeout_s: float = knob(
         5.0, "idle keep-alive connection timeout", positive, live=False

@@ -1,0 +1,377 @@
+"""Our trio worker: Hypercorn's ``worker_serve`` and ``TCPServer``, with their faults fixed.
+
+Hypercorn's trio worker (pinned: tested with hypercorn 0.18.0) loses a load test in four
+ways, each corrected here at its extension point and nowhere else:
+
+- ``TCPServer._close`` half-closes the socket (``send_eof``) without the send lock, so an
+  h2c GOAWAY that arrives while the h2 send task writes raises ``BusyResourceError`` in
+  that task, and the error ends the whole server (``h2load -D`` kills it).
+- Any exception in one connection propagates into the server's nursery: one bad peer ends
+  the process. Here it ends that connection, logged once with its cause.
+- Every write runs in a shielded cancel scope with no deadline, so a client that stops
+  reading holds shutdown (and its stream's ``max_request_s``) forever. Here a write stays
+  shielded from a single stream's cancellation (a write cut in half would corrupt an h2
+  connection's other streams), but it ends at the shutdown's hard stop, after
+  ``send_timeout_s`` without progress, and, on HTTP/1.1, at the writer's own deadline;
+  a write cut that way closes the connection.
+- The accept loop takes one connection per scheduler pass and leaves EMFILE to trio; here
+  it drains up to ``ACCEPT_BATCH`` waiting connections per wake-up, as asyncio does.
+
+``Protocols`` swaps in ``OpenAIH11`` so framing errors get OpenAI-shaped JSON, and the
+header limit is the configured one (h11 alone lets up to twice as much through).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import h2.events
+import h11
+import orjson
+import trio
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import EndBody, Response
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError, H11Protocol
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
+
+if TYPE_CHECKING:
+    import ssl
+
+    from hypercorn.config import Config, Sockets
+    from hypercorn.events import Event
+    from hypercorn.typing import AppWrapper, LifespanState
+
+log = logging.getLogger("trio_mock")
+
+ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
+CLOSE_S = 1.0  # longest a close may wait for a peer (TLS close_notify) before it is forced
+LINGER_S = 2.0  # after answering a request whose body is still coming: read, discard, close
+# Accept errors that mean "out of descriptors or memory for now": wait and retry (trio's).
+CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+CAPACITY_PAUSE_S = 0.1
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
+           431: "Request Header Fields Too Large", 501: "Not Implemented"}  # fmt: skip
+
+
+class Writes:
+    """The worker's writes in flight, so that shutdown can end the ones still blocked when
+    its grace period is over."""
+
+    def __init__(self, send_timeout_s: float) -> None:
+        self.send_timeout_s = send_timeout_s
+        self.hard_stop = math.inf
+        self.scopes: set[trio.CancelScope] = set()
+
+    def stop_at(self, deadline: float) -> None:
+        self.hard_stop = deadline
+        for scope in self.scopes:
+            scope.deadline = min(scope.deadline, deadline)
+
+    def deadline(self, writer_s: float) -> float:
+        return min(writer_s, trio.current_time() + self.send_timeout_s, self.hard_stop)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """An OpenAI-shaped error for a request too broken to reach the app."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None,
+                                   "code": None}})  # fmt: skip
+
+
+class OpenAIH11(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, with three corrections.
+
+    - Framing errors get an OpenAI-shaped JSON body (Hypercorn's are empty).
+    - The request head is held to ``h11_max_incomplete_size`` exactly (h11 checks only
+      what is still buffered after each 64 KiB read, so twice as much got through).
+    - A response sent before the request body has all arrived (413, 401, 408) closes the
+      connection, as nginx does: Hypercorn kept it open and waited for the app, and Quart
+      never ended, so the next request on it was never answered. The rest of the body is
+      read and dropped for ``LINGER_S`` first (nginx's lingering close), so that closing
+      with unread bytes does not reset the answer away before the client reads it.
+    """
+
+    lingering = False
+
+    async def handle(self, event: Event) -> None:
+        if self.lingering and isinstance(event, RawData) and event.data:
+            return  # the rest of a refused body
+        await super().handle(event)
+
+    async def stream_send(self, event: Any) -> None:
+        early = self.connection.their_state is not h11.DONE
+        if early and isinstance(event, Response) and event.status_code >= 200:
+            event = Response(event.stream_id, [*event.headers, (b"connection", b"close")],
+                             event.status_code)  # fmt: skip
+        await super().stream_send(event)
+        if early and isinstance(event, EndBody) and not self.lingering:
+            self.lingering = True
+            await self._close_stream()  # the app sees the client gone and ends
+            self.task_group.spawn(self._close_after_linger)
+
+    async def _close_after_linger(self) -> None:
+        await trio.sleep(LINGER_S)
+        await self.send(Closed())
+
+    async def _maybe_recycle(self) -> None:
+        if not self.lingering:
+            await super()._maybe_recycle()
+
+    async def _send_error_response(self, status_code: int) -> None:
+        reason = REASONS.get(status_code, "Bad Request")
+        body = error_body(status_code, f"{reason}: the request could not be parsed as HTTP/1.1.")
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", b"%d" % len(body)), (b"connection", b"close")]  # fmt: skip
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        size = len(request.method) + len(request.target) + 12
+        size += sum(len(name) + len(value) + 4 for name, value in request.headers)
+        if size > self.config.h11_max_incomplete_size:
+            await self._send_error_response(431)
+            await self.send(Closed())
+            return
+        await super()._create_stream(request)
+
+
+class TolerantH2(H2Protocol):
+    """Hypercorn's HTTP/2 protocol, tolerating DATA for a stream already closed (answered
+    or reset) as it already does END_STREAM: it raised KeyError and ended the connection
+    with every stream on it."""
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                self.connection.acknowledge_received_data(  # keep the window open
+                    event.flow_controlled_length, event.stream_id
+                )
+            else:
+                await super()._handle_events([event])
+
+
+class Protocols(ProtocolWrapper):
+    """Hypercorn's protocol switch (0.18.0), with ``OpenAIH11`` and ``TolerantH2``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.protocol = self.make(TolerantH2 if self.protocol_is_h2 else OpenAIH11)
+
+    @property
+    def protocol_is_h2(self) -> bool:
+        return isinstance(self.protocol, H2Protocol)
+
+    def make(self, kind: type[Any]) -> Any:
+        return kind(self.app, self.config, self.context, self.task_group, self.state,
+                    self.ssl, self.client, self.server, self.send)  # fmt: skip
+
+    async def handle(self, event: Event) -> None:
+        try:
+            await self.protocol.handle(event)
+        except H2ProtocolAssumedError as error:  # h2c with prior knowledge
+            self.protocol = self.make(TolerantH2)
+            await self.protocol.initiate()
+            if error.data != b"":
+                await self.protocol.handle(RawData(data=error.data))
+        except H2CProtocolRequiredError as error:  # h2c by upgrade
+            self.protocol = h2c = self.make(TolerantH2)
+            await h2c.initiate(error.headers, error.settings)
+            if error.data != b"":
+                await self.protocol.handle(RawData(data=error.data))
+
+
+class Connection(TCPServer):
+    """One client connection: Hypercorn's ``TCPServer`` with bounded, lock-safe writes and
+    closes, whose failures end only itself."""
+
+    def __init__(self, writes: Writes, *args: Any) -> None:
+        super().__init__(*args)
+        self.writes = writes
+
+    async def run(self) -> None:
+        """Hypercorn's ``run`` (0.18.0), with ``Protocols`` and its errors kept here."""
+        try:
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                await trio.aclose_forcefully(self.stream)
+                return
+            alpn_protocol = self.stream.selected_alpn_protocol()
+            sock = self.stream.transport_stream.socket
+            tls = True
+        except AttributeError:  # not TLS
+            alpn_protocol = "http/1.1"
+            sock = self.stream.socket
+            tls = False
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = Protocols(
+                    self.app, self.config, self.context, task_group,
+                    ConnectionState(self.state), tls, client, server, self.protocol_send,
+                    alpn_protocol,
+                )  # fmt: skip
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except* OSError:
+            pass  # the peer is gone
+        except* Exception as group:  # any other failure ends this connection only
+            log.exception("connection closed by an error", exc_info=group.exceptions[0])
+        finally:
+            await self._close()
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            # On HTTP/1.1 the writer is the request's own task: its deadline (a stream's
+            # max_request_s) may end the write. On HTTP/2 a stream's deadline must not cut a
+            # write that carries other streams' frames, so only the connection's bounds apply.
+            writer_s = math.inf if self.h2 else trio.current_effective_deadline()
+            with trio.CancelScope(shield=True, deadline=self.writes.deadline(writer_s)) as scope:
+                self.writes.scopes.add(scope)
+                try:
+                    await self.stream.send_all(event.data)
+                except STREAM_ERRORS:
+                    pass
+                else:
+                    return
+                finally:
+                    self.writes.scopes.discard(scope)
+            if scope.cancelled_caught:  # part of a frame may be out: the connection is unusable
+                await trio.aclose_forcefully(self.stream)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_S):
+            await self.protocol.handle(Closed())
+        await trio.lowlevel.checkpoint()  # the writer's own cancellation, if that was the cause
+
+    @property
+    def h2(self) -> bool:
+        return isinstance(self.protocol.protocol, H2Protocol)
+
+    async def _close(self) -> None:
+        """Half-close, then close, never racing a writer: with a write in flight the
+        half-close is skipped (closing wakes that writer with ClosedResourceError)."""
+        try:
+            self.send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            try:
+                with trio.move_on_after(CLOSE_S):
+                    await self.stream.send_eof()
+            except (*STREAM_ERRORS, AttributeError):  # gone already, or TLS (no half-close)
+                pass
+            finally:
+                self.send_lock.release()
+        finally:
+            with trio.move_on_after(CLOSE_S):
+                await self.stream.aclose()  # closes even when cancelled or timed out
+
+    async def _initiate_server_close(self) -> None:
+        """Hypercorn's idle close runs shielded: bound it, for a TLS peer that never reads."""
+        with trio.move_on_after(CLOSE_S):
+            await self.protocol.handle(Closed())
+        with trio.move_on_after(CLOSE_S):
+            await self.stream.aclose()
+
+
+async def accept_forever(
+    sock: socket.socket,
+    tls: ssl.SSLContext | None,
+    handler: Callable[[trio.abc.Stream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept connections on ``sock`` and start ``handler`` for each in ``nursery``: up to
+    ``ACCEPT_BATCH`` per wake-up, pausing briefly when out of descriptors."""
+    sock.setblocking(False)
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                break
+            except OSError as error:
+                if error.errno not in CAPACITY_ERRNOS:
+                    raise
+                log.warning("accept: %s; pausing %g s", error.strerror, CAPACITY_PAUSE_S)
+                await trio.sleep(CAPACITY_PAUSE_S)
+                break
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            if tls is not None:
+                stream = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+            nursery.start_soon(handler, stream)
+
+
+async def worker_serve(
+    app: AppWrapper,
+    config: Config,
+    *,
+    sockets: Sockets,
+    send_timeout_s: float,
+    shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hypercorn's ``worker_serve`` (0.18.0, TCP only) with ``Connection`` and
+    ``accept_forever``; after the grace period, writes still blocked are ended too."""
+    config.set_statsd_logger_class(StatsdLogger)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    context = WorkerContext(None)
+    writes = Writes(send_timeout_s)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            tls = config.create_ssl_context()
+            listening = [(s, tls) for s in sockets.secure_sockets]
+            listening += [(s, None) for s in sockets.insecure_sockets]
+            binds = []
+            for sock, context_ in listening:
+                scheme = "https" if context_ is not None else "http"
+                binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+            state = ConnectionState(lifespan_state.copy())
+
+            async def handler(stream: trio.abc.Stream) -> None:
+                await Connection(writes, app, config, context, state, stream).run()
+
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as nursery:
+                    if shutdown_trigger is not None:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    for sock, context_ in listening:
+                        nursery.start_soon(accept_forever, sock, context_, handler, server_nursery)
+            except BaseExceptionGroup as error:
+                _, others = error.split((ShutdownError, KeyboardInterrupt))
+                if others is not None:
+                    raise others from None
+            finally:
+                await context.terminated.set()
+                deadline = trio.current_time() + config.graceful_timeout
+                server_nursery.cancel_scope.deadline = deadline
+                writes.stop_at(deadline)
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
