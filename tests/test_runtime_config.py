@@ -690,6 +690,7 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "keep_alive_timeout_s": {"keep_alive_timeout_s": 1},
     "keep_alive_max_requests": {"keep_alive_max_requests": 10},
     "access_log": {"access_log": True},
+    "cors_origins": {"cors_origins": "*"},
     "tokenizer": {"tokenizer": "approx"},
     "metrics": {"metrics": False},
     "log_format": {"log_format": "json"},

@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 
 from ._control import check_admin, install_control_routes, is_admin_path
 from ._corpus import release_free_memory
+from ._cors import Cors
 from ._emit import new_id
 from ._errors import OpenAIError, install_error_handlers
 from ._live import Live
@@ -30,6 +31,8 @@ from ._version import __version__
 from ._vllm import install_vllm_routes
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from quart.typing import ResponseReturnValue
 
 log = logging.getLogger("trio_mock")
@@ -78,7 +81,8 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     tokenizer = load_tokenizer(settings.output.tokenizer)
     started = int(time.time())
 
-    app = TrioMockApp("trio_mock")
+    origins = settings.server.cors_origins
+    app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
     live = app.live = Live(settings, tokenizer)
     install_vllm_routes(app, lambda: live.settings, tokenizer)
     install_control_routes(app, live)
@@ -200,6 +204,19 @@ class TrioMockApp(QuartTrio):
             await socket(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+
+class CorsApp(TrioMockApp):
+    """TrioMockApp behind the CORS layer (``--cors-origins``): a class of its own, so that
+    without CORS no request pays for it. Every entry point (``serve``, the CLI's workers,
+    ``hypercorn trio_mock:app``, the test client) calls the app, so each one gets it."""
+
+    def __init__(self, import_name: str, origins: Sequence[str]) -> None:
+        super().__init__(import_name)
+        self.cors = Cors(super().__call__, origins)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.cors(scope, receive, send)
 
 
 SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -97,6 +98,20 @@ def fault_problem(spec: str) -> str | None:
     return None
 
 
+# An origin as a browser sends it: lower-case scheme://host[:port], no path; or "null".
+ORIGIN = re.compile(r"null|[a-z][a-z0-9+.-]*://[^/?#\sA-Z]+")
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why ``origin`` can never equal a browser's ``Origin`` header, or None if it can."""
+    if origin == "*" or ORIGIN.fullmatch(origin):
+        return None
+    return (
+        "expected * or an origin as browsers send it (scheme://host[:port], lower case, "
+        f"no path), got {origin!r}"
+    )
+
+
 def context_entry_problem(entry: str) -> str | None:
     name, _, tokens = entry.partition("=")
     if not name or not tokens.isdigit() or int(tokens) <= 0:
@@ -144,6 +159,13 @@ class ServerSettings:
         (),
         "accepted API keys (comma-separated); requests need one as Bearer or api-key. "
         "None set: no auth",
+    )
+    cors_origins: tuple[str, ...] = knob(
+        (),
+        "origins browsers may call from (comma-separated, * for any): answers CORS "
+        "preflights and adds Access-Control-* headers. None set: no CORS",
+        lambda v: next(filter(None, map(origin_problem, v)), None),
+        live=False,
     )
 
 
