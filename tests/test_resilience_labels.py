@@ -15,6 +15,7 @@ name smuggles in. What this file proves:
 - The other labels take the server's values: endpoints are the routes (unknown paths add
   none), and a fault status counts as one kind however it is written (``0503``).
 - Realtime sessions' models (``?model=`` and ``session.update``) follow the same rule.
+- The journal keeps each request's model as sent, cut at 1024 characters.
 - ``--metrics-auth`` closes ``/metrics``: an API key opens it, or only the admin key when
   one is set; it can be switched at run time; without it ``/metrics`` stays open.
 - Other long-lived maps keyed by client strings stay bounded: the per-model caches skip
@@ -36,6 +37,7 @@ from asgi import Headers, call
 from conftest import check_error, fast_settings
 from exposition import Samples, by_label, parse, value
 from trio_mock import _ratelimit, create_app
+from trio_mock._journal import MAX_MODEL_CHARS
 from trio_mock._metrics import MAX_LABEL_CHARS, OTHER
 from trio_mock._model import MAX_CACHED_SCHEMA, known_schema_problem, output_schema
 from trio_mock._ratelimit import RateLimiter
@@ -151,6 +153,14 @@ async def test_the_journal_still_names_each_request_as_sent() -> None:
     answer = await call(app, "/_mock/requests", method="GET")
     entries = answer.json()["data"]
     assert [e["model"] for e in entries] == [f"flood-{i}" for i in range(5, 10)]
+
+
+async def test_the_journal_cuts_a_huge_model_name() -> None:
+    """Bodies are kept cut; so is the model name a body carries (1 MB here)."""
+    app = app_for()
+    await ask(app, "w" * 1_000_000)
+    (entry,) = (await call(app, "/_mock/requests", method="GET")).json()["data"]
+    assert entry["model"] == "w" * MAX_MODEL_CHARS
 
 
 async def test_opt_out_labels_unlisted_names_cleaned_and_capped() -> None:
