@@ -264,9 +264,9 @@ async def test_running_reset_forgets_everything() -> None:
         assert (await http.post(CHAT, json=chat())).status_code == 200
         server.script(RULE | {"times": None})
         await server.configure(ttft_ms=120, output_mode="fixed")
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get("/metrics")).text  # "m" is not listed: it counts as "other"
         assert requests_total(metrics) == [
-            'trio_mock_requests_total{endpoint="/chat/completions",model="m",status="200"} 1.0'
+            'trio_mock_requests_total{endpoint="/chat/completions",model="other",status="200"} 1.0'
         ]
 
         await server.reset(start)
@@ -280,7 +280,7 @@ async def test_running_reset_forgets_everything() -> None:
         assert ttft_header(reply) < 120
         metrics = (await http.get("/metrics")).text
         assert requests_total(metrics) == [
-            'trio_mock_requests_total{endpoint="/chat/completions",model="m",status="200"} 1.0'
+            'trio_mock_requests_total{endpoint="/chat/completions",model="other",status="200"} 1.0'
         ]
 
         with pytest.raises(SettingsError, match="read at start-up only"):
@@ -435,7 +435,7 @@ def test_mock_server_from_a_sync_test() -> None:
 
 async def test_mock_server_sync_methods_inside_a_trio_task() -> None:
     assert trio.lowlevel.current_trio_token() is not None  # this test's thread runs Trio
-    with MockServer(**FAST) as server:
+    with MockServer(**FAST, models=("m", "trio-model")) as server:  # each its own label
         async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT_S) as http:
             assert content(await http.post(CHAT, json=chat("trio-model"))) != EXACT
             assert summary(server.requests()) == [(CHAT, "trio-model", 200)]

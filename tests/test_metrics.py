@@ -99,7 +99,7 @@ def chat(text: str, *, stream: bool = False, model: str = "chat-a") -> dict[str,
 
 
 async def test_counters_and_histogram_counts_match_a_known_mix(start_server: StartServer) -> None:
-    url = await start_server()
+    url = await start_server(models=(SERVED_MODEL, "chat-a", "comp-b", "emb"))  # own labels
     prompt = {"chat-a": 0, "comp-b": 0, "emb": 0}
     generated = {"chat-a": 0, "comp-b": 0, "emb": 0}
     gaps = {"chat-a": 0, "comp-b": 0, "emb": 0}

@@ -197,7 +197,7 @@ ISOLATION_TESTS = """
         assert request_samples(trio_mock_server) == []
         assert answer(trio_mock_server) not in ("scripted", "scripted again", "configured")
         assert request_samples(trio_mock_server) == [
-            'trio_mock_requests_total{endpoint="/chat/completions",model="m",status="200"} 1.0'
+            'trio_mock_requests_total{endpoint="/chat/completions",model="other",status="200"} 1.0'
         ]
 
 

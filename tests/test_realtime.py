@@ -807,7 +807,7 @@ async def test_plain_http_is_told_to_upgrade(start_server: StartServer, path: st
 
 
 async def test_the_path_without_v1(start_server: StartServer) -> None:
-    url = await start_server(**SIX)
+    url = await start_server(**SIX, models=("trio-mock", "m2"))  # m2 keeps its metrics label
     async with connect(url, "/realtime?model=m2") as client, http_client(url) as http:
         await client.works()
         (entry,) = await journal(http, 1)
@@ -948,7 +948,7 @@ async def test_runtime_config_reaches_an_open_session(start_server: StartServer)
 
 
 async def test_metrics_count_realtime_responses(start_server: StartServer) -> None:
-    url = await start_server(**SIX)
+    url = await start_server(**SIX, models=("trio-mock", "rt"))  # rt keeps its metrics label
     async with http_client(url) as http:
         async with connect(url, "/v1/realtime?model=rt") as client:
             await client.add("Hello")

@@ -78,6 +78,9 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
       SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
     """
     settings = Settings.from_env() if settings is None else settings
+    obs = settings.observability
+    if obs.metrics_auth and obs.admin_key is None and not settings.server.api_keys:
+        log.warning("--metrics-auth: no --admin-key or --api-keys set, so /metrics stays open")
     tokenizer = load_tokenizer(settings.output.tokenizer)
     started = int(time.time())
 
@@ -119,14 +122,19 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     @app.before_request
     async def check_key() -> None:
         """The admin key guards the control routes when one is set; the API keys (which
-        leave OPEN_PATHS open) guard the rest."""
-        admin_key = live.settings.observability.admin_key
-        guarded_by_admin = admin_key is not None and is_admin_path(request.path)
+        leave OPEN_PATHS open) guard the rest. With ``--metrics-auth``, /metrics is a
+        control route that the API keys open when no admin key is set."""
+        obs = live.settings.observability
+        admin_key = obs.admin_key
+        closed_metrics = obs.metrics_auth and request.path == "/metrics"
+        guarded_by_admin = admin_key is not None and (is_admin_path(request.path) or closed_metrics)
         if not guarded_by_admin and not live.auth.enabled:
             return
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
         if guarded_by_admin:
             check_admin(admin_key, headers)
+        elif closed_metrics:
+            live.auth.require(headers)
         else:
             live.auth.check(request.path, headers)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 # Routes a load balancer or a scraper must reach without a key (the dashboard page holds
-# no data; it fetches it with a key).
+# no data; it fetches it with a key). ``--metrics-auth`` closes /metrics.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/_mock/ui"})
 
 
@@ -55,7 +55,14 @@ class Auth:
         """Raises:
         OpenAIError: 401 when a key is needed and missing or wrong.
         """
-        if not self.keys or path in OPEN_PATHS:
+        if path not in OPEN_PATHS:
+            self.require(headers)
+
+    def require(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Raises:
+        OpenAIError: 401 when keys are set and none of them is presented.
+        """
+        if not self.keys:
             return
         key = presented_key(headers)
         if key is None:

@@ -183,6 +183,8 @@ class Record:
 
 
 FLUSH_LINES = 1024  # write sooner than the app's next flush when this many wait
+# A model name is whatever a body says, megabytes if it likes: kept cut, as the body is.
+MAX_MODEL_CHARS = 1024
 
 
 class Journal:
@@ -206,6 +208,8 @@ class Journal:
         self.records = collections.deque(self.records, maxlen=size)
 
     def add(self, record: Record) -> None:
+        if record.model is not None and len(record.model) > MAX_MODEL_CHARS:
+            record.model = record.model[:MAX_MODEL_CHARS]
         if self.records.maxlen:
             self.records.append(record)
         if self.fd is not None:

@@ -72,7 +72,7 @@ class Live:
         self.tokenizer = tokenizer
         self.load = Load(settings.capacity, settings.latency)
         self.journal = Journal(obs.journal_size, obs.journal_file, obs.journal_body_bytes)
-        self.metrics = Metrics(settings.models.models[0], self.load) if obs.metrics else None
+        self.metrics = Metrics(settings, self.load) if obs.metrics else None
         self.observer = Observer(self.journal, self.metrics, obs.log_raw)
         self.scripts = Scripts()
         if obs.scripts_file:
@@ -153,7 +153,7 @@ class Live:
         self.journal.body_limit = obs.journal_body_bytes
         self.observer.raw = obs.log_raw
         if self.metrics is not None:
-            self.metrics.model_name = new.models.models[0]  # vLLM's gauges name it
+            self.metrics.configure(new)
         if "log_level" in changed:  # else an embedding program's own levels stand
             for logger in LEVELLED_LOGGERS:
                 logging.getLogger(logger).setLevel(obs.log_level.upper())
@@ -177,7 +177,7 @@ class Live:
             self.limiter.start()
             self.faults = FaultInjector(settings.faults)
             if self.metrics is not None and not multiprocess():
-                self.metrics = Metrics(settings.models.models[0], self.load)
+                self.metrics = Metrics(settings, self.load)
                 self.observer.metrics = self.metrics
             self.journal.clear()
             self.scripts.clear()

@@ -6,13 +6,18 @@ finished request is observed once, from its journal record: times are those of t
 writes (streams) or of the schedule (bodies). With ``--workers N`` the values live in
 prometheus-client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, which the CLI
 sets), so any worker's ``/metrics`` reports all of them.
+
+Clients choose model names, so the ``model`` labels are bounded whatever they send: the
+names the server knows keep theirs, ``--metrics-unlisted-models`` others get their own
+(cleaned), and every other name counts as ``other``. Every other label takes values the
+server chooses (endpoints are the routes, statuses and fault kinds are parsed).
 """
 
 from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 if TYPE_CHECKING:
     from ._journal import Record
     from ._load import Load
+    from ._settings import ModelSettings, Settings
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -52,6 +58,11 @@ ENGINE = "0"  # vLLM labels every series with its engine index
 # would fall in the bucket above le="0.1". Nanoseconds are plenty.
 ROUND_TO = 9
 BATCH_SIZE = 256  # finished requests summed before they reach the metrics
+OTHER = "other"  # the model label of every name not given its own
+MAX_LABEL_CHARS = 128
+# C0 and C1 control characters and DEL: a NUL or a newline has no place in a label.
+CONTROL = str.maketrans(dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "\ufffd"))
+WILDCARDS = frozenset("*?[")
 
 
 def multiprocess() -> bool:
@@ -73,6 +84,58 @@ def observe_many(histogram: Any, values: Sequence[float] | np.ndarray[Any, Any])
     histogram._sum.inc(float(values.sum()))
 
 
+def label_text(name: str) -> str:
+    """``name`` fit for a label value: cut at ``MAX_LABEL_CHARS``, control characters
+    replaced by U+FFFD (as a bad byte is when decoded), and encodable as UTF-8."""
+    text = name[:MAX_LABEL_CHARS].translate(CONTROL)
+    return text.encode("utf-8", "replace").decode()
+
+
+def known_models(settings: ModelSettings) -> list[str]:
+    """The names the server knows as its models: those listed, and the exact (not ``*``)
+    names of ``context_lengths`` and ``reasoning_models``."""
+    named = [entry.partition("=")[0] for entry in settings.context_lengths]
+    named += settings.reasoning_models
+    return [*settings.models, *(n for n in named if n and not WILDCARDS & set(n))]
+
+
+def fault_kind(spec: str) -> str:
+    """The ``kind`` label of a fault spelling: ``503`` (however written), ``disconnect``,
+    ``slow-headers``..."""
+    kind = spec.partition("-after")[0].partition("=")[0]
+    return str(int(kind)) if kind.isdigit() else kind  # "0503" and "503" are one status
+
+
+class ModelLabels:
+    """The ``model`` label each model name is counted under.
+
+    ``known`` names keep theirs (cleaned by ``label_text``); the first ``unlisted`` other
+    names get their own too, and every later one is ``OTHER``. The labels, and this map,
+    stay bounded however many names clients send. A name seen before costs a dict lookup.
+    """
+
+    def __init__(self, known: Iterable[str], unlisted: int, seen: Iterable[str] = ()) -> None:
+        """Args:
+        seen: unlisted names labelled before a runtime change; they keep their label while
+          there is room, and count against ``unlisted``.
+        """
+        self.labels = {name: label_text(name) for name in known}
+        self.room = unlisted
+        self.unlisted: list[str] = []
+        for name in seen:
+            self(name)
+
+    def __call__(self, model: str) -> str:
+        label = self.labels.get(model)
+        if label is None:
+            if self.room <= 0:
+                return OTHER
+            self.room -= 1
+            self.unlisted.append(model)
+            label = self.labels[model] = label_text(model)
+        return label
+
+
 class Batch:
     """Finished requests' figures, summed per label set before they reach the metrics."""
 
@@ -90,12 +153,12 @@ class Batch:
         self.times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         self.starts: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
 
-    def add(self, record: Record) -> None:
-        endpoint = record.endpoint.removeprefix("/v1")
-        model = record.model or ""
+    def add(self, record: Record, model: str) -> None:
+        """Count ``record`` under the model label ``model``."""
+        endpoint = record.endpoint.removeprefix("/v1")  # one of the routes: bounded
         self.requests[endpoint, model, str(record.status)] += 1
         if record.fault is not None:
-            self.faults[record.fault.partition("-after")[0].partition("=")[0]] += 1
+            self.faults[fault_kind(record.fault)] += 1
         if record.disconnected:
             self.disconnects[endpoint] += 1
         if record.planned_ttft_s is None:  # refused before it was planned
@@ -128,10 +191,12 @@ class Batch:
 class Metrics:
     """The app's metrics; ``observe`` takes each finished request's record."""
 
-    def __init__(self, model_name: str, load: Load) -> None:
+    def __init__(self, settings: Settings, load: Load) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.load = load
-        self.model_name = model_name
+        self.model_name = ""
+        self.model_labels = ModelLabels((), 0)
+        self.configure(settings)
         r = self.registry
         by_request = ["endpoint", "model"]
         self.requests = Counter(
@@ -205,11 +270,20 @@ class Metrics:
         self.pending = 0
         self.refresh()
 
+    def configure(self, settings: Settings) -> None:
+        """Take the model names of ``settings`` (at start and on a runtime change)."""
+        models = settings.models
+        self.model_name = label_text(models.models[0])  # vLLM's gauges name it
+        unlisted = settings.observability.metrics_unlisted_models
+        before = self.model_labels.unlisted
+        self.model_labels = ModelLabels(known_models(models), unlisted, before)
+
     def observe(self, record: Record) -> None:
         """Count one finished request: kept in a batch, summed into the metrics every
         ``BATCH_SIZE`` requests and before every read, so each label set is touched once
         per batch rather than a dozen times per request."""
-        self.batch.add(record)
+        model = "" if record.model is None else self.model_labels(record.model)
+        self.batch.add(record, model)
         self.pending += 1
         if self.pending >= BATCH_SIZE:
             self.flush()

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from ._settings import Settings
     from ._validate import Api
 
+# Per-model answers are cached for names a client sends again; the name is the key, so
+# both the count and each name's length are bounded (a name is whatever a client sends).
+MAX_CACHED = 10_000
+MAX_CACHED_NAME = 256
+# A schema is checked once per distinct text; only texts up to this size are remembered.
+MAX_CACHED_SCHEMA = 64 * 1024
+
 # How much longer or shorter reasoning gets with each reasoning_effort, against medium.
 EFFORT_SCALE = {
     "none": 0.0,
@@ -104,20 +111,24 @@ def check_effort(effort: str | None, param: str) -> None:
 
 def output_schema(schema: Any, param: str) -> dict[str, Any]:
     """A usable JSON schema, or a 400 naming where it is broken."""
-    problem = schema_problem(orjson.dumps(schema))  # clients send the same schemas again
+    text = orjson.dumps(schema)
+    # Clients send the same schemas again; a huge one is checked each time, not kept.
+    problem = known_schema_problem(text) if len(text) <= MAX_CACHED_SCHEMA else schema_problem(text)
     if problem is not None:
         raise invalid(f"Invalid schema for '{param}': {problem}", param, "invalid_json_schema")
     result: dict[str, Any] = schema
     return result
 
 
-@functools.lru_cache(maxsize=1024)
 def schema_problem(schema: bytes) -> str | None:
     try:
         check_schema(orjson.loads(schema))
     except SchemaError as error:
         return str(error)
     return None
+
+
+known_schema_problem = functools.lru_cache(maxsize=1024)(schema_problem)
 
 
 def pick_tool(
@@ -211,7 +222,7 @@ class MockModel:
         if known is None:  # matching patterns costs more than the rest of planning
             patterns = self.settings.models.reasoning_models
             known = any(fnmatch.fnmatchcase(model, p) for p in patterns)
-            if len(self.reasoning) < 10_000:
+            if len(self.reasoning) < MAX_CACHED and len(model) <= MAX_CACHED_NAME:
                 self.reasoning[model] = known
         return known
 
@@ -219,7 +230,7 @@ class MockModel:
         known = self.windows.get(model)
         if known is None:
             known = context_window(self.settings.models, model)
-            if len(self.windows) < 10_000:
+            if len(self.windows) < MAX_CACHED and len(model) <= MAX_CACHED_NAME:
                 self.windows[model] = known
         return known
 

@@ -12,6 +12,7 @@ Time is ``trio.current_time()``, so tests drive the buckets with a MockClock.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 ORGANIZATION = "org-trio-mock"
 LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
-# Above this many per-key bucket pairs, the full (idle) ones are dropped.
+# Above this many per-key bucket pairs, the full (idle) ones are dropped, then the oldest
+# until half are left: without API keys a client picks its key, so it could pick many.
 MAX_KEYS = 10_000
 
 
@@ -121,6 +123,7 @@ class RateLimiter:
         if found is None:
             if len(self.buckets) >= MAX_KEYS:
                 self.drop_idle(now)
+                self.drop_oldest(MAX_KEYS // 2)
             found = (
                 Bucket(self.rpm, now) if self.rpm else None,
                 Bucket(self.tpm, now) if self.tpm else None,
@@ -136,6 +139,13 @@ class RateLimiter:
                     bucket.refill(now)
             if all(b is None or b.level >= b.capacity for b in pair):
                 del self.buckets[key]
+
+    def drop_oldest(self, keep: int) -> None:
+        """Forget the keys seen first until ``keep`` are left (each sweep then frees half
+        the table, so sweeps stay rare however fast new keys come). A forgotten key
+        starts full again, as a new key would."""
+        for key in list(itertools.islice(self.buckets, max(0, len(self.buckets) - keep))):
+            del self.buckets[key]
 
     def check_window(self, now: float, model: str) -> None:
         """Raises: OpenAIError: 429 inside the ``rate_limit_after_s`` window."""

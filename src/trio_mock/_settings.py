@@ -362,6 +362,15 @@ class ObservabilitySettings:
     """Metrics, logs, the request journal, scripted responses and who may steer them."""
 
     metrics: bool = knob(True, "serve Prometheus metrics at /metrics", live=False)
+    metrics_unlisted_models: int = knob(
+        0,
+        "model names beyond the listed ones with their own metrics label (first come); "
+        "the rest count as 'other'",
+        between(0, 1000),
+    )
+    metrics_auth: bool = knob(
+        False, "/metrics needs the admin key when one is set, else an API key (see --api-keys)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = knob(
         "info", "log level: debug, info, warning or error"
     )
