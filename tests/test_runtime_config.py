@@ -687,6 +687,7 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "keyfile": {"keyfile": __file__, "certfile": __file__},  # they go together
     "graceful_timeout_s": {"graceful_timeout_s": 1},
     "backlog": {"backlog": 10},
+    "send_timeout_s": {"send_timeout_s": 5},
     "keep_alive_timeout_s": {"keep_alive_timeout_s": 1},
     "keep_alive_max_requests": {"keep_alive_max_requests": 10},
     "access_log": {"access_log": True},
