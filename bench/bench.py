@@ -32,10 +32,11 @@ Needs ``wrk`` (Debian package ``wrk``) for throughput and endpoints, and ``h2loa
                              is reported and restarted), disconnect_storm (RSS idle, peak and
                              ``--settle-s`` after 1000 streams that leave early; 60 s, --quick
                              10), connection_burst (10,000 connections at once: served vs
-                             not, somaxconn, listen overflows) and bad_inputs (``bad_inputs.py``: requests
-                             tried vs refused with an OpenAI-shaped 4xx; the server gets
-                             ``--api-keys``, ``--max-body-bytes`` and ``--body-timeout-s 2``,
-                             and runs without the last if it refuses the flag)
+                             not, somaxconn, listen overflows) and bad_inputs
+                             (``bad_inputs.py``: 30 abusive requests tried vs refused with an
+                             OpenAI-shaped 4xx; the server gets ``--api-keys``,
+                             ``--max-body-bytes`` and ``--body-timeout-s 2``, and runs without
+                             the last if it refuses the flag)
 
 Throughput and pace run for the baseline (``bench/baseline_app.py``) first, then for trio-mock,
 whose lines carry ``*_vs_baseline`` ratios from the same run. Without --quick, the throughput

@@ -10,9 +10,12 @@ Four checks, each bounded in time, on loopback only, one JSON record each:
                     settle time, around 1000 streaming chats that each read a few events and
                     then disconnect.
   connection_burst  10,000 TCP connections opened at once, each sending one ``GET /health``:
-                    served (a 200) against refused, reset, closed or timed out; with the
-                    kernel's ``net.core.somaxconn``, the listen backlog in use, and the
-                    ``TcpExt ListenOverflows`` delta (a counter of the whole network namespace).
+                    served (a 200) against refused, reset, closed (by the server, with no
+                    answer) or timed out (no answer within 15 s: a dropped SYN is retried
+                    after 1, 3 and 7 s); with the kernel's ``net.core.somaxconn``, the listen
+                    backlog in use (``ss``), how long the server took to answer ``/health``
+                    again, and the ``TcpExt ListenOverflows`` delta (a counter of the whole
+                    network namespace: other work on the box adds to it).
   bad_inputs        abusive requests on raw sockets (``bad_inputs.py``).
 
 This module only drives clients and reads ``/proc``; starting and stopping servers is the
