@@ -1,11 +1,14 @@
 """Benchmark trio-mock against a minimal Quart-Trio baseline: one JSON line per scenario.
 
-    python bench/bench.py [--quick] [--out FILE]
+    python bench/bench.py [--quick] [--out FILE] [--only PHASE,...] [--settle-s S]
 
 Loopback only. Each server runs as a subprocess of this interpreter on a free port of
-127.0.0.1; the driver waits for ``GET /health``, runs scenarios with the shared runner
-(``../shared/bench/run.py``: wrk for ``rps``, ``loadgen.py`` for ``stream`` and ``pace``),
-then stops the server (SIGTERM, then SIGKILL). Phases, each on a fresh server:
+127.0.0.1; the driver waits for ``GET /health``, runs scenarios with the runner beside this
+file (``run.py``: wrk for ``rps``, ``loadgen.py`` for ``stream`` and ``pace``), then stops the
+server (SIGTERM, then SIGKILL). ``run.py``, ``loadgen.py``, ``chat.lua`` and
+``trivial_server.py`` came from the project's shared load tools, unchanged but for lint.
+Needs ``wrk`` (Debian package ``wrk``) for throughput and endpoints, and ``h2load``
+(``nghttp2-client``) for resilience. Phases (``--only`` picks some), each on a fresh server:
 
   throughput, zero latency:  rss, rps (64 connections), stream (64 streams of 256 tokens)
   pace, TTFT 50 / ITL 10 ms: rss, pace at 100 and at 1000 streams of 100 tokens, rss_after
@@ -23,6 +26,17 @@ then stops the server (SIGTERM, then SIGKILL). Phases, each on a fresh server:
                              pace phase's 1000 streams at factor 0 (``itl_*_ms_vs_unloaded``);
                              also ``decode_itl_ms``, a median stream's mean gap, since a late
                              server's tokens come several to a read and the ITL p50 can be 0
+  workers2, trio-mock --workers 2 (not with --quick): the throughput phase again
+  resilience, trio-mock only, what abusive clients do (``resilience.py``), a line each:
+                             h2load_goaway (``h2load -D 1`` runs survived, of 10; a dead server
+                             is reported and restarted), disconnect_storm (RSS idle, peak and
+                             ``--settle-s`` after 1000 streams that leave early; 60 s, --quick
+                             10), connection_burst (10,000 connections at once: served vs
+                             not, somaxconn, listen overflows) and bad_inputs
+                             (``bad_inputs.py``: 30 abusive requests tried vs refused with an
+                             OpenAI-shaped 4xx; the server gets ``--api-keys``,
+                             ``--max-body-bytes`` and ``--body-timeout-s 2``, and runs without
+                             the last if it refuses the flag)
 
 Throughput and pace run for the baseline (``bench/baseline_app.py``) first, then for trio-mock,
 whose lines carry ``*_vs_baseline`` ratios from the same run. Without --quick, the throughput
@@ -31,10 +45,13 @@ phase runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Eve
 its scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
 figures, the DESIGN.md targets met or not, and any problems (failed requests, tracebacks in a
 server's output, a server that died). The exit status is 1 if a phase could not run. A default
-run takes about 2 minutes, ``--quick`` (3 s runs, no repeat, no second worker) about one.
+run takes about 2 minutes plus about 3 for resilience, ``--quick`` (3 s runs, no repeat, no
+second worker) about one plus two.
 
 Hidden options: ``--duration S`` per rps/stream run; ``--budget S`` for the whole run (330,
---quick 110: then runs are cut and phases skipped); ``--bench-dir`` for the shared runner;
+--quick 110, plus 300 or 180 with resilience: then runs are cut and phases skipped);
+``--bench-dir`` for another copy of the runner (``run.py``, ``loadgen.py``, ``chat.lua``);
+``--ports LOW-HIGH`` to pick the servers' ports from a range (default: any free port);
 ``--server-cmd`` / ``--baseline-cmd`` replace a server's command with a template using
 ``{python}``, ``{port}``, ``{ttft_ms}``, ``{itl_ms}``, ``{workers}`` and ``{itl_load_factor}``
 (without ``{workers}`` the two-worker phase is skipped, without ``{itl_load_factor}`` the load
@@ -42,7 +59,7 @@ phase; the default command gets ``--itl-load-factor`` in the load phase only), e
 calibration server:
 
     python bench/bench.py --quick --server-cmd \\
-        "{python} ../shared/bench/trivial_server.py --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
+        "{python} bench/trivial_server.py --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
 """
 
 from __future__ import annotations
@@ -61,17 +78,20 @@ import sys
 import tempfile
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import bad_inputs
+import resilience
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Generator, Sequence
 
 Record = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
 TRIO_MOCK_CMD = (
     "{python} -m trio_mock --host 127.0.0.1 --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
     " --workers {workers} --output-tokens-mean 1024"  # long replies: max_tokens sets the length
@@ -86,6 +106,17 @@ PACE_TTFT_MS, PACE_ITL_MS, PACE_TOKENS = 50.0, 10.0, 100
 LOAD_STREAMS, LOAD_ITL_FACTOR = 1000, 0.001  # the load phase: pace with the ITL load model
 START_TIMEOUT_S = 60.0  # trio-mock builds its corpus before it listens
 BUDGET_S, QUICK_BUDGET_S = 330.0, 110.0  # past this, calls are cut and phases skipped
+RESILIENCE_BUDGET_S, QUICK_RESILIENCE_BUDGET_S = 300.0, 180.0  # added when it runs
+PHASES = ("throughput", "pace", "endpoints", "load", "workers2", "resilience")
+TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
+    "throughput": [("wrk", "wrk")],
+    "endpoints": [("wrk", "wrk")],
+    "workers2": [("wrk", "wrk")],
+    "resilience": [("h2load", "nghttp2-client")],
+}
+SETTLE_S, QUICK_SETTLE_S = 60.0, 10.0  # the disconnect storm's wait before RSS "after"
+RESILIENCE_TTFT_MS = RESILIENCE_ITL_MS = 10.0
+BODY_TIMEOUT_S = 2.0  # the bad-input server's --body-timeout-s
 RATIO_KEYS = {  # per scenario, the figures compared with the reference server
     "rss": ["rss_mib"],
     "rss_after": ["rss_mib"],
@@ -135,14 +166,20 @@ ENDPOINT_BODIES: dict[str, tuple[str, Record]] = {
 
 
 class BenchError(Exception):
-    """A server or a run of the shared runner failed; the message shows its output."""
+    """A server or a run of the runner failed; the message shows its output."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(ports: Sequence[int] = ()) -> int:
+    """A port of 127.0.0.1 nobody listens on: the first free one of ``ports``, or any."""
+    for candidate in ports or [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port: int = s.getsockname()[1]
+            return port
+    raise BenchError(f"no free port in {ports[0]}-{ports[-1]}")
 
 
 def tail(text: str, lines: int = 20) -> str:
@@ -203,13 +240,26 @@ class Server:
 
 @contextlib.contextmanager
 def running(
-    template: str, ttft_ms: float, itl_ms: float, workers: int = 1, itl_load_factor: float = 0.0
+    template: str,
+    ttft_ms: float,
+    itl_ms: float,
+    workers: int = 1,
+    itl_load_factor: float = 0.0,
+    *,
+    extra: Sequence[str] = (),
+    ports: Sequence[int] = (),
 ) -> Generator[Server]:
-    """Start a server from ``template`` on a free port, yield it once healthy, then stop it."""
-    port = free_port()
+    """Start a server from ``template`` on a free port, yield it once healthy, then stop it.
+
+    Args:
+      extra: arguments added to the command.
+      ports: where to look for a free port (default: any).
+    """
+    port = free_port(ports)
     fields = {"port": port, "ttft_ms": f"{ttft_ms:g}", "itl_ms": f"{itl_ms:g}", "workers": workers}
     fields["itl_load_factor"] = f"{itl_load_factor:g}"
     cmd = shlex.split(template.format(python=shlex.quote(sys.executable), **fields))
+    cmd += extra
     print(f"bench: starting {shlex.join(cmd)}", file=sys.stderr)
     with tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
@@ -222,7 +272,7 @@ def running(
 
 
 class Bench:
-    """Runs the shared runner against servers; annotates, prints and keeps its lines."""
+    """Runs the runner (``run.py``) against servers; annotates, prints and keeps its lines."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -230,6 +280,10 @@ class Bench:
         self.records: dict[tuple[str, str], Record] = {}  # (label, key) -> line
         self.problems: list[str] = []
         self.failed_phases: list[str] = []
+
+    def running(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[Server]:
+        """``running(...)`` on a port of ``--ports``."""
+        return running(*args, ports=self.args.ports, **kwargs)
 
     def emit(self, record: Record) -> None:
         line = json.dumps(record)
@@ -283,7 +337,7 @@ class Bench:
     def throughput(
         self, template: str, label: str, workers: int, compare: tuple[str, str] | None
     ) -> None:
-        with running(template, 0.0, 0.0, workers) as server:
+        with self.running(template, 0.0, 0.0, workers) as server:
             for line in self.run(server, label, "rss,rps,stream"):
                 extra = {"phase": "throughput", "workers": workers}
                 self.record(label, line["scenario"], line | extra, compare)
@@ -295,7 +349,7 @@ class Bench:
         pace = ["--ttft-ms", f"{PACE_TTFT_MS:g}", "--itl-ms", f"{PACE_ITL_MS:g}"]
         pace += ["--pace-tokens", str(PACE_TOKENS)]
         phase = {"phase": "pace"}
-        with running(template, PACE_TTFT_MS, PACE_ITL_MS) as server:
+        with self.running(template, PACE_TTFT_MS, PACE_ITL_MS) as server:
             for line in self.run(server, label, "rss,pace", *pace, "--pace-n", "100,1000"):
                 key = f"pace{line['streams']}" if line["scenario"] == "pace" else "rss_idle"
                 self.record(label, key, line | phase, compare)
@@ -316,7 +370,7 @@ class Bench:
         model = {"itl_ms": PACE_ITL_MS, "itl_load_factor": LOAD_ITL_FACTOR}
         model["modelled_itl_ms"] = modelled
         unloaded = self.records.get((label, f"pace{LOAD_STREAMS}"), {})  # factor 0, pace phase
-        with running(
+        with self.running(
             template, PACE_TTFT_MS, PACE_ITL_MS, itl_load_factor=LOAD_ITL_FACTOR
         ) as server:
             (line,) = self.run(server, label, "pace", *pace)
@@ -338,7 +392,7 @@ class Bench:
         """Requests/s of each generation endpoint, on one server, against chat's."""
         wrk = shutil.which("wrk")
         assert wrk is not None
-        with running(template, 0.0, 0.0) as server:
+        with self.running(template, 0.0, 0.0) as server:
             for name, (path, body) in ENDPOINT_BODIES.items():
                 request = {"model": "mock", "max_tokens": 16} | body
                 env = os.environ | {"BENCH_PATH": path, "BENCH_BODY": json.dumps(request)}
@@ -351,6 +405,52 @@ class Bench:
                     )
                 self.record(label, line["scenario"], line)
             self.note(label, server)
+
+    def resilient(self, label: str, line: Record) -> None:
+        """Record a resilience line (other work on the box skews every figure: say how much)."""
+        extra = {"phase": "resilience", "label": label, "loadavg_1m": os.getloadavg()[0]}
+        self.record(label, line["scenario"], line | extra)
+
+    def resilience_h2load(self, template: str, label: str) -> None:
+        """``h2load -D 1`` runs survived, of 10; a dead or hung server is replaced."""
+        start = partial(self.running, template, RESILIENCE_TTFT_MS, RESILIENCE_ITL_MS)
+        line = resilience.h2load_goaway(start)
+        self.resilient(label, line)
+
+    def resilience_storm(self, template: str, label: str) -> None:
+        """RSS around 1000 streams that each read a few events, then disconnect."""
+        with self.running(template, RESILIENCE_TTFT_MS, RESILIENCE_ITL_MS) as server:
+            line = resilience.disconnect_storm(server, self.args.settle_s)
+        self.resilient(label, line)
+
+    def resilience_burst(self, template: str, label: str) -> None:
+        """10,000 connections at once, one ``GET /health`` each."""
+        # The server inherits the raised open-file limit, as it would from a tuned shell.
+        resilience.raise_nofile(resilience.BURST_CONNECTIONS + 256)
+        with self.running(template, 0.0, 0.0) as server:
+            line = resilience.connection_burst(server)
+        self.resilient(label, line)
+
+    def resilience_inputs(self, template: str, label: str) -> None:
+        """Abusive requests on raw sockets, against a server with keys and a body timeout."""
+        flags = ["--api-keys", bad_inputs.API_KEY]
+        flags += ["--max-body-bytes", str(bad_inputs.MAX_BODY_BYTES)]
+        timeout = ["--body-timeout-s", f"{BODY_TIMEOUT_S:g}"]
+        note: Record = {}
+        try:  # the server may not know --body-timeout-s yet: say so, and go on without it
+            with self.running(template, 0.0, 0.0, extra=flags + timeout):
+                body_timeout_s: float | None = BODY_TIMEOUT_S
+        except BenchError as error:
+            if "--body-timeout-s" not in str(error):
+                raise
+            body_timeout_s = None
+            note["body_timeout_flag"] = "refused by the server: " + tail(str(error), 1)
+            self.problems.append(f"{label} bad_inputs: the server refuses --body-timeout-s")
+        else:
+            flags += timeout
+        start = partial(self.running, template, 0.0, 0.0, extra=flags)
+        line = bad_inputs.bad_inputs(start, body_timeout_s)
+        self.resilient(label, line | note)
 
     def rss_after(
         self, server: Server, label: str, key: str, compare: tuple[str, str] | None
@@ -427,6 +527,20 @@ class Bench:
                 "rss_idle_mib": get(BASELINE, "rss_idle", "rss_mib"),
             },
         }
+        h2, storm = "h2load_goaway", "disconnect_storm"
+        burst, inputs = "connection_burst", "bad_inputs"
+        s["resilience"] = {
+            "h2load_goaway_survived": get(MOCK, h2, "survived_of"),
+            "storm_rss_idle_mib": get(MOCK, storm, "rss_idle_mib"),
+            "storm_rss_peak_mib": get(MOCK, storm, "rss_peak_mib"),
+            "storm_rss_after_mib": get(MOCK, storm, "rss_after_mib"),
+            "storm_settle_s": get(MOCK, storm, "settle_s"),
+            "burst_served": get(MOCK, burst, "served"),
+            "burst_connections": get(MOCK, burst, "connections"),
+            "burst_listen_overflows": get(MOCK, burst, "listen_overflows"),
+            "bad_inputs_tried": get(MOCK, inputs, "tried"),
+            "bad_inputs_refused_properly": get(MOCK, inputs, "refused_properly"),
+        }
         s["targets"] = {  # DESIGN.md, one worker; None when not measured
             "rps>=2500": at_least(s["rps"], 2500),
             "tokens_per_s>=60000": at_least(s["tokens_per_s"], 60000),
@@ -435,13 +549,19 @@ class Bench:
             "pace1000_stretch_p99<=3.7": at_least(3.7, s["pace1000_stretch_p99"]),
             "rss_idle<100mib": below(idle, 100.0),
             "workers2_rps>=1.7x": at_least(s["workers2_rps_vs_1worker"], 1.7),
+            # issue 15: survive every h2load -D run; RSS back within 20 MB of idle after a storm
+            "h2load_goaway_survived_all": equal(get(MOCK, h2, "survived"), get(MOCK, h2, "runs")),
+            "storm_rss_after<=idle+20mib": get(MOCK, storm, "rss_kept_within_20mib"),
+            "bad_inputs_all_refused": equal(
+                s["resilience"]["bad_inputs_refused_properly"], s["resilience"]["bad_inputs_tried"]
+            ),
         }
         s["problems"] = self.problems
         return s
 
 
 def wrk_summary(wrk: str, url: str, seconds: float, env: dict[str, str], bench_dir: Path) -> Record:
-    """One wrk run with the shared ``chat.lua`` (path and body from the environment)."""
+    """One wrk run with ``chat.lua`` (path and body from the environment)."""
     cmd = [wrk, "-t1", "-c64", f"-d{int(seconds)}s", "--latency", "-s"]
     cmd += [str(bench_dir / "chat.lua"), url]
     try:
@@ -502,9 +622,30 @@ def at_least(value: float | None, low: float | None) -> bool | None:
     return None if value is None or low is None else value >= low
 
 
+def equal(a: Any, b: Any) -> bool | None:
+    return None if a is None or b is None else a == b
+
+
 def below(value: float | None, high: float) -> bool | None:
     """``|value| < high``: an error is off the schedule by its size, early or late."""
     return None if value is None else abs(value) < high
+
+
+def phase_list(text: str) -> tuple[str, ...]:
+    """``--only``'s value: known phase names, comma-separated."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if unknown := [name for name in names if name not in PHASES]:
+        raise argparse.ArgumentTypeError(f"unknown phase {', '.join(unknown)} (of {PHASES})")
+    return names
+
+
+def port_range(text: str) -> range:
+    """``--ports``'s value: ``LOW-HIGH``, both included."""
+    low, _, high = text.partition("-")
+    try:
+        return range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
 
 
 def main() -> None:
@@ -513,23 +654,52 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="3 s runs, no repeat, no --workers 2")
     ap.add_argument("--out", type=Path, help="also append every JSON line to this file")
+    ap.add_argument(
+        "--only",
+        type=phase_list,
+        default=PHASES,
+        metavar="PHASE,...",
+        help=f"run only these phases, of {','.join(PHASES)} (default: all)",
+    )
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        help=f"resilience: wait after the disconnect storm (default {SETTLE_S:g}, --quick "
+        f"{QUICK_SETTLE_S:g})",
+    )
     ap.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, help=argparse.SUPPRESS)
-    ap.add_argument("--bench-dir", type=Path, default=SHARED_BENCH, help=argparse.SUPPRESS)
+    ap.add_argument("--bench-dir", type=Path, default=HERE, help=argparse.SUPPRESS)
     ap.add_argument("--server-cmd", default=TRIO_MOCK_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--baseline-cmd", default=BASELINE_CMD, help=argparse.SUPPRESS)
+    ap.add_argument("--ports", type=port_range, default=(), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    phases: tuple[str, ...] = args.only
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
+    if args.settle_s is None:
+        args.settle_s = QUICK_SETTLE_S if args.quick else SETTLE_S
     if args.budget is None:
-        args.budget = QUICK_BUDGET_S if args.quick else BUDGET_S
-    if not all((args.bench_dir / name).is_file() for name in ("run.py", "loadgen.py")):
+        args.budget = 0.0
+        if set(phases) - {"resilience"}:
+            args.budget += QUICK_BUDGET_S if args.quick else BUDGET_S
+        if "resilience" in phases:
+            args.budget += QUICK_RESILIENCE_BUDGET_S if args.quick else RESILIENCE_BUDGET_S
+    runner = ("run.py", "loadgen.py", "chat.lua")
+    if set(phases) - {"resilience"} and not all((args.bench_dir / n).is_file() for n in runner):
+        raise SystemExit(f"bench: {', '.join(runner)} not found in {args.bench_dir}")
+    needs: dict[tuple[str, str], list[str]] = {}  # (tool, package) -> the phases that need it
+    for phase in phases:
+        for tool, package in TOOLS.get(phase, []):
+            if not shutil.which(tool):
+                needs.setdefault((tool, package), []).append(phase)
+    if needs:
+        what = "; ".join(f"{t} (for {', '.join(p)}; Debian: {k})" for (t, k), p in needs.items())
+        packages = " ".join(package for _, package in needs)
         raise SystemExit(
-            f"bench: shared runner not found: expected run.py and loadgen.py in "
-            f"{args.bench_dir} (../shared/bench beside the project)"
+            f"bench: not on PATH: {what}. Install them (apt-get install {packages}), "
+            "or leave those phases out with --only"
         )
-    if not shutil.which("wrk"):
-        raise SystemExit("bench: wrk is not on PATH (apt-get install wrk)")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # children inherit it
     if soft != resource.RLIM_INFINITY and soft < 4096:  # 1000 streams: a socket each side
@@ -540,23 +710,31 @@ def main() -> None:
     bench = Bench(args)
     mock, base = args.server_cmd, args.baseline_cmd
     vs_baseline = (BASELINE, "_vs_baseline")
-    bench.attempt("baseline throughput", bench.throughput, base, BASELINE, 1, None)
-    bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_baseline)
-    bench.attempt("baseline pace", bench.pace, base, BASELINE, None, False)
-    bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_baseline, not args.quick)
-    bench.attempt("trio-mock endpoints", bench.endpoints, mock, MOCK)
+    if "throughput" in phases:
+        bench.attempt("baseline throughput", bench.throughput, base, BASELINE, 1, None)
+        bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_baseline)
+    if "pace" in phases:
+        bench.attempt("baseline pace", bench.pace, base, BASELINE, None, False)
+        bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_baseline, not args.quick)
+    if "endpoints" in phases:
+        bench.attempt("trio-mock endpoints", bench.endpoints, mock, MOCK)
     load_cmd = mock + LOAD_ARGS if mock == TRIO_MOCK_CMD else mock
-    if "{itl_load_factor}" in load_cmd:
+    if "load" in phases and "{itl_load_factor}" in load_cmd:
         bench.attempt("trio-mock load", bench.load, load_cmd, MOCK)
-    else:
+    elif "load" in phases:
         print(
             "bench: --server-cmd has no {itl_load_factor}: skipping the load phase", file=sys.stderr
         )
-    if not args.quick and "{workers}" in mock:
+    if "workers2" in phases and not args.quick and "{workers}" in mock:
         vs_1worker = (MOCK, "_vs_1worker")
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)
-    elif not args.quick:
+    elif "workers2" in phases and not args.quick:
         print("bench: --server-cmd has no {workers}: skipping --workers 2", file=sys.stderr)
+    if "resilience" in phases:  # last: abused servers are fresh ones, but the box may not be
+        bench.attempt("trio-mock resilience h2load", bench.resilience_h2load, mock, MOCK)
+        bench.attempt("trio-mock resilience storm", bench.resilience_storm, mock, MOCK)
+        bench.attempt("trio-mock resilience burst", bench.resilience_burst, mock, MOCK)
+        bench.attempt("trio-mock resilience inputs", bench.resilience_inputs, mock, MOCK)
     bench.emit(bench.summary(time.monotonic() - started))
     if bench.failed_phases:
         raise SystemExit(1)
