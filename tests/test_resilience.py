@@ -321,16 +321,22 @@ async def test_wrong_keys_on_one_connection_are_each_answered_at_once(
             assert received.startswith(b"HTTP/1.1 401" if key != b"sk-right" else b"HTTP/1.1 200")
 
 
-async def never_read(url: str, max_tokens: int = 200_000) -> trio.SocketStream:
-    """A streaming chat of ``max_tokens`` at full speed from a client that never reads."""
+NEVER_READ = {"context_length": 2_000_000}  # room for a stream no client could take in time
+
+
+async def never_read(url: str, max_tokens: int = 1_000_000) -> trio.SocketStream:
+    """A streaming chat of ``max_tokens`` at full speed (needs ``NEVER_READ``), from a client
+    that reads its status line and nothing more."""
     body = json.dumps({"model": "m", "stream": True, "max_tokens": max_tokens,
                        "messages": [{"role": "user", "content": "hi"}]}).encode()  # fmt: skip
     stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
     stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
     await stream.send_all(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"x-mock-itl-ms: 0\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        b"x-mock-itl-ms: 0\r\nx-mock-output-tokens: %d\r\ncontent-length: %d\r\n\r\n%s"
+        % (max_tokens, len(body), body)
     )
+    assert (await stream.receive_some(12)).startswith(b"HTTP/1.1 200")
     return stream
 
 
@@ -338,7 +344,7 @@ async def test_shutdown_ends_within_the_grace_period_whatever_clients_do() -> No
     """Writes to a client that never reads ran shielded with no deadline: shutdown waited
     for them forever."""
     shutdown = trio.Event()
-    settings = fast_settings(graceful_timeout_s=1.0)
+    settings = fast_settings(graceful_timeout_s=1.0, **NEVER_READ)
     with trio.fail_after(1.0 + 5):
         async with trio.open_nursery() as nursery:
             (url,) = await nursery.start(partial(serve, settings, shutdown_trigger=shutdown.wait))
@@ -353,7 +359,7 @@ async def test_shutdown_ends_within_the_grace_period_whatever_clients_do() -> No
 async def test_a_client_that_stops_reading_is_cut_off_in_time(
     start_server: StartServer, knob: str
 ) -> None:
-    url = await start_server(**{knob: 1.0})
+    url = await start_server(**{knob: 1.0}, **NEVER_READ)
     stream = await never_read(url)
     async with stream:
         await trio.sleep(3.0)  # 1 s, plus the stream's 1 s margin, plus slack
@@ -451,3 +457,22 @@ def test_a_backlog_above_the_kernel_cap_is_reported(caplog: pytest.LogCaptureFix
         pass
     assert f"capped at {cap}" in caplog.text
     assert "net.core.somaxconn" in caplog.text
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    """A burst of 10,000 connections needs more than the usual soft limit of 1024."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard limit leaves nothing to raise")
+    script = (
+        "import resource; from trio_mock._server import raise_open_files_limit; "
+        "raise_open_files_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    low = partial(resource.setrlimit, resource.RLIMIT_NOFILE, (256, hard))
+    out = subprocess.run(
+        [sys.executable, "-c", script], preexec_fn=low, capture_output=True, text=True, check=True
+    )
+    expected = hard if hard != resource.RLIM_INFINITY else 65536
+    assert int(out.stdout) == expected

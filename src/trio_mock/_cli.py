@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ._logs import configure_logging
-from ._server import run_workers, serve, wait_for_signal
+from ._server import raise_open_files_limit, run_workers, serve, wait_for_signal
 from ._settings import ENV_PREFIX, KNOBS, Settings, SettingsError
 from ._tokens import TokenizerError, load_tokenizer
 from ._version import __version__
@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"trio-mock: error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
+    raise_open_files_limit()  # workers inherit it
     log.info(
         "trio-mock %s: tokenizer %s; output %s; ttft %g ms, itl %g ms; models %s%s",
         __version__,

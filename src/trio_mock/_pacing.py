@@ -23,6 +23,9 @@ from typing import TypeVar
 import trio
 
 Event = tuple[float, Iterator[bytes]]  # (deadline, where its frame is drawn from)
+# Overdue frames join one write up to this size: a stream far behind (a client that stopped
+# reading, or no ITL at all) never builds its whole remaining body in one buffer.
+MAX_WRITE_BYTES = 64 * 1024
 Frame = TypeVar("Frame")
 
 
@@ -123,8 +126,9 @@ def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> 
 
 
 async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[list[Event], bytes]]:
-    """Yield each event's frame at its deadline, joining frames that are due together;
-    with each write, the events it carries (the journal records when they went out)."""
+    """Yield each event's frame at its deadline, joining frames that are due together (up
+    to ``MAX_WRITE_BYTES``); with each write, the events it carries (the journal records
+    when they went out)."""
     pending = iter(events)
     nxt = next(pending, None)
     while nxt is not None:
@@ -132,9 +136,11 @@ async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[list[Event], by
         now = trio.current_time()
         taken = [nxt]
         batch = [next(nxt[1])]
+        size = len(batch[0])
         nxt = next(pending, None)
-        while nxt is not None and nxt[0] <= now:
+        while nxt is not None and nxt[0] <= now and size < MAX_WRITE_BYTES:
             taken.append(nxt)
             batch.append(next(nxt[1]))
+            size += len(batch[-1])
             nxt = next(pending, None)
         yield taken, batch[0] if len(batch) == 1 else b"".join(batch)

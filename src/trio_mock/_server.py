@@ -8,6 +8,7 @@ lets in-flight streams run for ``graceful_timeout_s``, then cancels them.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ._settings import Settings
 
 log = logging.getLogger("trio_mock")
+OPEN_FILES = 65536  # the soft limit asked for when the hard one is unlimited
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -136,6 +138,18 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
             backlog, cap, backlog,
         )  # fmt: skip
     return sock
+
+
+def raise_open_files_limit() -> None:
+    """Let a burst of connections use every descriptor the process may have, as nginx's
+    ``worker_rlimit_nofile`` does: the soft limit (often 1024) up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else OPEN_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open files limit from %d: %s", soft, error)
 
 
 def somaxconn() -> int | None:

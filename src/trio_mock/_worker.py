@@ -304,24 +304,27 @@ async def accept_forever(
     """Accept connections on ``sock`` and start ``handler`` for each in ``nursery``: up to
     ``ACCEPT_BATCH`` per wake-up, pausing briefly when out of descriptors."""
     sock.setblocking(False)
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                break
-            except OSError as error:
-                if error.errno not in CAPACITY_ERRNOS:
-                    raise
-                log.warning("accept: %s; pausing %g s", error.strerror, CAPACITY_PAUSE_S)
-                await trio.sleep(CAPACITY_PAUSE_S)
-                break
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-            if tls is not None:
-                stream = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
-            nursery.start_soon(handler, stream)
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    break
+                except OSError as error:
+                    if error.errno not in CAPACITY_ERRNOS:
+                        raise
+                    log.warning("accept: %s; pausing %g s", error.strerror, CAPACITY_PAUSE_S)
+                    await trio.sleep(CAPACITY_PAUSE_S)
+                    break
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                if tls is not None:
+                    stream = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+                nursery.start_soon(handler, stream)
+    finally:  # stop accepting at once: new connections are refused, not queued
+        sock.close()
 
 
 async def worker_serve(
