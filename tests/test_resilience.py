@@ -385,6 +385,12 @@ async def test_a_client_that_stops_reading_is_cut_off_in_time(
             id="unknown-transfer-encoding",
         ),
         pytest.param(
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n"
+            b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            id="content-length-and-chunked",
+        ),
+        pytest.param(
             b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n",
             431,
             id="one-header-over-64k",

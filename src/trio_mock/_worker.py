@@ -63,6 +63,7 @@ LINGER_S = 2.0  # after answering a request whose body is still coming: read, di
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CAPACITY_PAUSE_S = 0.1
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+SMUGGLING = {b"content-length", b"transfer-encoding"}  # h11 gives header names lower-cased
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
            431: "Request Header Fields Too Large", 501: "Not Implemented"}  # fmt: skip
 
@@ -143,8 +144,12 @@ class OpenAIH11(H11Protocol):
     async def _create_stream(self, request: h11.Request) -> None:
         size = len(request.method) + len(request.target) + 12
         size += sum(len(name) + len(value) + 4 for name, value in request.headers)
-        if size > self.config.h11_max_incomplete_size:
-            await self._send_error_response(431)
+        framing = {name for name, _ in request.headers if name in SMUGGLING}
+        if size > self.config.h11_max_incomplete_size or len(framing) > 1:
+            # Content-Length beside Transfer-Encoding: refused as nginx does (RFC 9112 6.1
+            # lets a server refuse it; h11 would let chunked win), since two readings of
+            # one request are how requests are smuggled past a proxy.
+            await self._send_error_response(431 if len(framing) < 2 else 400)
             await self.send(Closed())
             return
         await super()._create_stream(request)
