@@ -11,13 +11,16 @@ without help a chunk's ``"finish_reason": null`` or ``"usage": null`` would be r
 although the API sends both. The loader rewrites ``nullable: true`` into the 3.1 form
 (``type: [..., "null"]``, or ``anyOf: [schema, {"type": "null"}]``).
 
-The spec is looked for at ``<repo>/../shared/openai-openapi/openapi.yaml``; set
-``TRIO_MOCK_OPENAPI`` to use another file. Check ``spec_available()`` and skip if not.
+By default it reads ``tests/data/openai-openapi-subset.json``: the schemas the tests use, cut
+unchanged from the full spec by ``tests/data/vendor_openapi.py`` (provenance and licence in
+``tests/data/README.md``), so a fresh clone validates with nothing beside it. Set
+``TRIO_MOCK_OPENAPI`` to a full ``openapi.yaml`` (or another subset) to use that instead.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +34,10 @@ from referencing.jsonschema import DRAFT202012
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["SPEC_PATH", "SPEC_URI", "schema_names", "spec_available", "validate"]
+__all__ = ["SPEC_PATH", "SPEC_URI", "VENDORED_SPEC", "schema_names", "spec_available", "validate"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DEFAULT_SPEC = _REPO_ROOT.parent / "shared" / "openai-openapi" / "openapi.yaml"
-SPEC_PATH: Path = Path(os.environ.get("TRIO_MOCK_OPENAPI") or _DEFAULT_SPEC).expanduser().resolve()
+VENDORED_SPEC = Path(__file__).resolve().parent / "data" / "openai-openapi-subset.json"
+SPEC_PATH: Path = Path(os.environ.get("TRIO_MOCK_OPENAPI") or VENDORED_SPEC).expanduser().resolve()
 SPEC_URI: str = SPEC_PATH.as_uri()
 
 # Keywords whose value is a map of names to subschemas, a list of subschemas, or one subschema.
@@ -50,7 +52,7 @@ _MAX_MESSAGE = 300
 
 
 def spec_available() -> bool:
-    """Return whether the spec file exists at ``SPEC_PATH``."""
+    """Return whether the spec file exists at ``SPEC_PATH`` (the vendored one always does)."""
     return SPEC_PATH.is_file()
 
 
@@ -64,7 +66,7 @@ def validate(schema_name: str, instance: object) -> None:
     Raises:
       AssertionError: listing each violation as ``<JSON path>: <message>``.
       KeyError: if the spec has no such schema.
-      FileNotFoundError: if the spec is missing (check ``spec_available()`` first).
+      FileNotFoundError: if ``TRIO_MOCK_OPENAPI`` names a missing file.
     """
     errors = sorted(_validator(schema_name).iter_errors(instance), key=_sort_key)
     if not errors:
@@ -84,10 +86,14 @@ def schema_names() -> frozenset[str]:
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    # libyaml's loader parses the 87k-line file in about 1 s; the pure-Python one takes about 4 s.
-    loader: type[yaml.CSafeLoader | yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    document: dict[str, Any]
     with SPEC_PATH.open("rb") as f:
-        document: dict[str, Any] = yaml.load(f, Loader=loader)
+        if SPEC_PATH.suffix == ".json":  # the vendored subset: a few milliseconds
+            document = json.load(f)
+        else:  # the full YAML spec: libyaml takes about 1 s, the pure-Python loader about 4 s
+            loader: type[yaml.CSafeLoader | yaml.SafeLoader]
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            document = yaml.load(f, Loader=loader)
     components = dict(document["components"])
     components["schemas"] = {
         name: _from_nullable(schema) for name, schema in components["schemas"].items()
@@ -111,7 +117,10 @@ def _registry() -> Registry[Any]:
 @functools.cache
 def _validator(schema_name: str) -> Any:
     if schema_name not in _schemas():
-        raise KeyError(f"no schema {schema_name!r} in components.schemas of {SPEC_PATH}")
+        hint = ""
+        if SPEC_PATH == VENDORED_SPEC:
+            hint = " (the vendored subset: add it to ROOTS in tests/data/vendor_openapi.py)"
+        raise KeyError(f"no schema {schema_name!r} in components.schemas of {SPEC_PATH}{hint}")
     ref = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
     # No format_checker: ``format`` stays an annotation, as JSON Schema 2020-12 defaults.
     return Draft202012Validator(ref, registry=_registry())
