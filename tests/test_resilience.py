@@ -140,7 +140,8 @@ async def test_h2c_goaway_with_streams_in_flight_never_kills_the_server(
     with trio.fail_after(60):
         for _ in range(ROUNDS):
             stream, conn = await h2_streams(url, 50)
-            assert await read_h2(stream, conn, 0.2) > 0
+            while not await read_h2(stream, conn, 0.2):  # streams in flight: a slow box waits
+                pass
             conn.close_connection()  # GOAWAY, then close at once
             await stream.send_all(conn.data_to_send())
             await stream.aclose()

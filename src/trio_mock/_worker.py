@@ -30,7 +30,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import h2.events
 import h11
 import orjson
 import trio
@@ -114,7 +113,8 @@ class OpenAIH11(H11Protocol):
         await super().handle(event)
 
     async def stream_send(self, event: Any) -> None:
-        early = self.connection.their_state is not h11.DONE
+        # (a WebSocket's connection has no request state: their_state is None)
+        early = self.connection.their_state not in {h11.DONE, None}
         if early and isinstance(event, Response) and event.status_code >= 200:
             event = Response(event.stream_id, [*event.headers, (b"connection", b"close")],
                              event.status_code)  # fmt: skip
@@ -155,19 +155,33 @@ class OpenAIH11(H11Protocol):
         await super()._create_stream(request)
 
 
-class TolerantH2(H2Protocol):
-    """Hypercorn's HTTP/2 protocol, tolerating DATA for a stream already closed (answered
-    or reset) as it already does END_STREAM: it raised KeyError and ended the connection
-    with every stream on it."""
+class Gone:
+    """What a closed HTTP/2 stream's later frames are handed to: nothing happens."""
 
-    async def _handle_events(self, events: list[h2.events.Event]) -> None:
-        for event in events:
-            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
-                self.connection.acknowledge_received_data(  # keep the window open
-                    event.flow_controlled_length, event.stream_id
-                )
-            else:
-                await super()._handle_events([event])
+    async def handle(self, event: object) -> None:
+        pass
+
+
+class OpenStreams(dict[int, Any]):  # ruff: ignore[subclass-builtin] (__missing__ is dict's own hook)
+    """``H2Protocol.streams``, where a stream already closed (answered or reset) is
+    ``Gone``: Hypercorn looked DATA frames up with no check (it has one for END_STREAM),
+    so data arriving after the answer raised KeyError and ended the connection with every
+    stream on it. ``in``, ``get`` and ``pop`` are unchanged."""
+
+    def __missing__(self, stream_id: int) -> Gone:
+        return GONE
+
+
+GONE = Gone()
+
+
+class TolerantH2(H2Protocol):
+    """Hypercorn's HTTP/2 protocol with ``OpenStreams`` (the flow-control window of data
+    for a closed stream is still given back, as Hypercorn does after handling it)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.streams = OpenStreams()
 
 
 class Protocols(ProtocolWrapper):
