@@ -17,8 +17,9 @@ What this file proves:
   latencies of the issue (``1e308`` ms, ``itl_ms`` ``1e30``, ``output_tokens_mean``
   ``1e12``) are refused on every surface while the largest allowed value (an hour) works.
 
-Requests go straight into the app's ASGI entry point (tests/asgi.py); a handful of
-start-up cases run the real command line, in parallel and bounded in time.
+Requests go straight into the app's ASGI entry point (tests/asgi.py) on MockClock, so a
+value wrongly accepted fails its test at once instead of waiting out ``--max-request-s``;
+a handful of start-up cases run the real command line, in parallel and bounded in time.
 """
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ PENALTIES: list[tuple[str, float, str, str]] = [
 @pytest.mark.parametrize("path", SAMPLING_PATHS)
 @pytest.mark.parametrize(("field", "value", "code", "words"), OUT_OF_RANGE)
 async def test_sampling_out_of_range_is_refused(
-    path: str, field: str, value: float, code: str, words: str
+    path: str,
+    field: str,
+    value: float,
+    code: str,
+    words: str,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     message = refused(await post(path, BODIES[path] | {field: value}), field, code)
     assert message.startswith(f"Invalid '{field}': decimal ")
@@ -104,13 +110,20 @@ async def test_sampling_out_of_range_is_refused(
 @pytest.mark.parametrize("path", PENALTY_PATHS)
 @pytest.mark.parametrize(("field", "value", "code", "words"), PENALTIES)
 async def test_penalties_out_of_range_are_refused(
-    path: str, field: str, value: float, code: str, words: str
+    path: str,
+    field: str,
+    value: float,
+    code: str,
+    words: str,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     assert words in refused(await post(path, BODIES[path] | {field: value}), field, code)
 
 
 @pytest.mark.parametrize("path", SAMPLING_PATHS)
-async def test_sampling_at_its_edges_is_served(path: str) -> None:
+async def test_sampling_at_its_edges_is_served(
+    path: str, autojump_clock: trio.testing.MockClock
+) -> None:
     edges: list[Json] = [{"temperature": 0, "top_p": 0}, {"temperature": 2, "top_p": 1}]
     if path in PENALTY_PATHS:
         edges += [
@@ -135,7 +148,7 @@ async def test_sampling_at_its_edges_is_served(path: str) -> None:
     ],
 )
 async def test_logit_bias_out_of_range_is_refused(
-    path: str, bias: Json, code: str, words: str
+    path: str, bias: Json, code: str, words: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     answer = await post(path, BODIES[path] | {"logit_bias": bias})
     assert words in refused(answer, "logit_bias", code)
@@ -156,12 +169,12 @@ async def test_logit_bias_out_of_range_is_refused(
     ],
 )
 async def test_integer_fields_out_of_range_are_refused(
-    path: str, fields: Json, param: str, code: str
+    path: str, fields: Json, param: str, code: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     refused(await post(path, BODIES[path] | fields), param, code)
 
 
-async def test_in_range_integer_fields_are_served() -> None:
+async def test_in_range_integer_fields_are_served(autojump_clock: trio.testing.MockClock) -> None:
     for path, fields in [
         (RESPONSES, {"top_logprobs": 20}),
         (RESPONSES, {"top_logprobs": 0}),
@@ -193,7 +206,7 @@ def chat_message(role: str, *types: str) -> Json:
     ],
 )
 async def test_chat_part_type_the_role_may_not_send_is_refused(
-    role: str, kind: str, words: str
+    role: str, kind: str, words: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     body = chat_message(role, "text", kind)
     if role == "tool":
@@ -202,7 +215,9 @@ async def test_chat_part_type_the_role_may_not_send_is_refused(
     assert words in message
 
 
-async def test_chat_part_types_each_role_may_send_are_served() -> None:
+async def test_chat_part_types_each_role_may_send_are_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     for body in [
         chat_message("user", "text", "image_url", "input_audio", "file"),
         chat_message("user", "video_url", "audio_url"),  # vLLM's multimodal parts
@@ -215,7 +230,7 @@ async def test_chat_part_types_each_role_may_send_are_served() -> None:
         assert answer.status == 200, (body, answer.body)
 
 
-async def test_empty_chat_content_array_is_refused() -> None:
+async def test_empty_chat_content_array_is_refused(autojump_clock: trio.testing.MockClock) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": []}]}
     refused(await post(CHAT, body), "messages[0].content", "empty_array")
 
@@ -260,12 +275,14 @@ USER_TEXT: Json = {"role": "user", "content": [{"type": "input_text", "text": "H
         ),
     ],
 )
-async def test_unknown_input_item_is_refused(item: Json, param: str, code: str, words: str) -> None:
+async def test_unknown_input_item_is_refused(
+    item: Json, param: str, code: str, words: str, autojump_clock: trio.testing.MockClock
+) -> None:
     message = refused(await post(RESPONSES, responses_input(USER_TEXT, item)), param, code)
     assert words in message
 
 
-async def test_known_input_items_are_served() -> None:
+async def test_known_input_items_are_served(autojump_clock: trio.testing.MockClock) -> None:
     items: list[Json] = [
         USER_TEXT,
         {"type": "message", "role": "developer", "content": "Be brief."},
@@ -326,7 +343,9 @@ def test_every_number_knob_refuses_absurd_values_at_start_up(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", LIVE_NUMBER_KNOBS)
-async def test_every_live_number_knob_refuses_absurd_values_at_run_time(name: str) -> None:
+async def test_every_live_number_knob_refuses_absurd_values_at_run_time(
+    name: str, autojump_clock: trio.testing.MockClock
+) -> None:
     app = create_app(fast_settings(corpus_articles=8))
     huge: Any = 1e308 if kind_of(name) is float else 2**63 - 1
     if name in {"corpus_seed", "fault_seed"}:
@@ -401,7 +420,9 @@ def test_range_refuses_nan_and_infinities() -> None:
 # --- the issue's absurd latencies, on each surface at run time ------------------------------
 
 
-async def test_patch_config_refuses_the_issues_values() -> None:
+async def test_patch_config_refuses_the_issues_values(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     app = create_app(fast_settings(corpus_articles=8))
     for body, name in [
         ({"ttft_ms": 1e308}, "ttft_ms"),
@@ -416,7 +437,7 @@ async def test_patch_config_refuses_the_issues_values() -> None:
     assert settings["output"]["output_tokens_mean"] == Settings().output.output_tokens_mean
 
 
-async def test_configure_refuses_absurd_aliases() -> None:
+async def test_configure_refuses_absurd_aliases(autojump_clock: trio.testing.MockClock) -> None:
     app = create_app(fast_settings(corpus_articles=8))
     for body, name in [({"ttft": 1e308}, "ttft_ms"), ({"itl": 1e30}, "itl_ms")]:
         refused(await call(app, "/configure", body), name, "invalid_setting")
@@ -435,13 +456,17 @@ async def test_configure_refuses_absurd_aliases() -> None:
         ("x-mock-seed", str(MAX_SEED + 1)),
     ],
 )
-async def test_header_out_of_the_knobs_range_is_refused(header: str, value: str) -> None:
+async def test_header_out_of_the_knobs_range_is_refused(
+    header: str, value: str, autojump_clock: trio.testing.MockClock
+) -> None:
     message = refused(await post(CHAT, BODIES[CHAT], {header: value}), header, "invalid_header")
     assert "from 0 to" in message
 
 
 @pytest.mark.parametrize("spec", ["slow-headers=1e308", f"slow-headers={MAX_MS + 1}"])
-async def test_slow_headers_fault_beyond_an_hour_is_refused(spec: str) -> None:
+async def test_slow_headers_fault_beyond_an_hour_is_refused(
+    spec: str, autojump_clock: trio.testing.MockClock
+) -> None:
     answer = await post(CHAT, BODIES[CHAT], {"x-mock-fault": spec})
     assert "from 0 to 3600000 milliseconds" in refused(answer, "x-mock-fault", "invalid_header")
 
@@ -455,7 +480,9 @@ async def test_slow_headers_fault_beyond_an_hour_is_refused(spec: str) -> None:
         ({"fault": "slow-headers=1e308"}, "reply.fault"),
     ],
 )
-async def test_scripted_rule_out_of_the_knobs_range_is_refused(reply: Json, param: str) -> None:
+async def test_scripted_rule_out_of_the_knobs_range_is_refused(
+    reply: Json, param: str, autojump_clock: trio.testing.MockClock
+) -> None:
     app = create_app(fast_settings(corpus_articles=8))
     answer = await call(app, "/_mock/scripts", {"reply": reply})
     assert refused(answer, param, None).startswith("rules[0].reply.")
