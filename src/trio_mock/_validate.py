@@ -140,7 +140,7 @@ def check_sampling(request: object) -> None:
 def check_logit_bias(bias: dict[str, Any]) -> None:
     """Keys are token ids, values biases from -100 to 100."""
     for token, value in bias.items():
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()):  # "²" is a digit to str
             raise invalid(
                 f"Invalid key in 'logit_bias': {token!r} is not a token ID.",
                 "logit_bias",
