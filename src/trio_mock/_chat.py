@@ -15,7 +15,7 @@ from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
 from ._plan import Limits
 from ._protocol import ChatCompletionRequest
 from ._tokens import off_loop
-from ._validate import at_most, check_chat
+from ._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat
 
 if TYPE_CHECKING:
     from ._model import MockModel
@@ -92,9 +92,8 @@ def chat_ask(chat: ChatCompletionRequest) -> Ask:
                 "Invalid value for 'top_logprobs': 'logprobs' must be true to use it.",
                 "top_logprobs",
             )
-        at_most("top_logprobs", chat.top_logprobs, 20)
-        if chat.top_logprobs < 0:
-            raise invalid("Invalid 'top_logprobs': must be >= 0.", "top_logprobs")
+        at_least("top_logprobs", chat.top_logprobs, 0)
+        at_most("top_logprobs", chat.top_logprobs, MAX_TOP_LOGPROBS)
     if chat.logprobs:
         top = chat.top_logprobs or 0
     users = [m for m in chat.messages if m.role == "user"] or chat.messages

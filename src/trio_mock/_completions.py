@@ -21,7 +21,7 @@ from ._model import Ask
 from ._plan import Limits, token_logprobs
 from ._protocol import CompletionRequest
 from ._tokens import off_loop, unknown_token
-from ._validate import MAX_N, at_least, at_most, check_model
+from ._validate import MAX_N, at_least, at_most, check_model, check_sampling
 
 if TYPE_CHECKING:
     from ._model import MockModel
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 MAX_PROMPTS = 2048
 MAX_LOGPROBS = 5
+MAX_BEST_OF = 20
 
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:
@@ -92,6 +93,10 @@ class CompletionsHandler:
         if request.logprobs is not None:
             at_least("logprobs", request.logprobs, 0)
             at_most("logprobs", request.logprobs, MAX_LOGPROBS)
+        if request.best_of is not None:
+            at_least("best_of", request.best_of, 0)
+            at_most("best_of", request.best_of, MAX_BEST_OF)
+        check_sampling(request)
         if request.stream_options is not None and not request.stream:
             raise invalid(
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -9,7 +9,8 @@ Both use one spelling:
   moment the next one was due, the connection closes; or an error event ends the stream (a
   body gets a 500); or nothing more is sent until the request's time limit. Without ``K``
   the point is drawn over the reply's tokens.
-- ``slow-headers=MS``: the status line waits MS milliseconds; the reply is then normal.
+- ``slow-headers=MS``: the status line waits MS milliseconds (at most an hour, as every
+  latency); the reply is then normal.
 - ``none``: in the header, no fault for this request whatever the failure rate; in the
   mix, a draw that spares the request.
 
@@ -30,6 +31,7 @@ from attrs import frozen
 
 from ._errors import ERROR_TYPES, OpenAIError
 from ._pacing import built
+from ._ranges import LATENCY_MS
 
 if TYPE_CHECKING:
     from ._settings import FaultSettings
@@ -110,7 +112,12 @@ def parse_fault(text: str) -> Fault:
         return Fault("none", spec)
     name, _, value = spec.partition("=")
     if name == "slow-headers" and is_number(value):
-        return Fault("slow-headers", spec, delay_s=float(value) / 1000)
+        delay_ms = float(value)
+        if delay_ms not in LATENCY_MS:
+            raise ValueError(
+                f"a slow-headers fault waits {LATENCY_MS.span()} milliseconds, got {text!r}"
+            )
+        return Fault("slow-headers", spec, delay_s=delay_ms / 1000)
     if spec in CUTS:
         return Fault(spec, spec)  # type: ignore[arg-type]  # checked against CUTS
     kind = name.removesuffix("-after")
@@ -124,9 +131,10 @@ def parse_fault(text: str) -> Fault:
 
 def is_number(text: str) -> bool:
     try:
-        return math.isfinite(value := float(text)) and value >= 0
+        float(text)
     except ValueError:
         return False
+    return True
 
 
 class FaultInjector:

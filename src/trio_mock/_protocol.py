@@ -89,6 +89,9 @@ class ChatCompletionRequest:
     seed: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None  # token id -> bias; checked in _validate
     stop: str | list[str] | None = None
     user: str | None = None
     tools: list[ChatTool] | None = None
@@ -132,6 +135,10 @@ class CompletionRequest:
     suffix: str | None = None
     temperature: float | None = None
     top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    best_of: int | None = None
     user: str | None = None
 
     @property

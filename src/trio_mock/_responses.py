@@ -23,7 +23,7 @@ from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
 from ._plan import Limits
 from ._protocol import ResponsesRequest
 from ._tokens import off_loop
-from ._validate import at_least, check_model
+from ._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_model, check_sampling, listed
 
 if TYPE_CHECKING:
     from ._errors import OpenAIError
@@ -32,9 +32,79 @@ if TYPE_CHECKING:
     from ._protocol import Overrides
 
 
+# The ``input`` item types of the spec's ``InputItem``; an item without ``type`` is a
+# message (it has a ``role``) or an ``item_reference`` (it has only an ``id``).
+ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "item_reference",
+    "file_search_call",
+    "computer_call",
+    "computer_call_output",
+    "web_search_call",
+    "tool_search_call",
+    "tool_search_output",
+    "additional_tools",
+    "compaction",
+    "compaction_trigger",
+    "image_generation_call",
+    "code_interpreter_call",
+    "local_shell_call",
+    "local_shell_call_output",
+    "shell_call",
+    "shell_call_output",
+    "apply_patch_call",
+    "apply_patch_call_output",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "mcp_call",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "program",
+    "program_output",
+)
+ROLES = ("assistant", "system", "developer", "user")
+# Content part types of a message item: what the model said earlier, or what it is given.
+OUTPUT_PARTS = ("output_text", "refusal")
+INPUT_PARTS = ("input_text", "input_image", "input_file")
+
+
+def check_message(item: dict[str, Any], i: int) -> None:
+    """A message item's role, and its content parts' types for that role."""
+    role = item.get("role")
+    if role not in ROLES:
+        if role is None:
+            raise invalid(
+                f"Missing required parameter: 'input[{i}].role'.",
+                f"input[{i}].role",
+                "missing_required_parameter",
+            )
+        raise invalid(
+            f"Invalid value: {role!r}. Supported values are: {listed(ROLES)}.",
+            f"input[{i}].role",
+            "invalid_value",
+        )
+    content = item.get("content")
+    if not isinstance(content, list):
+        return
+    allowed = OUTPUT_PARTS if role == "assistant" else INPUT_PARTS
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in allowed:
+            shown = "an object without 'type'" if kind is None else repr(kind)
+            raise invalid(
+                f"Invalid value: {shown}. Supported values are: {listed(allowed)}.",
+                f"input[{i}].content[{j}].type",
+                "invalid_value",
+            )
+
+
 def input_texts(value: Any) -> list[tuple[str, str]]:
     """``(role, text)`` for each input item; other item kinds (tool outputs, calls) count
-    by their text too."""
+    by their text too. Unknown item types, roles and content part types are refused."""
     if isinstance(value, str):
         return [("user", value)]
     if not isinstance(value, list):
@@ -48,6 +118,17 @@ def input_texts(value: Any) -> list[tuple[str, str]]:
         if not isinstance(item, dict):
             raise invalid(
                 f"Invalid type for 'input[{i}]': expected an object.", f"input[{i}]", "invalid_type"
+            )
+        kind = item.get("type")
+        if kind is None and "role" not in item and "id" in item:
+            kind = "item_reference"
+        if kind is None or kind == "message":
+            check_message(item, i)
+        elif kind not in ITEM_TYPES:
+            raise invalid(
+                f"Invalid value: {kind!r}. Supported values are: {listed(ITEM_TYPES)}.",
+                f"input[{i}].type",
+                "invalid_value",
             )
         content = item.get("content", item.get("output", item.get("arguments", "")))
         if isinstance(content, list):
@@ -135,6 +216,10 @@ class ResponsesHandler:
             texts = [("system", request.instructions), *texts]
         if request.max_output_tokens is not None:
             at_least("max_output_tokens", request.max_output_tokens, 1)
+        if request.top_logprobs is not None:
+            at_least("top_logprobs", request.top_logprobs, 0)
+            at_most("top_logprobs", request.top_logprobs, MAX_TOP_LOGPROBS)
+        check_sampling(request)
         check_model(request.model, self.settings.models)
         ask = responses_ask(request, texts)
         prompt_tokens = await off_loop(sum(len(t) for _, t in texts), self.count, texts)

@@ -28,6 +28,7 @@ from ._convert import converter, shape_error
 from ._errors import OpenAIError, invalid
 from ._faults import parse_fault, status_error
 from ._protocol import Overrides, ScriptedCall
+from ._validate import OVERRIDE_RANGES
 
 # Short names for the generation endpoints; a rule may also give the path itself.
 ENDPOINTS = {
@@ -185,13 +186,11 @@ def compile_rule(rule_id: int, spec: RuleSpec, where: str) -> Rule:
             code=e.code or usual.code,
             type=e.type or usual.type,
         )
-    for name, value in (
-        ("ttft_ms", a.ttft_ms),
-        ("itl_ms", a.itl_ms),
-        ("output_tokens", a.output_tokens),
-    ):
-        if value is not None and not 0 <= value < float("inf"):
-            raise invalid(f"{where}.reply.{name} must be >= 0.", f"reply.{name}")
+    for name in ("ttft_ms", "itl_ms", "output_tokens"):  # the x-mock-* headers' ranges
+        value = getattr(a, name)
+        wrong = None if value is None else OVERRIDE_RANGES[name](value)
+        if wrong is not None:
+            raise invalid(f"{where}.reply.{name}: {wrong}.", f"reply.{name}")
     if a.content is not None and a.tool_call is not None:
         raise invalid(f"{where}.reply: give content or tool_call, not both.", "reply")
     call = None

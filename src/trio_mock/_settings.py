@@ -24,6 +24,19 @@ from attrs import field, frozen
 
 from ._faults import parse_fault
 from ._profiles import PROFILES
+from ._ranges import (
+    LATENCY_MS,
+    LOAD_FACTOR,
+    PER_TOKEN_MS,
+    PERCENT,
+    SECONDS,
+    SEED,
+    SHARE,
+    SOME_SECONDS,
+    SOME_TOKENS,
+    TOKENS,
+    Range,
+)
 
 ENV_PREFIX = "TRIO_MOCK_"
 OutputMode = Literal["corpus", "echo", "fixed"]
@@ -44,18 +57,13 @@ def knob(
 ) -> Any:
     """Declare a knob: its default, its one-line help, and an optional value check.
 
-    ``check`` returns a problem description, or None when the value is fine. ``live``
-    False: the knob is read at start-up only, so ``/_mock/config`` refuses to change it.
+    ``check`` returns a problem description, or None when the value is fine; it is not
+    called for None (unset), which the knob's type allows or not. A number's check is a
+    ``Range`` from ``_ranges``, with an upper bound too, shared with the per-request
+    surfaces that set the same thing. ``live`` False: the knob is read at start-up only,
+    so ``/_mock/config`` refuses to change it.
     """
     return field(default=default, metadata={"help": doc, "check": check, "live": live})
-
-
-def at_least(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be >= {low:g}, got {v!r}"
-
-
-def positive(v: Any) -> str | None:
-    return None if v > 0 else f"must be > 0, got {v!r}"
 
 
 def port_number(v: Any) -> str | None:
@@ -63,8 +71,6 @@ def port_number(v: Any) -> str | None:
 
 
 def readable_file(v: Any) -> str | None:
-    if v is None:
-        return None
     try:
         with open(v, "rb"):
             return None
@@ -72,18 +78,10 @@ def readable_file(v: Any) -> str | None:
         return f"cannot read {v!r}: {error.strerror or error}"
 
 
-def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
-    return lambda v: None if v is None else check(v)
-
-
 def one_of(*allowed: Any) -> Callable[[Any], str | None]:
     return lambda v: (
         None if v in allowed else f"must be one of {', '.join(map(str, allowed))}, got {v!r}"
     )
-
-
-def between(low: float, high: float) -> Callable[[Any], str | None]:
-    return lambda v: None if low <= v <= high else f"must be in [{low:g}, {high:g}], got {v!r}"
 
 
 def non_empty(v: Any) -> str | None:
@@ -114,8 +112,8 @@ def origin_problem(origin: str) -> str | None:
 
 def context_entry_problem(entry: str) -> str | None:
     name, _, tokens = entry.partition("=")
-    if not name or not tokens.isdigit() or int(tokens) <= 0:
-        return f"expected name=tokens with tokens > 0, got {entry!r}"
+    if not name or not tokens.isdigit() or int(tokens) not in SOME_TOKENS:
+        return f"expected name=tokens with tokens {SOME_TOKENS.span()}, got {entry!r}"
     return None
 
 
@@ -125,34 +123,36 @@ class ServerSettings:
 
     host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)", live=False)
     port: int = knob(8000, "TCP port (0 picks a free one)", port_number, live=False)
-    workers: int = knob(1, "worker processes sharing the port", at_least(1), live=False)
+    workers: int = knob(1, "worker processes sharing the port", Range(1, 1024), live=False)
     certfile: str | None = knob(
         None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file, live=False
     )
     keyfile: str | None = knob(None, "TLS private key (PEM)", readable_file, live=False)
     graceful_timeout_s: float = knob(
-        5.0, "on shutdown, seconds in-flight streams may finish", at_least(0), live=False
+        5.0, "on shutdown, seconds in-flight streams may finish", SECONDS, live=False
     )
-    max_request_s: float = knob(600.0, "longest a request may take before it is cut", positive)
+    max_request_s: float = knob(600.0, "longest a request may take before it is cut", SOME_SECONDS)
     max_body_bytes: int = knob(
-        50 * 1024 * 1024, "largest request body accepted (413 beyond)", positive
+        50 * 1024 * 1024, "largest request body accepted (413 beyond)", Range(1, 2**32)
+    )
+    backlog: int = knob(
+        2048, "listen backlog: bursts of new connections", Range(1, 65535), live=False
     )
     body_timeout_s: float = knob(
-        30.0, "longest a request body may take to arrive (408 beyond)", positive
+        30.0, "longest a request body may take to arrive (408 beyond)", SOME_SECONDS
     )
     send_timeout_s: float = knob(
         60.0,
         "longest one write may wait for a client that stops reading before the connection "
         "is closed (nginx's send_timeout)",
-        positive,
+        SOME_SECONDS,
         live=False,
     )
-    backlog: int = knob(2048, "listen backlog: bursts of new connections", positive, live=False)
     keep_alive_timeout_s: float = knob(
-        5.0, "idle keep-alive connection timeout", positive, live=False
+        5.0, "idle keep-alive connection timeout", SOME_SECONDS, live=False
     )
     keep_alive_max_requests: int = knob(
-        1_000_000, "requests per connection before it is closed", positive, live=False
+        1_000_000, "requests per connection before it is closed", Range(1, 2**31), live=False
     )
     access_log: bool = knob(False, "log every request to stderr", live=False)
     api_keys: tuple[str, ...] = knob(
@@ -186,10 +186,12 @@ class ModelSettings:
     embedding_dimensions: int | None = knob(
         None,
         "embedding length; by default 3072 for *-3-large models and 1536 for the rest",
-        optional(positive),
+        Range(1, 65536),
     )
     context_length: int = knob(
-        131072, "tokens of prompt plus output a model takes (400 context_length_exceeded)", positive
+        131072,
+        "tokens of prompt plus output a model takes (400 context_length_exceeded)",
+        SOME_TOKENS,
     )
     context_lengths: tuple[str, ...] = knob(
         (),
@@ -208,33 +210,29 @@ class LatencySettings:
     ttft_distribution: Distribution = knob(
         "normal", "TTFT distribution: constant, normal, lognormal or uniform"
     )
-    ttft_ms: float = knob(100.0, "mean time to first token, milliseconds", at_least(0))
-    ttft_jitter_ms: float = knob(0.0, "standard deviation of TTFT (normal, lognormal)", at_least(0))
-    ttft_min_ms: float = knob(0.0, "TTFT clamp and uniform lower bound", at_least(0))
-    ttft_max_ms: float | None = knob(
-        None, "TTFT clamp and uniform upper bound", optional(at_least(0))
-    )
+    ttft_ms: float = knob(100.0, "mean time to first token, milliseconds", LATENCY_MS)
+    ttft_jitter_ms: float = knob(0.0, "standard deviation of TTFT (normal, lognormal)", LATENCY_MS)
+    ttft_min_ms: float = knob(0.0, "TTFT clamp and uniform lower bound", LATENCY_MS)
+    ttft_max_ms: float | None = knob(None, "TTFT clamp and uniform upper bound", LATENCY_MS)
     prefill_ms_per_token: float = knob(
-        0.0, "TTFT grows by this much per prompt token (prefill cost)", at_least(0)
+        0.0, "TTFT grows by this much per prompt token (prefill cost)", PER_TOKEN_MS
     )
     ttft_load_factor: float = knob(
-        0.0, "TTFT grows by this fraction per other request in prefill", at_least(0)
+        0.0, "TTFT grows by this fraction per other request in prefill", LOAD_FACTOR
     )
     itl_distribution: Distribution = knob(
         "normal", "ITL distribution: constant, normal, lognormal or uniform"
     )
-    itl_ms: float = knob(10.0, "mean inter-token latency, milliseconds", at_least(0))
-    itl_jitter_ms: float = knob(0.0, "standard deviation of ITL (normal, lognormal)", at_least(0))
-    itl_min_ms: float = knob(0.0, "ITL clamp and uniform lower bound", at_least(0))
-    itl_max_ms: float | None = knob(
-        None, "ITL clamp and uniform upper bound", optional(at_least(0))
-    )
+    itl_ms: float = knob(10.0, "mean inter-token latency, milliseconds", LATENCY_MS)
+    itl_jitter_ms: float = knob(0.0, "standard deviation of ITL (normal, lognormal)", LATENCY_MS)
+    itl_min_ms: float = knob(0.0, "ITL clamp and uniform lower bound", LATENCY_MS)
+    itl_max_ms: float | None = knob(None, "ITL clamp and uniform upper bound", LATENCY_MS)
     itl_load_factor: float = knob(
-        0.0, "ITL grows by this fraction per other stream decoding", at_least(0)
+        0.0, "ITL grows by this fraction per other stream decoding", LOAD_FACTOR
     )
-    embedding_ms: float = knob(20.0, "base latency of an embeddings request, ms", at_least(0))
+    embedding_ms: float = knob(20.0, "base latency of an embeddings request, ms", LATENCY_MS)
     embedding_ms_per_token: float = knob(
-        0.02, "embeddings latency added per input token, ms", at_least(0)
+        0.02, "embeddings latency added per input token, ms", PER_TOKEN_MS
     )
 
 
@@ -245,13 +243,13 @@ class CapacitySettings:
     max_concurrency: int | None = knob(
         None,
         "requests served at once (like vLLM's max_num_seqs); the rest queue FIFO",
-        optional(positive),
+        Range(1, 1_000_000),
     )
     max_queue: int | None = knob(
-        None, "requests that may wait; beyond it they are refused at once", optional(at_least(0))
+        None, "requests that may wait; beyond it they are refused at once", Range(0, 1_000_000)
     )
     queue_timeout_s: float | None = knob(
-        None, "longest a request may wait in the queue before it is refused", optional(positive)
+        None, "longest a request may wait in the queue before it is refused", SOME_SECONDS
     )
     overload_status: int = knob(
         503,
@@ -265,10 +263,10 @@ class FaultSettings:
     """Failures injected on purpose (the README's "Faults" gives the spellings)."""
 
     failure_percent: float = knob(
-        0.0, "share of generation requests that fail, in percent", between(0, 100)
+        0.0, "share of generation requests that fail, in percent", PERCENT
     )
     failure_jitter: float = knob(
-        0.0, "each request's failure rate varies by up to this many points either way", at_least(0)
+        0.0, "each request's failure rate varies by up to this many points either way", PERCENT
     )
     failure_mix: tuple[str, ...] = knob(
         ("500", "502", "503", "504", "429"),
@@ -279,7 +277,7 @@ class FaultSettings:
     fault_seed: int | None = knob(
         None,
         "seed of the fault draws: the same requests meet the same faults",
-        optional(at_least(0)),
+        SEED,
     )
 
 
@@ -288,23 +286,23 @@ class RateLimitSettings:
     """OpenAI-style rate limits: continuously refilling per-minute buckets."""
 
     rate_limit_rpm: int | None = knob(
-        None, "requests per minute allowed (429 beyond)", optional(positive)
+        None, "requests per minute allowed (429 beyond)", Range(1, 10**9)
     )
     rate_limit_tpm: int | None = knob(
         None,
         "tokens per minute allowed, counting prompt plus requested max output (429 beyond)",
-        optional(positive),
+        Range(1, 10**12),
     )
     rate_limit_scope: Literal["key", "global"] = knob(
         "key", "one bucket per API key, or one for everybody"
     )
     rate_limit_after_s: float | None = knob(
-        None, "from this many seconds after start, every request gets 429", optional(at_least(0))
+        None, "from this many seconds after start, every request gets 429", SECONDS
     )
     rate_limit_for_s: float | None = knob(
         None,
         "how long the rate_limit_after_s refusals last (none: until stopped)",
-        optional(positive),
+        SOME_SECONDS,
     )
 
 
@@ -319,35 +317,33 @@ class OutputSettings:
         "normal", "completion length: fixed, normal, lognormal or uniform (corpus mode)"
     )
     output_tokens_mean: float = knob(
-        128.0, "mean completion length in tokens (corpus mode)", at_least(1)
+        128.0, "mean completion length in tokens (corpus mode)", SOME_TOKENS
     )
-    output_tokens_stddev: float = knob(
-        32.0, "standard deviation of the completion length", at_least(0)
-    )
-    output_tokens_min: int = knob(1, "completion length clamp and uniform lower bound", at_least(1))
+    output_tokens_stddev: float = knob(32.0, "standard deviation of the completion length", TOKENS)
+    output_tokens_min: int = knob(1, "completion length clamp and uniform lower bound", SOME_TOKENS)
     output_tokens_max: int | None = knob(
-        None, "completion length clamp and uniform upper bound", optional(at_least(1))
+        None, "completion length clamp and uniform upper bound", SOME_TOKENS
     )
     fixed_text: str = knob(
         "This is a mock response from trio-mock.", "the reply in fixed mode", non_empty
     )
-    corpus_articles: int = knob(4096, "articles pre-generated at start-up (corpus mode)", positive)
-    corpus_seed: int = knob(
-        0, "seed of the corpus, so every worker holds the same text", at_least(0)
+    corpus_articles: int = knob(
+        4096, "articles pre-generated at start-up (corpus mode)", Range(1, 100_000)
     )
-    tokens_per_event_min: int = knob(1, "fewest tokens carried by one streamed chunk", at_least(1))
-    tokens_per_event_max: int = knob(1, "most tokens carried by one streamed chunk", at_least(1))
+    corpus_seed: int = knob(0, "seed of the corpus, so every worker holds the same text", SEED)
+    tokens_per_event_min: int = knob(1, "fewest tokens carried by one streamed chunk", SOME_TOKENS)
+    tokens_per_event_max: int = knob(1, "most tokens carried by one streamed chunk", SOME_TOKENS)
     reasoning_tokens_mean: float = knob(
-        256.0, "mean reasoning length of reasoning models at medium effort", at_least(0)
+        256.0, "mean reasoning length of reasoning models at medium effort", TOKENS
     )
     reasoning_tokens_stddev: float = knob(
-        64.0, "standard deviation of the reasoning length at medium effort", at_least(0)
+        64.0, "standard deviation of the reasoning length at medium effort", TOKENS
     )
     tool_call_rate: float = knob(
-        0.5, "with tool_choice auto, the share of replies that call a tool", between(0, 1)
+        0.5, "with tool_choice auto, the share of replies that call a tool", SHARE
     )
     max_parallel_tool_calls: int = knob(
-        2, "most tool calls in one reply when parallel_tool_calls allows", positive
+        2, "most tool calls in one reply when parallel_tool_calls allows", Range(1, 128)
     )
     tokenizer: str = knob(
         "cl100k_base",
@@ -366,7 +362,7 @@ class ObservabilitySettings:
         0,
         "model names beyond the listed ones with their own metrics label (first come); "
         "the rest count as 'other'",
-        between(0, 1000),
+        Range(0, 1000),
     )
     metrics_auth: bool = knob(
         False, "/metrics needs the admin key when one is set, else an API key (see --api-keys)"
@@ -381,13 +377,13 @@ class ObservabilitySettings:
         False, "log each generation request and response (secrets redacted, bodies cut)"
     )
     journal_size: int = knob(
-        1000, "requests kept in memory for GET /_mock/requests (0: none)", at_least(0)
+        1000, "requests kept in memory for GET /_mock/requests (0: none)", Range(0, 1_000_000)
     )
     journal_file: str | None = knob(
         None, "append every request's journal entry to this JSONL file", live=False
     )
     journal_body_bytes: int = knob(
-        4096, "request and response body bytes kept in the journal and raw log", at_least(0)
+        4096, "request and response body bytes kept in the journal and raw log", Range(0, 2**24)
     )
     scripts_file: str | None = knob(
         None, "TOML or JSON file of scripted response rules", readable_file, live=False
@@ -416,7 +412,8 @@ class Settings:
         for _, group in self.groups():
             for f in attrs.fields(type(group)):
                 check: Callable[[Any], str | None] | None = f.metadata.get("check")
-                problem = check(getattr(group, f.name)) if check else None
+                value = getattr(group, f.name)
+                problem = check(value) if check and value is not None else None
                 if problem:
                     raise SettingsError(f"{describe(f.name)}: {problem}")
         out, srv = self.output, self.server

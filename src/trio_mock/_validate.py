@@ -1,7 +1,9 @@
 """Value checks on parsed requests, worded as OpenAI words them.
 
-Shape is ``_convert``'s job; here go ranges, the known-model check and cross-field rules.
-Each failure names the offending parameter in ``param``.
+Shape is ``_convert``'s job; here go ranges (OpenAI's documented ones for requests, the
+knobs' own for ``x-mock-*`` headers), the known-model check, content types and cross-field
+rules. Each failure names the offending parameter in ``param``. These run per request: a
+few comparisons each, and no structure is built.
 """
 
 from __future__ import annotations
@@ -12,15 +14,35 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._errors import OpenAIError, invalid
 from ._faults import parse_fault
 from ._protocol import NO_OVERRIDES, Overrides
+from ._ranges import LATENCY_MS, SEED, TOKENS, Range, shown
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
-    from ._protocol import ChatCompletionRequest
+    from ._protocol import ChatCompletionRequest, ChatMessage
     from ._settings import ModelSettings
 
 MAX_N = 128
 Api = Literal["chat", "completions", "responses"]
+# OpenAI's documented ranges of the sampling parameters (the mock accepts and ignores them).
+SAMPLING: tuple[tuple[str, float, float], ...] = (
+    ("temperature", 0, 2),
+    ("top_p", 0, 1),
+    ("presence_penalty", -2, 2),
+    ("frequency_penalty", -2, 2),
+)
+MAX_LOGIT_BIAS = 100
+MAX_TOP_LOGPROBS = 20
+# Content part types each chat role may send; users also vLLM's ``video_url`` and
+# ``audio_url``, which its benchmarks send to multimodal models.
+PART_TYPES: dict[str, tuple[str, ...]] = {
+    "user": ("text", "image_url", "input_audio", "file", "video_url", "audio_url"),
+    "assistant": ("text", "refusal"),
+    "system": ("text",),
+    "developer": ("text",),
+    "tool": ("text",),
+    "function": ("text",),
+}
 
 
 def check_model(model: str, settings: ModelSettings) -> None:
@@ -53,6 +75,8 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
             "n",
             "integer_above_max_value",
         )
+    check_parts(chat.messages)
+    check_sampling(chat)
     for name in ("max_tokens", "max_completion_tokens"):
         value = getattr(chat, name)
         if value is not None:
@@ -67,6 +91,74 @@ def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
     if chat.seed is not None and not -(2**63) <= chat.seed < 2**64:
         raise invalid("Invalid 'seed': integer out of range.", "seed", "integer_out_of_range")
     check_model(chat.model, settings)
+
+
+def listed(values: Sequence[str]) -> str:
+    """OpenAI's way of listing values: ``'a'``, ``'a' and 'b'``, ``'a', 'b', and 'c'``."""
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) < 3:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def check_parts(messages: list[ChatMessage]) -> None:
+    """Array contents are non-empty and hold only the part types the role may send."""
+    for i, message in enumerate(messages):
+        content = message.content
+        if not isinstance(content, list):
+            continue
+        if not content:
+            raise invalid(
+                f"Invalid 'messages[{i}].content': empty array. Expected an array with minimum "
+                "length 1, but got an empty array instead.",
+                f"messages[{i}].content",
+                "empty_array",
+            )
+        allowed = PART_TYPES[message.role]
+        for j, part in enumerate(content):
+            if part.type not in allowed:
+                raise invalid(
+                    f"Invalid value: '{part.type}'. Supported values are: {listed(allowed)}.",
+                    f"messages[{i}].content[{j}].type",
+                    "invalid_value",
+                )
+
+
+def check_sampling(request: object) -> None:
+    """``temperature``, ``top_p``, the penalties and ``logit_bias`` of any generation
+    request, where it has them, within OpenAI's documented ranges."""
+    for name, low, high in SAMPLING:
+        value = getattr(request, name, None)
+        if value is not None:
+            at_least(name, value, low, "decimal")
+            at_most(name, value, high, "decimal")
+    bias = getattr(request, "logit_bias", None)
+    if bias:
+        check_logit_bias(bias)
+
+
+def check_logit_bias(bias: dict[str, Any]) -> None:
+    """Keys are token ids, values biases from -100 to 100."""
+    for token, value in bias.items():
+        if not (token.isascii() and token.isdigit()):  # "²" is a digit to str
+            raise invalid(
+                f"Invalid key in 'logit_bias': {token!r} is not a token ID.",
+                "logit_bias",
+                "invalid_value",
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise invalid(
+                f"Invalid type for 'logit_bias.{token}': expected a number.",
+                "logit_bias",
+                "invalid_type",
+            )
+        if not -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS:
+            raise invalid(
+                f"Invalid value for 'logit_bias': {shown(value)} for token {token} is out of "
+                f"range. Expected a value from {-MAX_LOGIT_BIAS} to {MAX_LOGIT_BIAS}.",
+                "logit_bias",
+                "invalid_value",
+            )
 
 
 def context_window(settings: ModelSettings, model: str) -> int:
@@ -113,7 +205,8 @@ def check_context(
     raise invalid(message, param, "context_length_exceeded")
 
 
-def at_most(name: str, value: int, high: int, kind: str = "integer") -> None:
+def at_most(name: str, value: float, high: float, kind: str = "integer") -> None:
+    """``kind``: "integer" or "decimal" (a number), or "array" for a length."""
     if value <= high:
         return
     if kind == "array":
@@ -124,29 +217,33 @@ def at_most(name: str, value: int, high: int, kind: str = "integer") -> None:
             "array_above_max_length",
         )
     raise invalid(
-        f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, "
-        f"but got {value} instead.",
+        f"Invalid '{name}': {kind} above maximum value. Expected a value <= {shown(high)}, "
+        f"but got {shown(value)} instead.",
         name,
-        "integer_above_max_value",
+        f"{kind}_above_max_value",
     )
 
 
-def at_least(name: str, value: int, low: int) -> None:
+def at_least(name: str, value: float, low: float, kind: str = "integer") -> None:
+    """``kind``: "integer" or "decimal" (a number)."""
     if value < low:
         raise invalid(
-            f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but got {value} instead.",
+            f"Invalid '{name}': {kind} below minimum value. Expected a value >= {shown(low)}, "
+            f"but got {shown(value)} instead.",
             name,
-            "integer_below_min_value",
+            f"{kind}_below_min_value",
         )
 
 
-# Header -> (Overrides field, parser, smallest value).
-OVERRIDE_HEADERS: dict[bytes, tuple[str, type, float]] = {
-    b"x-mock-ttft-ms": ("ttft_ms", float, 0),
-    b"x-mock-itl-ms": ("itl_ms", float, 0),
-    b"x-mock-output-tokens": ("output_tokens", int, 0),
-    b"x-mock-seed": ("seed", int, 0),
+# Header -> (Overrides field, parser, range): the ranges of the knobs they stand in for.
+OVERRIDE_HEADERS: dict[bytes, tuple[str, type, Range]] = {
+    b"x-mock-ttft-ms": ("ttft_ms", float, LATENCY_MS),
+    b"x-mock-itl-ms": ("itl_ms", float, LATENCY_MS),
+    b"x-mock-output-tokens": ("output_tokens", int, TOKENS),
+    b"x-mock-seed": ("seed", int, SEED),
 }
+# The same ranges by Overrides field, for scripted rules' replies.
+OVERRIDE_RANGES = {field: allowed for field, _, allowed in OVERRIDE_HEADERS.values()}
 
 
 def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
@@ -168,16 +265,16 @@ def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
         spec = OVERRIDE_HEADERS.get(name.lower())
         if spec is None:
             continue
-        field, kind, low = spec
+        field, kind, allowed = spec
         try:
             value = kind(raw.decode("latin-1").strip())
         except ValueError:
             value = None
-        if value is None or value != value or value < low or value == float("inf"):
+        if value is None or value not in allowed:  # NaN and inf are never in a range
             kind_name = "an integer" if kind is int else "a number"
             raise invalid(
-                f"Invalid value for header '{name.decode('latin-1')}': expected {kind_name} >= {low}, "
-                f"got {raw.decode('latin-1')!r}.",
+                f"Invalid value for header '{name.decode('latin-1')}': expected {kind_name} "
+                f"{allowed.span()}, got {raw.decode('latin-1')!r}.",
                 name.decode("latin-1"),
                 "invalid_header",
             )
