@@ -487,3 +487,23 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
     )
     expected = hard if hard != resource.RLIM_INFINITY else 65536
     assert int(out.stdout) == expected
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-\x00x", "gpt\nx", "m" * 300], ids=["nul", "newline", "300-characters"]
+)
+async def test_a_model_name_no_model_can_have_is_a_404(
+    start_server: StartServer, model: str
+) -> None:
+    """Even with any model name accepted, as the default is."""
+    url = await start_server()
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.post(f"{url}/v1/chat/completions", json=body)
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("model_not_found", "model")
+        assert "\x00" not in error["message"]
+        assert len(error["message"]) < 400
+        fine = await client.post(f"{url}/v1/chat/completions", json=body | {"model": "m" * 256})
+        assert fine.status_code == 200

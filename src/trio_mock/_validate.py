@@ -45,12 +45,18 @@ PART_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_MODEL_NAME = 256  # longer than any real model id; such a name is not echoed back whole
+
+
 def check_model(model: str, settings: ModelSettings) -> None:
-    """Unknown models are a 404, unless the server accepts any name."""
-    if not settings.any_model and model not in settings.models:
+    """Unknown models are a 404, unless the server accepts any name; a name no model can
+    have (control characters, over ``MAX_MODEL_NAME`` characters) is a 404 either way."""
+    impossible = len(model) > MAX_MODEL_NAME or not model.isprintable()
+    if impossible or (not settings.any_model and model not in settings.models):
+        shown = model[:MAX_MODEL_NAME].encode("unicode_escape").decode() if impossible else model
         raise OpenAIError(
             404,
-            f"The model `{model}` does not exist or you do not have access to it.",
+            f"The model `{shown}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
