@@ -136,7 +136,10 @@ class ServerSettings:
         50 * 1024 * 1024, "largest request body accepted (413 beyond)", Range(1, 2**32)
     )
     backlog: int = knob(
-        2048, "listen backlog: bursts of new connections", Range(1, 65535), live=False
+        4096,
+        "listen backlog: bursts of new connections (the kernel caps it at net.core.somaxconn)",
+        Range(1, 65535),
+        live=False,
     )
     body_timeout_s: float = knob(
         30.0, "longest a request body may take to arrive (408 beyond)", SOME_SECONDS
