@@ -305,6 +305,29 @@ async def test_a_refused_body_closes_its_connection(start_server: StartServer, p
     assert rest == b""  # the next request was not taken for the body's continuation
 
 
+@pytest.mark.parametrize("path", [b"/tokenize", b"/v1/chat/completions"])
+async def test_a_wrong_key_before_the_body_has_arrived_never_hangs(
+    start_server: StartServer, path: bytes
+) -> None:
+    """The 401 goes out before the body is read; the connection then closes (Quart never
+    ended such a request, and the next request on the connection hung)."""
+    url = await start_server(api_keys=("sk-right",))
+    stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+    async with stream:
+        with trio.fail_after(10):
+            await stream.send_all(
+                b"POST %s HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-wrong\r\n"
+                b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{" % path
+            )
+            first = await read_response(stream)
+            await stream.send_all(b" " * 99 + b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            rest, closed = await read_until_quiet(stream, 5)
+    status, error = status_and_error(first)
+    assert (status, error["code"]) == (401, "invalid_api_key")
+    assert closed
+    assert rest == b""
+
+
 async def test_wrong_keys_on_one_connection_are_each_answered_at_once(
     start_server: StartServer,
 ) -> None:
