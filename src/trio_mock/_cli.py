@@ -17,8 +17,9 @@ from typing import Any
 import trio
 
 from ._logs import configure_logging
-from ._server import raise_open_files_limit, run_workers, serve, wait_for_signal
+from ._server import raise_open_files_limit, serve, wait_for_signal
 from ._settings import ENV_PREFIX, KNOBS, Settings, SettingsError
+from ._supervisor import supervise
 from ._tokens import TokenizerError, load_tokenizer
 from ._version import __version__
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         " (any name accepted)" if settings.models.any_model else "",
     )
     if settings.server.workers > 1:
-        raise SystemExit(run_workers(settings))
+        raise SystemExit(supervise(settings))
     trio.run(partial(run_until_signal, settings))
 
 

@@ -1,4 +1,5 @@
-"""Serving: Hypercorn's trio worker under our settings, for the CLI and for embedders.
+"""Serving: our trio worker (``_worker``, Hypercorn's corrected) under our settings, for
+the CLI and for embedders; ``_supervisor`` runs several of them.
 
 ``serve`` follows ``hypercorn.trio.serve``: ``task_status.started(binds)`` reports the real
 URLs (port 0 resolved), and when ``shutdown_trigger`` returns the server stops accepting,
@@ -13,7 +14,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -23,6 +24,8 @@ from ._app import create_app
 from ._worker import worker_serve
 
 if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
     from ._app import TrioMockApp
     from ._settings import Settings
 
@@ -91,7 +94,7 @@ async def serve_app(
 
 
 async def serve_sockets(
-    app: Any,
+    app: QuartTrio,
     settings: Settings,
     bound: Sockets,
     shutdown_trigger: Callable[[], Awaitable[None]] | None,
@@ -166,10 +169,3 @@ async def wait_for_signal() -> None:
         async for signum in signals:
             log.info("received %s, shutting down", signal.Signals(signum).name)
             return
-
-
-def run_workers(settings: Settings) -> int:
-    """Run ``settings.server.workers`` processes on one port (see ``_supervisor``)."""
-    from ._supervisor import supervise
-
-    return supervise(settings)
