@@ -79,7 +79,7 @@ def test_events_are_due_with_their_last_token() -> None:
     plan = plan_choice(0, source, Limits(), latency, (2, 3), np.random.default_rng(3))
     assert plan.tokens == 7
     assert plan.text == "abcdefg"
-    assert plan.offsets == [0.1 + (end - 1) * 0.01 for end in plan.event_ends]
+    assert list(plan.offsets) == [0.1 + (end - 1) * 0.01 for end in plan.event_ends]
 
 
 @given(seed=st.integers(0, 2**63))
@@ -98,6 +98,6 @@ def test_no_tokens_is_one_empty_event_at_ttft() -> None:
         0, RepeatedText([]), Limits(), LatencySettings(ttft_ms=40), (1, 1), np.random.default_rng(0)
     )
     assert plan.tokens == 0
-    assert plan.event_ends == [0]
-    assert plan.offsets == [0.04]
+    assert list(plan.event_ends) == [0]
+    assert list(plan.offsets) == [0.04]
     assert plan.finish_reason == "stop"

@@ -21,6 +21,7 @@ from ._corpus import release_free_memory
 from ._cors import Cors
 from ._emit import new_id
 from ._errors import OpenAIError, install_error_handlers
+from ._housekeeping import Trimmer
 from ._live import Live
 from ._logs import configure_logging
 from ._metrics import multiprocess
@@ -187,16 +188,29 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
 
 
 async def housekeeping(live: Live, scope: trio.CancelScope) -> None:
-    """Four times a second: the journal file's lines reach the disk; with several workers,
-    each one's batched metrics and gauges reach its files (any worker's /metrics sums
-    them, so each must keep its own current even when another one is scraped)."""
-    with scope:
-        while True:
-            live.journal.flush()
-            if live.metrics is not None and multiprocess():
-                live.metrics.flush()
-                live.metrics.refresh()
-            await trio.sleep(HOUSEKEEPING_S)
+    """Four times a second: streams past their time limit are cut (``Watchdog``); the
+    journal file's lines reach the disk; batched metrics reach the registry, so a burst's
+    figures do not wait for the next request or scrape (with several workers, each one's
+    gauges too reach its files: any worker's /metrics sums them, so each must keep its own
+    current even when another one is scraped); and once a burst is over, the memory it
+    freed goes back to the system (``Trimmer``)."""
+    watchdog, trimmer = live.watchdog, Trimmer(live.load)
+    watchdog.running = True
+    try:
+        with scope:
+            while True:
+                now = trio.current_time()
+                watchdog.expire(now)
+                live.journal.flush()
+                if live.metrics is not None:
+                    live.metrics.flush()
+                    if multiprocess():
+                        live.metrics.refresh()
+                if trimmer.due(now):
+                    await trimmer.trim(now)
+                await trio.sleep(HOUSEKEEPING_S)
+    finally:
+        watchdog.running = False
 
 
 class TrioMockApp(QuartTrio):

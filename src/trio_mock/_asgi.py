@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._auth import Auth
     from ._emit import Reply
     from ._faults import Fault, FaultInjector
+    from ._housekeeping import Watchdog
     from ._journal import Record
     from ._load import Admission, Load
     from ._observe import Observer
@@ -60,7 +61,7 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 # A stream's own schedule ends it at max_request_s with an error frame; the cancel scope is
-# the backstop for a client too slow to take that frame.
+# the backstop for a client too slow to take that frame (kept by the app's ``Watchdog``).
 CANCEL_MARGIN_S = 1.0
 
 
@@ -174,6 +175,7 @@ class Services:
     faults: FaultInjector
     observer: Observer
     scripts: Scripts
+    watchdog: Watchdog
 
 
 def planned_headers(reply: Reply, plan: Timing, record: Record) -> list[tuple[bytes, bytes]]:
@@ -208,6 +210,7 @@ class Endpoint:
         self.faults = services.faults
         self.observer = services.observer
         self.scripts = services.scripts
+        self.watchdog = services.watchdog
         self.limit_s = settings.server.max_request_s
         self.late = too_long(self.limit_s)
         # Under the load model each ITL step is stretched by the decode count at that moment.
@@ -421,7 +424,7 @@ class Endpoint:
 
     def until_fault(
         self,
-        choices: Sequence[tuple[list[float], Iterator[bytes]]],
+        choices: Sequence[tuple[Sequence[float], Iterator[bytes]]],
         reply: Reply,
         plan: Timing,
         fault: Fault,
@@ -498,12 +501,12 @@ class Endpoint:
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             if raw is not None:
                 raw.append(opening)
-        with trio.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
+        with self.watchdog.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
             async with aclosing(paced(events)) as batches:
-                async for taken, data in batches:
+                async for due, closing, data in batches:
                     if not data:  # a cut's empty ending: nothing goes out
                         continue
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-                    record.wrote(taken, trio.current_time())
+                    record.wrote(due, trio.current_time(), closing)
                     if raw is not None:
                         raw.append(data)

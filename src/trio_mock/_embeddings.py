@@ -287,11 +287,11 @@ class RenderedEmbeddings:
     finish_reason: str | None = None
 
     @property
-    def offsets(self) -> list[list[float]]:
+    def offsets(self) -> list[Sequence[float]]:
         return [[self.delay_s]]
 
     @property
-    def event_ends(self) -> list[list[int]]:
+    def event_ends(self) -> list[Sequence[int]]:
         return [[0]]
 
     @property
@@ -305,7 +305,7 @@ class RenderedEmbeddings:
     def opening(self) -> bytes:
         return b""
 
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+    def streams(self) -> list[tuple[Sequence[float], Iterator[bytes]]]:
         return []
 
     def closing(self) -> bytes:

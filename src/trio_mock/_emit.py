@@ -36,12 +36,12 @@ class Reply(Protocol):
     def stream(self) -> bool: ...
 
     @property
-    def offsets(self) -> list[list[float]]:
+    def offsets(self) -> list[Sequence[float]]:
         """Each choice's event due times, seconds after admission."""
         ...
 
     @property
-    def event_ends(self) -> list[list[int]]:
+    def event_ends(self) -> list[Sequence[int]]:
         """Each choice's tokens sent by the end of each event (as ``offsets``)."""
         ...
 
@@ -69,7 +69,7 @@ class Reply(Protocol):
         """Frames sent with the response headers, before any token is due."""
         ...
 
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+    def streams(self) -> list[tuple[Sequence[float], Iterator[bytes]]]:
         """Each choice's event offsets and its lazily built frames."""
         ...
 
@@ -154,11 +154,11 @@ class ChoicesEmitter:
         self.include_usage = include_usage
 
     @property
-    def offsets(self) -> list[list[float]]:
+    def offsets(self) -> list[Sequence[float]]:
         return [c.offsets for c in self.choices]
 
     @property
-    def event_ends(self) -> list[list[int]]:
+    def event_ends(self) -> list[Sequence[int]]:
         return [c.event_ends for c in self.choices]
 
     @property
@@ -199,7 +199,7 @@ class ChoicesEmitter:
     def opening(self) -> bytes:
         return b""
 
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+    def streams(self) -> list[tuple[Sequence[float], Iterator[bytes]]]:
         return [(c.offsets, self.choice_frames(c)) for c in self.choices]
 
     def closing(self) -> bytes:

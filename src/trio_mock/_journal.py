@@ -6,7 +6,8 @@ filled as the request moves on (plan, admission, every write), then closed once 
 Times are kept as ``trio.current_time()`` values and shown as milliseconds after arrival,
 so a client's own measurements can be checked against when the server really wrote.
 Recording costs a few list appends per write; everything else happens when a record is
-read or written out.
+read or written out. A closed record keeps the timing of its first ``EVENTS_KEPT`` events
+and its last two, so a full ring of 120k-token streams stays a few megabytes.
 """
 
 from __future__ import annotations
@@ -19,16 +20,10 @@ import time
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from attrs import define, field
-
-from ._pacing import Built
-
-if TYPE_CHECKING:
-    from ._pacing import Event
 
 log = logging.getLogger("trio_mock")
 
@@ -62,6 +57,8 @@ def ms(at: float | None, start: float) -> float | None:
 
 
 _sequence = itertools.count(1)
+EVENTS_KEPT = 512  # events whose timing a journal entry keeps from the start ...
+EVENTS_TAIL = 2  # ... and from the end: the last token and a stream's closing frame
 
 
 @define(slots=True, eq=False)
@@ -101,15 +98,17 @@ class Record:
     # Whether the last event written carried no token: a stream's closing, a time-limit
     # or an error frame. Only the last one can be such a frame (``_pacing.Built``).
     ends_with_frame: bool = False
+    omitted: int = 0  # events whose times ``trim`` left out, between the first and the last
     response: list[bytes] | None = field(default=None, repr=False)  # kept for --log-raw
     request_logged: bool = False  # --log-raw's request line went out
 
-    def wrote(self, events: list[Event], at: float) -> None:
-        """One write of ``events``' frames finished at ``at`` (a few C-level calls, not a
-        Python loop: a zero-latency stream writes all its events at once)."""
-        self.due.extend(map(itemgetter(0), events))
-        self.sent.extend(repeat(at, len(events)))
-        if type(events[-1][1]) is Built:
+    def wrote(self, due: Sequence[float], at: float, closing: bool = False) -> None:
+        """One write, of the frames of events due at ``due``, finished at ``at``; with
+        ``closing``, the last of them carried no token (a few C-level calls, not a Python
+        loop: a zero-latency stream writes many events at once)."""
+        self.due.extend(due)
+        self.sent.extend(repeat(at, len(due)))
+        if closing:
             self.ends_with_frame = True
 
     def tokens_sent(self) -> int:
@@ -119,17 +118,26 @@ class Record:
             return 0
         if not self.stream:  # a body goes whole, or not at all
             return 0 if self.disconnected or self.error or self.cut else self.completion_tokens
-        written = len(self.sent) - self.ends_with_frame
+        written = len(self.sent) + self.omitted - self.ends_with_frame
         if written >= self.planned_events:
             return self.completion_tokens
         return round(self.completion_tokens * written / max(self.planned_events, 1))
 
     def token_times(self) -> Sequence[float]:
         """When each token event went out (streams), or was due (bodies: their tokens
-        are never written one by one)."""
+        are never written one by one); all of them until ``trim``."""
         if not self.stream:
             return self.due
         return self.sent[:-1] if self.ends_with_frame else self.sent
+
+    def trim(self, keep: int = EVENTS_KEPT) -> None:
+        """Forget the times of the events between the first ``keep`` and the last
+        ``EVENTS_TAIL``: the record is closed, the metrics have counted them."""
+        for times in (self.due, self.sent):
+            drop = len(times) - keep - EVENTS_TAIL
+            if drop > 0:
+                del times[keep : keep + drop]
+                self.omitted = drop
 
     def kinds(self) -> list[str]:
         kinds = ["token"] * len(self.sent)
@@ -179,6 +187,7 @@ class Record:
             ]
             if self.stream
             else [],
+            "events_omitted": self.omitted if self.stream else 0,
         }
 
 
@@ -208,6 +217,10 @@ class Journal:
         self.records = collections.deque(self.records, maxlen=size)
 
     def add(self, record: Record) -> None:
+        """Keep ``record`` (trimmed: take what else you need from it first)."""
+        if not self.records.maxlen and self.fd is None:
+            return
+        record.trim()
         if record.model is not None and len(record.model) > MAX_MODEL_CHARS:
             record.model = record.model[:MAX_MODEL_CHARS]
         if self.records.maxlen:

@@ -23,6 +23,7 @@ from ._chat import ChatHandler
 from ._completions import CompletionsHandler
 from ._embeddings import EmbeddingsHandler
 from ._faults import FaultInjector
+from ._housekeeping import Watchdog
 from ._journal import Journal
 from ._load import Load
 from ._logs import LEVELLED_LOGGERS
@@ -83,6 +84,7 @@ class Live:
         self.model = MockModel(settings, tokenizer)
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
+        self.watchdog = Watchdog()
         self.routes: dict[str, ASGIApp] = {}
         self.changing = trio.Lock()
         self.build_routes()
@@ -99,6 +101,7 @@ class Live:
             faults=self.faults,
             observer=self.observer,
             scripts=self.scripts,
+            watchdog=self.watchdog,
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}

@@ -38,6 +38,7 @@ class Load:
 
     def __init__(self, capacity: CapacitySettings, latency: LatencySettings) -> None:
         self.queued = self.prefilling = self.decoding = 0
+        self.finished = 0  # admitted requests that have finished, ever
         # Made on first need, then resized in place: requests holding a slot keep it.
         self.slots: trio.CapacityLimiter | None = None
         self.configure(capacity, latency)
@@ -120,6 +121,7 @@ class Admission:
         if self.done:
             return
         self.done = True
+        self.load.finished += 1
         if self.decoding:
             self.load.decoding -= 1
         else:

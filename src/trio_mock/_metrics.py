@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ MAX_LABEL_CHARS = 128
 # C0 and C1 control characters and DEL: a NUL or a newline has no place in a label.
 CONTROL = str.maketrans(dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "\ufffd"))
 WILDCARDS = frozenset("*?[")
+# ... or fewer, when their token times pass this many: a batch is never more than 512 KiB
+# of doubles, however long the streams.
+BATCH_TOKENS = 1 << 16
 
 
 def multiprocess() -> bool:
@@ -149,9 +153,13 @@ class Batch:
         self.ttft: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         self.e2e: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         self.succeeded_e2e: dict[str, list[float]] = collections.defaultdict(list)
-        # Token write times of every request, and where each request's run starts.
-        self.times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        # Token write times of every request, and where each request's run starts: doubles
+        # in an array, not a float object per token.
+        self.times: dict[tuple[str, str], array[float]] = collections.defaultdict(
+            lambda: array("d")
+        )
         self.starts: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+        self.tokens = 0  # token times held
 
     def add(self, record: Record, model: str) -> None:
         """Count ``record`` under the model label ``model``."""
@@ -171,7 +179,8 @@ class Batch:
             self.ttft[key].append(round(times[0] - record.start, ROUND_TO))
             if len(times) > 1:
                 self.starts[key].append(len(self.times[key]))
-                self.times[key] += times
+                self.times[key].extend(times)
+                self.tokens += len(times)
         if record.ended is not None:
             e2e = round(record.ended - record.start, ROUND_TO)
             self.e2e[key].append(e2e)
@@ -183,7 +192,7 @@ class Batch:
 
     def gaps(self, key: tuple[str, str]) -> np.ndarray[Any, Any]:
         """Inter-token gaps of every request under ``key``, none across two requests."""
-        times = np.asarray(self.times[key])
+        times = np.frombuffer(self.times[key], dtype=np.float64)
         gaps = np.round(np.diff(times), ROUND_TO)
         return np.delete(gaps, np.asarray(self.starts[key][1:], dtype=np.intp) - 1)
 
@@ -280,16 +289,19 @@ class Metrics:
 
     def observe(self, record: Record) -> None:
         """Count one finished request: kept in a batch, summed into the metrics every
-        ``BATCH_SIZE`` requests and before every read, so each label set is touched once
-        per batch rather than a dozen times per request."""
+        ``BATCH_SIZE`` requests (or ``BATCH_TOKENS`` token times), before every read and
+        by the app's housekeeping, so each label set is touched once per batch rather than
+        a dozen times per request."""
         model = "" if record.model is None else self.model_labels(record.model)
         self.batch.add(record, model)
         self.pending += 1
-        if self.pending >= BATCH_SIZE:
+        if self.pending >= BATCH_SIZE or self.batch.tokens >= BATCH_TOKENS:
             self.flush()
 
     def flush(self) -> None:
         """Move the batch into the metrics."""
+        if not self.pending:
+            return
         batch, self.batch, self.pending = self.batch, Batch(), 0
         for (endpoint, model, status), n in batch.requests.items():
             self.requests.labels(endpoint, model, status).inc(n)

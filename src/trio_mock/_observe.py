@@ -57,9 +57,9 @@ class Observer:
         record.ended = trio.current_time()
         if record.status is None and record.disconnected:
             record.status = CLIENT_CLOSED  # left before any status line went out
-        self.journal.add(record)
-        if self.metrics is not None:
+        if self.metrics is not None:  # first: the journal keeps only some event times
             self.metrics.observe(record)
+        self.journal.add(record)
         if record.response is not None:
             if not record.request_logged:  # refused before its body was read (401, 405)
                 self.received(record, b"")

@@ -5,7 +5,8 @@ the previous *deadline*, never from when a sleep happened to end, so pacing does
 Unloaded, deadline ``i`` is exactly ``start + offset_i``. Under the load model the steps
 between offsets stretch: TTFT by the factor fixed at admission, each later gap by the ITL
 factor at the moment the previous token is sent. Frames that are due together, or overdue
-because the client pushed back, leave in one write: fewer, fuller writes cost less.
+because the client pushed back, leave in one write of up to 64 KiB: fewer, fuller writes
+cost less.
 
 An event is a deadline and the source its frame is drawn from when it goes out: a frame is
 built only when it is sent, so a stream cut before an event never builds (or numbers) it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from itertools import islice, repeat
 from operator import itemgetter
@@ -23,9 +25,10 @@ from typing import TypeVar
 import trio
 
 Event = tuple[float, Iterator[bytes]]  # (deadline, where its frame is drawn from)
-# Overdue frames join one write up to this size: a stream far behind (a client that stopped
-# reading, or no ITL at all) never builds its whole remaining body in one buffer.
-MAX_WRITE_BYTES = 64 * 1024
+# Overdue frames go out together, but in writes of at most about this size: a stream with
+# no ITL (or a client far behind) must not build all of its frames at once, which for a
+# 120k-token stream is 30 MB of small objects and as much again joined.
+WRITE_BYTES = 1 << 16
 Frame = TypeVar("Frame")
 
 
@@ -125,22 +128,26 @@ def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> 
         yield deadline, source
 
 
-async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[list[Event], bytes]]:
-    """Yield each event's frame at its deadline, joining frames that are due together (up
-    to ``MAX_WRITE_BYTES``); with each write, the events it carries (the journal records
-    when they went out)."""
+async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[array[float], bool, bytes]]:
+    """Yield each event's frame at its deadline, joining frames that are due together into
+    writes of up to ``WRITE_BYTES``; with each write, the deadlines of the events it
+    carries and whether the last one carried no token (``Built``), for the journal."""
     pending = iter(events)
     nxt = next(pending, None)
     while nxt is not None:
         await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
         now = trio.current_time()
-        taken = [nxt]
+        due = array("d", (nxt[0],))
         batch = [next(nxt[1])]
         size = len(batch[0])
-        nxt = next(pending, None)
-        while nxt is not None and nxt[0] <= now and size < MAX_WRITE_BYTES:
-            taken.append(nxt)
+        last, nxt = nxt, next(pending, None)
+        while nxt is not None and nxt[0] <= now and size < WRITE_BYTES:
+            due.append(nxt[0])
             batch.append(next(nxt[1]))
             size += len(batch[-1])
-            nxt = next(pending, None)
-        yield taken, batch[0] if len(batch) == 1 else b"".join(batch)
+            last, nxt = nxt, next(pending, None)
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        # While a slow client's write waits, it holds one buffer and an array, not every
+        # frame and event: bytes and tuples that would scatter over the allocator's pages.
+        del batch
+        yield due, type(last[1]) is Built, data

@@ -7,14 +7,22 @@ together: the request's token limits apply to the whole, and token ``i`` of the 
 TTFT including the prompt's prefill cost. A streamed event holds tokens of one part only and
 is due when its last token is. Load-dependent slowdown is applied later, at send time
 (``_pacing.deadlines``).
+
+A plan lives as long as its stream, so its per-event figures are kept without a Python
+object per event: event ends as a ``range`` (one token an event) or an ``array`` of
+integers, due times as an ``array`` of doubles. A 120k-token stream's plan would otherwise
+hold a quarter of a million small objects, which outlive the stream in the allocator's
+partly used pages.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from attrs import frozen
 
@@ -77,8 +85,8 @@ class ChoicePlan:
     pieces: list[str]  # one per token
     escaped: list[bytes]  # JSON-escaped pieces
     finish_reason: FinishReason
-    event_ends: list[int]  # exclusive end (token index) of each event; [0] for no tokens
-    offsets: list[float]  # seconds after arrival each event is due
+    event_ends: Sequence[int]  # exclusive end (token index) of each event; [0] for no tokens
+    offsets: Sequence[float]  # seconds after arrival each event is due
     parts: list[Part]
     logprobs: Logprobs | None = None
 
@@ -146,15 +154,34 @@ def token_offsets(
     return ttft + np.concatenate(([0.0], np.cumsum(draw_itl_s(latency, n - 1, rng))))
 
 
-def event_ends(n: int, low: int, high: int, rng: np.random.Generator) -> list[int]:
+def event_ends(n: int, low: int, high: int, rng: np.random.Generator) -> Sequence[int]:
     """Group ``n`` tokens into events of ``low..high`` tokens; exclusive end of each."""
     if n == 0:
-        return [0]
+        return range(1)  # [0]: one empty event
     if high == 1:
-        return list(range(1, n + 1))
+        return range(1, n + 1)
     ends = np.cumsum(rng.integers(low, high + 1, size=n))
     cut = int(np.searchsorted(ends, n))
-    return [*ends[:cut].tolist(), n]
+    return array("q", np.append(ends[:cut], n).astype(np.int64).tobytes())
+
+
+def joined_ends(parts: Sequence[tuple[int, Sequence[int]]]) -> Sequence[int]:
+    """The reply's event ends from each part's (first token, ends within the part)."""
+    if len(parts) == 1 and parts[0][0] == 0:
+        return parts[0][1]
+    ends = array("q")
+    for start, part_ends in parts:
+        ends.extend(start + e for e in part_ends)
+    return ends
+
+
+def as_indices(ends: Sequence[int]) -> npt.NDArray[np.int64]:
+    """``ends`` as a numpy array, without a Python int per event."""
+    if isinstance(ends, range):
+        return np.arange(ends.start, ends.stop, ends.step, dtype=np.int64)
+    if isinstance(ends, array):
+        return np.frombuffer(ends, dtype=np.int64)
+    return np.asarray(ends, dtype=np.int64)
 
 
 def stop_at(pieces: list[str], stops: Sequence[str]) -> int | None:
@@ -223,24 +250,26 @@ def plan_reply(
         remaining -= take
     if finish == "stop" and any(s.kind == "tool" for s, _, _ in spans):
         finish = "tool_calls"
-    ends: list[int] = []
+    every_ends: list[tuple[int, Sequence[int]]] = []
     parts: list[Part] = []
+    events = 0
     for segment, start, end in spans:
-        first = len(ends)
         part_ends = event_ends(end - start, *tokens_per_event, rng)
-        ends += [start + e for e in part_ends] if start else part_ends
+        every_ends.append((start, part_ends))
         parts.append(
             Part(
                 kind=segment.kind,
                 start=start,
                 end=end,
-                first_event=first,
-                end_event=len(ends),
+                first_event=events,
+                end_event=events + len(part_ends),
                 call=segment.call,
             )
         )
+        events += len(part_ends)
+    ends = joined_ends(every_ends)
     token_due = token_offsets(len(pieces), latency, rng, prompt_tokens)
-    offsets = token_due[np.maximum(np.asarray(ends) - 1, 0)].tolist()
+    offsets = array("d", token_due[np.maximum(as_indices(ends) - 1, 0)].tobytes())
     return ChoicePlan(
         index=index,
         pieces=pieces,

@@ -592,7 +592,7 @@ class Connection:
             frame = next(source)
             async with self.sending:
                 await self.socket_send({"type": "websocket.send", "text": frame.decode()})
-            record.wrote([(deadline, source)], trio.current_time())
+            record.wrote((deadline,), trio.current_time())
             response.sent_tokens = ends[index]
 
     def delta_frames(self, plan: ChoicePlan, ids: dict[str, Any]) -> Iterator[bytes]:

@@ -10,7 +10,7 @@ the order they are built, which is the order they are sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -255,7 +255,7 @@ class ResponsesEmitter:
         self.sequence = 0
 
     @property
-    def offsets(self) -> list[list[float]]:
+    def offsets(self) -> list[Sequence[float]]:
         return [self.choice.offsets]
 
     @property
@@ -439,11 +439,11 @@ class ResponsesEmitter:
             "response.output_item.done", output_index=k, item=self.item(k, True)
         )
 
-    def streams(self) -> list[tuple[list[float], Iterator[bytes]]]:
+    def streams(self) -> list[tuple[Sequence[float], Iterator[bytes]]]:
         return [(self.choice.offsets, self.frames())]
 
     @property
-    def event_ends(self) -> list[list[int]]:
+    def event_ends(self) -> list[Sequence[int]]:
         return [self.choice.event_ends]
 
     @property
