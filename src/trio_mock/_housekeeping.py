@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._corpus import release_free_memory
+from ._worker import WRITER_DEADLINE
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -60,10 +61,12 @@ class Watchdog:
         scope = trio.CancelScope()
         self.deadlines[scope] = deadline
         self.earliest = min(self.earliest, deadline)
+        token = WRITER_DEADLINE.set(deadline)  # a write blocked past it is cut too
         try:
             with scope:
                 yield scope
         finally:
+            WRITER_DEADLINE.reset(token)
             self.deadlines.pop(scope, None)
 
     def expire(self, now: float) -> None:

@@ -28,6 +28,7 @@ import logging
 import math
 import socket
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from hypercorn.typing import AppWrapper, LifespanState
 
 log = logging.getLogger("trio_mock")
+# A deadline that cancels the writer without being a trio deadline (the app's ``Watchdog``
+# keeps stream backstops that way): an HTTP/1.1 write blocked past it is cut too.
+WRITER_DEADLINE: ContextVar[float] = ContextVar("WRITER_DEADLINE", default=math.inf)
 
 ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
 CLOSE_S = 1.0  # longest a close may wait for a peer (TLS close_notify) before it is forced
@@ -266,7 +270,10 @@ class Connection(TCPServer):
             # On HTTP/1.1 the writer is the request's own task: its deadline (a stream's
             # max_request_s) may end the write. On HTTP/2 a stream's deadline must not cut a
             # write that carries other streams' frames, so only the connection's bounds apply.
-            writer_s = math.inf if self.h2 else trio.current_effective_deadline()
+            writer_s = (
+                math.inf if self.h2
+                else min(trio.current_effective_deadline(), WRITER_DEADLINE.get())
+            )  # fmt: skip
             with trio.CancelScope(shield=True, deadline=self.writes.deadline(writer_s)) as scope:
                 self.writes.scopes.add(scope)
                 try:
