@@ -191,13 +191,10 @@ class TolerantH2(H2Protocol):
 class Protocols(ProtocolWrapper):
     """Hypercorn's protocol switch (0.18.0), with ``OpenAIH11`` and ``TolerantH2``."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.protocol = self.make(TolerantH2 if self.protocol_is_h2 else OpenAIH11)
-
-    @property
-    def protocol_is_h2(self) -> bool:
-        return isinstance(self.protocol, H2Protocol)
+    def __init__(self, *args: Any) -> None:  # Hypercorn's, without building its protocol
+        (self.app, self.config, self.context, self.task_group, self.state, self.ssl,
+         self.client, self.server, self.send, alpn_protocol) = args  # fmt: skip
+        self.protocol = self.make(TolerantH2 if alpn_protocol == "h2" else OpenAIH11)
 
     def make(self, kind: type[Any]) -> Any:
         return kind(self.app, self.config, self.context, self.task_group, self.state,
