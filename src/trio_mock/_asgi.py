@@ -106,7 +106,9 @@ def request_id(scope: Message) -> bytes:
 async def send_body(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    """A whole body with its length, as OpenAI sends it (and in one write, see ``_worker``)."""
+    length = (b"content-length", b"%d" % len(body))
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -145,12 +147,12 @@ async def cancel_on_disconnect(
 
 @frozen
 class Timing:
-    """When a request arrived and was admitted: the schedule runs from admission, so the
-    client's TTFT includes the queue; the time limit runs from arrival. And the fault it
-    is to meet, if any."""
+    """When a request arrived and when its schedule starts: at arrival, or once the
+    capacity queue admitted it (the client's TTFT includes the queue); the time limit runs
+    from arrival. And the fault it is to meet, if any."""
 
     start: float
-    admitted: float  # later than admission by a slow-headers fault's delay
+    admitted: float  # the schedule's start, later by a slow-headers fault's delay
     admission: Admission
     fault: Fault | None = None
     http2: bool = False
@@ -269,7 +271,13 @@ class Endpoint:
                 headers.append((b"x-mock-fault", fault.spec.encode()))
                 if fault.kind == "status":
                     raise status_error(fault.status)
-            admission = await self.admit(receive)  # may queue, or refuse
+            # The schedule runs from arrival: our own work so far is absorbed into the
+            # TTFT. Only a modelled wait (the capacity queue, a slow-headers fault) moves it.
+            anchor = record.start
+            admission = self.load.admit_now()
+            if admission is None:
+                admission = await self.queue(receive)  # may refuse
+                anchor = trio.current_time()
         except ClientGone:
             record.disconnected = True
             return
@@ -282,7 +290,7 @@ class Endpoint:
             await self.send_whole(send, record, 500, SERVER_ERROR.to_json(), headers)
             return
         try:
-            admitted = trio.current_time() + (fault.delay_s if fault is not None else 0.0)
+            admitted = anchor + (fault.delay_s if fault is not None else 0.0)
             http2 = scope["http_version"] == "2"
             plan = Timing(start=record.start, admitted=admitted, admission=admission,
                           fault=fault, http2=http2)  # fmt: skip
@@ -323,15 +331,14 @@ class Endpoint:
         if record.response is not None:
             record.response.append(body)
 
-    async def admit(self, receive: Receive) -> Admission:
-        """A slot from the load model; a client that leaves the queue gives up its place.
+    async def queue(self, receive: Receive) -> Admission:
+        """Wait in the load model's queue for a slot; a client that leaves gives up its
+        place.
 
         Raises:
           ClientGone: the client disconnected while queued.
           OpenAIError: the queue refused the request.
         """
-        if self.load.has_room():
-            return await self.load.admit()  # no wait: no need to watch
         admission: Admission | None = None
         refusal: OpenAIError | None = None
         async with trio.open_nursery() as nursery:

@@ -130,9 +130,9 @@ class ApproxTokenizer:
 
 async def off_loop(chars: int, func: Callable[..., T], *args: Any) -> T:
     """Run tokenizer work on ``chars`` characters without stalling other streams: inline
-    (with a checkpoint) when short, in a thread when long."""
+    when short (no checkpoint either: when many streams run, a scheduler pass costs more
+    than the work), in a thread when long."""
     if chars < INLINE_CHARS:
-        await trio.lowlevel.checkpoint()
         return func(*args)
     return await trio.to_thread.run_sync(partial(func, *args), limiter=TOKENIZER_LIMITER)
 
