@@ -3,7 +3,8 @@
 One ``Connection`` per socket: it reads client events in order and answers each, while a
 response streams in a task of its own, so ``response.cancel`` can stop it. A response is
 planned by the same model as the HTTP endpoints and its ``response.text.delta`` events go
-out on the same schedule (``_pacing.schedule``: deadlines from admission, no drift); each
+out on the same schedule (``_pacing.schedule``: deadlines from admission, no drift), built
+from a template made once per response, and those due together are sent together; each
 response is one journal record and counts in the metrics.
 
 Event names follow the beta protocol (``OpenAI-Beta: realtime=v1``) unless the client
@@ -14,6 +15,8 @@ text events are ``response.output_text.*`` and the session has the GA shape.
 from __future__ import annotations
 
 import logging
+import os
+import string
 import time
 from collections.abc import Callable
 from functools import partial
@@ -27,7 +30,7 @@ from attrs import define, field
 from ._emit import new_id
 from ._errors import OpenAIError
 from ._model import Ask
-from ._pacing import schedule
+from ._pacing import WRITE_BYTES, schedule
 from ._plan import Limits
 from ._scripts import content_text, merged
 from ._tokens import off_loop
@@ -52,6 +55,9 @@ GA_NAMES = {
 SESSION_TTL_S = 30 * 60  # the real API's sessions expire after 30 minutes
 MAX_OUTPUT_TOKENS = 4096  # the largest cap a session or response may set
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers pass the key as a subprotocol
+# A byte to one of ``new_id``'s 62 letters and digits, as it maps them (a byte modulo 62).
+ID_LETTERS = (string.ascii_uppercase + string.ascii_lowercase + string.digits).encode()
+ID_TABLE = bytes(ID_LETTERS[b % 62] for b in range(256))
 AUDIO_EVENTS = frozenset(
     {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
      "output_audio_buffer.clear"}
@@ -263,6 +269,15 @@ class RealtimeEndpoint:
         beta = any(n == b"openai-beta" and b"realtime" in v.lower() for n, v in headers)
         connection = Connection(self, scope, send, Session(model=model), overrides, beta)
         await connection.run(receive)
+
+
+def random_ids(length: int = 29, block: int = 256) -> Iterator[bytes]:
+    """The random part of ids shaped as ``new_id``'s, ``block`` of them from each
+    ``os.urandom`` call: a stream's per-delta ``event_id``s cost a slice each, not a
+    system call and a join of characters."""
+    while True:
+        drawn = os.urandom(length * block).translate(ID_TABLE)
+        yield from (drawn[i : i + length] for i in range(0, len(drawn), length))
 
 
 def query_model(scope: Message) -> str | None:
@@ -582,29 +597,54 @@ class Connection:
         record: Record,
     ) -> None:
         """The text deltas, each on its deadline (as ``_pacing`` schedules the HTTP
-        streams, from admission), noting when each went out."""
+        streams, from admission), noting when each went out.
+
+        As ``_pacing.paced`` does for SSE, deltas due together (or overdue, behind a slow
+        client) are drawn together and sent back to back under one hold of the lock, with
+        one wait for the group: a WebSocket message carries one event, so each is still a
+        message of its own, but no scheduler round is spent between them."""
         ends = plan.event_ends
         frames = self.delta_frames(plan, ids)
         timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
-        events = schedule([(plan.offsets, frames)], *timing)
-        for index, (deadline, source) in enumerate(events):
-            await trio.sleep_until(deadline)
-            frame = next(source)
-            async with self.sending:
-                await self.socket_send({"type": "websocket.send", "text": frame.decode()})
-            record.wrote((deadline,), trio.current_time())
-            response.sent_tokens = ends[index]
+        pending = schedule([(plan.offsets, frames)], *timing)
+        nxt = next(pending, None)
+        sent = 0  # delta events sent
+        while nxt is not None:
+            await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
+            now = trio.current_time()
+            due, batch = [nxt[0]], [next(nxt[1]).decode()]
+            size = len(batch[0])
+            nxt = next(pending, None)
+            while nxt is not None and nxt[0] <= now and size < WRITE_BYTES:
+                due.append(nxt[0])
+                batch.append(next(nxt[1]).decode())
+                size += len(batch[-1])
+                nxt = next(pending, None)
+            first = sent
+            try:
+                async with self.sending:
+                    for text in batch:
+                        await self.socket_send({"type": "websocket.send", "text": text})
+                        response.sent_tokens = ends[sent]
+                        sent += 1
+            finally:  # a cancel may land between two sends: count what went
+                record.wrote(due[: sent - first], trio.current_time())
 
     def delta_frames(self, plan: ChoicePlan, ids: dict[str, Any]) -> Iterator[bytes]:
-        """Each event's ``response.text.delta``, built as it goes out."""
+        """Each event's ``response.text.delta``, built as it goes out from a template made
+        once per response: per delta only its ``event_id`` (drawn in blocks) and its
+        already escaped token bytes are joined in, in the key order ``orjson`` would give."""
         kind = GA_NAMES["response.text.delta"] if self.session.ga else "response.text.delta"
-        previous = 0
+        middle = b'","type":"%s",%s,"content_index":0,"delta":"' % (
+            kind.encode(),
+            orjson.dumps(ids)[1:-1],
+        )
+        event_ids = random_ids()
+        escaped, previous = plan.escaped, 0
         for end in plan.event_ends:
-            delta = "".join(plan.pieces[previous:end])
+            text = escaped[previous] if end - previous == 1 else b"".join(escaped[previous:end])
             previous = end
-            event = {"event_id": new_id("event_"), "type": kind, **ids, "content_index": 0,
-                     "delta": delta}  # fmt: skip
-            yield orjson.dumps(event)
+            yield b'{"event_id":"event_%s%s%s"}' % (next(event_ids), middle, text)
 
     def response_view(
         self,

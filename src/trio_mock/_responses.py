@@ -4,7 +4,9 @@ One reply (no ``n``) whose parts become output items in order: a ``reasoning`` i
 ``message`` or one ``function_call`` item per tool call. Streamed, each item opens with
 ``response.output_item.added`` (and ``content_part.added``), its tokens go out as paced
 deltas, and it closes with the ``*.done`` events, all numbered by ``sequence_number`` in
-the order they are built, which is the order they are sent.
+the order they are built, which is the order they are sent. As chat's chunks (``_emit``), a
+delta is spliced from a template made once per item and the tokens' escaped bytes: nothing
+is JSON-encoded per token.
 """
 
 from __future__ import annotations
@@ -363,37 +365,50 @@ class ResponsesEmitter:
         )
 
     def frames(self) -> Iterator[bytes]:
-        """One frame per event: a part's first also opens its item, its last closes it."""
+        """One frame per event: a part's first also opens its item, its last closes it.
+
+        A delta event is its part's pre-encoded head, the event's already escaped token
+        bytes and its ``sequence_number``: the bytes ``orjson`` would give for the event's
+        dict, with nothing JSON-encoded per token."""
         choice = self.choice
-        ends = choice.event_ends
+        ends, escaped = choice.event_ends, choice.escaped
         for k, part in enumerate(choice.parts):
-            item_id = self.item_ids[k]
-            where = {"item_id": item_id, "output_index": k}
+            where = {"item_id": self.item_ids[k], "output_index": k}
+            head, tail = self.delta_template(k, part)
+            start = ends[part.first_event - 1] if part.first_event else 0
             for e in range(part.first_event, part.end_event):
-                start = ends[e - 1] if e else 0
-                delta = "".join(choice.pieces[start : ends[e]])
-                frame = b""
-                if e == part.first_event:
-                    frame += self.open_item(k, part, where)
-                if part.kind == "tool":
-                    frame += self.event(
-                        "response.function_call_arguments.delta", **where, delta=delta
-                    )
-                elif part.kind == "reasoning":
-                    frame += self.event(
-                        "response.reasoning_text.delta", **where, content_index=0, delta=delta
-                    )
-                else:
-                    frame += self.event(
-                        "response.output_text.delta",
-                        **where,
-                        content_index=0,
-                        delta=delta,
-                        logprobs=[],
-                    )
+                end = ends[e]
+                # Built in sequence order: the item's opening events come first.
+                opening = self.open_item(k, part, where) if e == part.first_event else b""
+                frame = b"%s%s%s%s%d}\n\n" % (
+                    opening,
+                    head,
+                    escaped[start] if end - start == 1 else b"".join(escaped[start:end]),
+                    tail,
+                    self.sequence,
+                )
+                self.sequence += 1
                 if e == part.end_event - 1:
                     frame += self.close_item(k, part, where)
                 yield frame
+                start = end
+
+    def delta_template(self, k: int, part: Part) -> tuple[bytes, bytes]:
+        """What surrounds a delta of output item ``k`` up to its sequence number, in the
+        key order of the event's dict (``type``, ``item_id``, ``output_index``, ...)."""
+        kind, fields, after = {
+            "tool": ("response.function_call_arguments.delta", b"", b""),
+            "reasoning": ("response.reasoning_text.delta", b'"content_index":0,', b""),
+            "content": ("response.output_text.delta", b'"content_index":0,', b',"logprobs":[]'),
+        }[part.kind]
+        head = b'event: %s\ndata: {"type":"%s","item_id":%s,"output_index":%d,%s"delta":"' % (
+            kind.encode(),
+            kind.encode(),
+            orjson.dumps(self.item_ids[k]),
+            k,
+            fields,
+        )
+        return head, b'"' + after + b',"sequence_number":'
 
     def open_item(self, k: int, part: Part, where: dict[str, Any]) -> bytes:
         frame = self.event("response.output_item.added", output_index=k, item=self.item(k, False))
