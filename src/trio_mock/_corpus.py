@@ -100,6 +100,8 @@ class Corpus:
     def slice(self, n: int, rng: np.random.Generator) -> IntArray:
         """``n`` piece ids from a random sentence start, wrapping at the end."""
         start = int(self.sentence_starts[rng.integers(len(self.sentence_starts))])
+        if start + n <= len(self.ids):
+            return self.ids[start : start + n]
         take = np.arange(start, start + n) % len(self.ids)
         return self.ids[take]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from ._latency import draw
+from ._latency import draw_one
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,16 +37,15 @@ class CorpusText:
     def natural_length(self, rng: np.random.Generator) -> int:
         out = self.output
         low, high = out.output_tokens_min, out.output_tokens_max
-        length = draw(
+        length = draw_one(
             out.output_tokens_distribution,
             out.output_tokens_mean,
             out.output_tokens_stddev,
             low,
             high,
-            1,
             rng,
-        )[0]
-        return max(low, round(float(length)))
+        )
+        return max(low, round(length))
 
     def pieces(self, n: int, rng: np.random.Generator) -> tuple[list[str], list[bytes]]:
         ids = self.corpus.slice(n, rng).tolist()

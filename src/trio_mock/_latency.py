@@ -33,35 +33,67 @@ def draw(
     themselves (not of their logarithm), so switching distribution keeps the mean.
     ``uniform`` spans ``[low, high]``; ``constant`` and ``fixed`` ignore ``stddev``.
     """
-    if distribution in {"constant", "fixed"} or (distribution != "uniform" and not stddev):
+    if constant(distribution, stddev):
         values = np.full(size, mean, dtype=np.float64)
-    elif distribution == "normal":
-        values = rng.normal(mean, stddev, size)
-    elif distribution == "lognormal":
-        if mean <= 0:
-            values = np.zeros(size)
-        else:
-            sigma2 = math.log1p((stddev / mean) ** 2)
-            values = rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), size)
-    elif distribution == "uniform":
-        values = rng.uniform(low, high if high is not None else low, size)
     else:
-        raise ValueError(f"unknown distribution {distribution!r}")
+        values = np.asarray(sample(distribution, mean, stddev, low, high, size, rng))
     return np.clip(values, low, math.inf if high is None else high)
+
+
+def draw_one(
+    distribution: str,
+    mean: float,
+    stddev: float,
+    low: float,
+    high: float | None,
+    rng: np.random.Generator,
+) -> float:
+    """One sample, as ``draw`` gives it (the same value for the same generator state),
+    without arrays: it is drawn per request, where numpy's array and clip cost more than
+    the rest of planning a reply."""
+    value = mean
+    if not constant(distribution, stddev):
+        value = float(sample(distribution, mean, stddev, low, high, None, rng))
+    return min(max(value, low), math.inf if high is None else high)
+
+
+def constant(distribution: str, stddev: float) -> bool:
+    return distribution in {"constant", "fixed"} or (distribution != "uniform" and not stddev)
+
+
+def sample(
+    distribution: str,
+    mean: float,
+    stddev: float,
+    low: float,
+    high: float | None,
+    size: int | None,
+    rng: np.random.Generator,
+) -> FloatArray | float:
+    """Unclamped samples of a random distribution; a float when ``size`` is None."""
+    if distribution == "normal":
+        return rng.normal(mean, stddev, size)
+    if distribution == "lognormal":
+        if mean <= 0:
+            return 0.0 if size is None else np.zeros(size)
+        sigma2 = math.log1p((stddev / mean) ** 2)
+        return rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), size)
+    if distribution == "uniform":
+        return rng.uniform(low, high if high is not None else low, size)
+    raise ValueError(f"unknown distribution {distribution!r}")
 
 
 def draw_ttft_s(latency: LatencySettings, prompt_tokens: int, rng: np.random.Generator) -> float:
     """Time to first token: a sample plus the prefill cost of the prompt, in seconds."""
-    ttft_ms = draw(
+    ttft_ms = draw_one(
         latency.ttft_distribution,
         latency.ttft_ms,
         latency.ttft_jitter_ms,
         latency.ttft_min_ms,
         latency.ttft_max_ms,
-        1,
         rng,
-    )[0]
-    return float(ttft_ms + prompt_tokens * latency.prefill_ms_per_token) / 1000
+    )
+    return (ttft_ms + prompt_tokens * latency.prefill_ms_per_token) / 1000
 
 
 def draw_itl_s(latency: LatencySettings, size: int, rng: np.random.Generator) -> FloatArray:

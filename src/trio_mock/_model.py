@@ -21,7 +21,7 @@ from ._corpus import WORDS, Corpus
 from ._emit import new_id
 from ._errors import invalid
 from ._generate import CorpusText, PaddedText, RepeatedText, TextSource
-from ._latency import draw
+from ._latency import draw_one
 from ._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from ._schema_sample import SchemaError, check_schema, sample_json, sample_json_object
 from ._tokens import Tokenizer, off_loop
@@ -285,7 +285,7 @@ class MockModel:
         out = self.settings.output
         scale = EFFORT_SCALE[ask.reasoning_effort or "medium"]
         mean, stddev = out.reasoning_tokens_mean * scale, out.reasoning_tokens_stddev * scale
-        length = round(float(draw("normal", mean, stddev, 0, None, 1, rng)[0]))
+        length = round(draw_one("normal", mean, stddev, 0, None, rng))
         if length == 0:
             return []
         return [Segment(kind="reasoning", source=source, natural=length)]

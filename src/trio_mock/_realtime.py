@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import string
 import time
 from collections.abc import Callable
 from functools import partial
@@ -27,7 +26,7 @@ import orjson
 import trio
 from attrs import define, field
 
-from ._emit import new_id
+from ._emit import ID_TABLE, new_id
 from ._errors import OpenAIError
 from ._model import Ask
 from ._pacing import WRITE_BYTES, schedule
@@ -55,9 +54,6 @@ GA_NAMES = {
 SESSION_TTL_S = 30 * 60  # the real API's sessions expire after 30 minutes
 MAX_OUTPUT_TOKENS = 4096  # the largest cap a session or response may set
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers pass the key as a subprotocol
-# A byte to one of ``new_id``'s 62 letters and digits, as it maps them (a byte modulo 62).
-ID_LETTERS = (string.ascii_uppercase + string.ascii_lowercase + string.digits).encode()
-ID_TABLE = bytes(ID_LETTERS[b % 62] for b in range(256))
 AUDIO_EVENTS = frozenset(
     {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
      "output_audio_buffer.clear"}
