@@ -5,8 +5,9 @@ What this file proves:
 - Loaded while a known load runs, the page polls ``/_mock/stats`` (``data-updates`` >= 2,
   no ``data-error``) and its header shows at least the requests sent before it loaded and
   at most all that were sent.
-- Its screenshot has the TTFT (#4fc3f7) and ITL (#81c784) histogram bars, found in the
-  panels located in the image; a fresh server's dashboard, live too, has none.
+- Its screenshot has the TTFT (#4fc3f7), ITL (#81c784) and schedule lag (#e57373)
+  histogram bars, found in the panels located in the image; a fresh server's dashboard,
+  live too, has none.
 - The page is self-contained: no URL to another host, no ``<script src>``, ``<link href>``,
   CSS ``url()`` or ``@import``; Chromium runs with every host name unresolvable.
 - It opens without a key on a protected server, but its data fetch needs one: without a
@@ -50,6 +51,7 @@ BROWSER_TIMEOUT_S = 60
 WINDOW = (1200, 1000)
 # The page's palette (dashboard.html's :root): bars and lines, and the panels' background.
 BLUE, GREEN, PANEL = (0x4F, 0xC3, 0xF7), (0x81, 0xC7, 0x84), (0x18, 0x20, 0x2B)
+RED = (0xE5, 0x73, 0x73)
 ADMIN_KEY = "adm-dashboard-key-0042"
 T = TypeVar("T")
 
@@ -228,9 +230,9 @@ def runs(flags: np.ndarray[Any, np.dtype[np.bool_]], shortest: int) -> list[tupl
 
 
 def panels(image: np.ndarray[Any, np.dtype[np.uint8]]) -> dict[str, Box]:
-    """The five chart panels, found by their background colour, named in page order.
+    """The six chart panels, found by their background colour, named in page order.
 
-    The grid puts two 572-px columns in a 1200-px window: rps | tps, load | ttft, itl.
+    The grid puts two 572-px columns in a 1200-px window: rps | tps, load | ttft, itl | lag.
     """
     mask = (image == PANEL).all(axis=2)
     columns = runs(mask.sum(axis=0) > 100, 100)
@@ -240,8 +242,8 @@ def panels(image: np.ndarray[Any, np.dtype[np.uint8]]) -> dict[str, Box]:
         for top, bottom in runs(mask[:, left + 4], 100)  # the panel's padding, never drawn on
     ]
     boxes.sort(key=lambda b: (b.top, b.left))
-    assert len(boxes) == 5, boxes
-    return dict(zip(["rps", "tps", "load", "ttft", "itl"], boxes, strict=True))
+    assert len(boxes) == 6, boxes
+    return dict(zip(["rps", "tps", "load", "ttft", "itl", "lag"], boxes, strict=True))
 
 
 def pixels(image: np.ndarray[Any, np.dtype[np.uint8]], box: Box, colour: tuple[int, ...]) -> int:
@@ -270,8 +272,10 @@ def test_screenshot_has_histogram_bars_absent_on_a_fresh_server(
     # A bar at full height is ~24 x 180 px; the tallest bucket always reaches it.
     assert pixels(loaded, at["ttft"], BLUE) > 1000
     assert pixels(loaded, at["itl"], GREEN) > 1000
+    assert pixels(loaded, at["lag"], RED) > 1000  # on time or late, every event has a bar
     assert pixels(fresh, empty["ttft"], BLUE) == 0
     assert pixels(fresh, empty["itl"], GREEN) == 0
+    assert pixels(fresh, empty["lag"], RED) == 0
     # The fresh page was live all the same: the request-rate line runs along zero.
     assert pixels(fresh, empty["rps"], BLUE) > 0
     assert pixels(fresh, empty["tps"], GREEN) > 0

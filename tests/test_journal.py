@@ -149,6 +149,8 @@ async def test_stream_events_follow_the_schedule(
         "last_token_due_ms": last,
         "last_token_sent_ms": last,
         "ended_ms": last,
+        "lag_max_ms": 0.0,
+        "lag_p99_ms": 0.0,
     }
     plan = entry["plan"]
     assert plan["ttft_ms"] == pytest.approx(TTFT_MS)

@@ -99,6 +99,9 @@ class Record:
     # or an error frame. Only the last one can be such a frame (``_pacing.Built``).
     ends_with_frame: bool = False
     omitted: int = 0  # events whose times ``trim`` left out, between the first and the last
+    # How late its events went out after their due times (``_lag``), set when it closed.
+    lag_max_s: float | None = None
+    lag_p99_s: float | None = None
     response: list[bytes] | None = field(default=None, repr=False)  # kept for --log-raw
     request_logged: bool = False  # --log-raw's request line went out
 
@@ -180,6 +183,8 @@ class Record:
                 "last_token_due_ms": ms(due[-1] if due else None, start),
                 "last_token_sent_ms": ms(sent[-1] if sent else None, start),
                 "ended_ms": ms(self.ended, start),
+                "lag_max_ms": ms(self.lag_max_s, 0.0),
+                "lag_p99_ms": ms(self.lag_p99_s, 0.0),
             },
             "events": [
                 {"due_ms": ms(d, start), "sent_ms": ms(s, start), "kind": kind}

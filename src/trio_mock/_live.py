@@ -74,7 +74,8 @@ class Live:
         self.load = Load(settings.capacity, settings.latency)
         self.journal = Journal(obs.journal_size, obs.journal_file, obs.journal_body_bytes)
         self.metrics = Metrics(settings, self.load) if obs.metrics else None
-        self.observer = Observer(self.journal, self.metrics, obs.log_raw)
+        itl_s = settings.latency.itl_ms / 1000
+        self.observer = Observer(self.journal, self.metrics, obs.log_raw, itl_s)
         self.scripts = Scripts()
         if obs.scripts_file:
             try:
@@ -155,6 +156,7 @@ class Live:
         self.journal.resize(obs.journal_size)
         self.journal.body_limit = obs.journal_body_bytes
         self.observer.raw = obs.log_raw
+        self.observer.lag.configure(new.latency.itl_ms / 1000)  # the lag warning's threshold
         if self.metrics is not None:
             self.metrics.configure(new)
         if "log_level" in changed:  # else an embedding program's own levels stand

@@ -32,8 +32,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ._lag import LAG_BUCKETS
+
 if TYPE_CHECKING:
     from ._journal import Record
+    from ._lag import FloatArray
     from ._load import Load
     from ._settings import ModelSettings, Settings
 
@@ -159,11 +162,19 @@ class Batch:
             lambda: array("d")
         )
         self.starts: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
-        self.tokens = 0  # token times held
+        self.tokens = 0  # token times (and stream lags) held
+        # Schedule lags by endpoint: a stream's as an array, a body's single one as a float.
+        self.lags: dict[str, list[FloatArray]] = collections.defaultdict(list)
+        self.body_lags: dict[str, list[float]] = collections.defaultdict(list)
 
-    def add(self, record: Record, model: str) -> None:
-        """Count ``record`` under the model label ``model``."""
+    def add(self, record: Record, model: str, lags: FloatArray | float | None = None) -> None:
+        """Count ``record`` under the model label ``model``, with its events' ``lags``."""
         endpoint = record.endpoint.removeprefix("/v1")  # one of the routes: bounded
+        if isinstance(lags, float):
+            self.body_lags[endpoint].append(lags)
+        elif lags is not None:
+            self.lags[endpoint].append(lags)
+            self.tokens += len(lags)
         self.requests[endpoint, model, str(record.status)] += 1
         if record.fault is not None:
             self.faults[fault_kind(record.fault)] += 1
@@ -189,6 +200,10 @@ class Batch:
         if record.finish_reason is not None and (record.status == 200 or record.disconnected):
             aborted = record.disconnected or record.error or record.cut
             self.success["abort" if aborted else record.finish_reason, model] += 1
+
+    def lags_of(self, endpoint: str) -> np.ndarray[Any, Any]:
+        """Every event lag held under ``endpoint``."""
+        return np.concatenate([*self.lags.get(endpoint, ()), self.body_lags.get(endpoint, [])])
 
     def gaps(self, key: tuple[str, str]) -> np.ndarray[Any, Any]:
         """Inter-token gaps of every request under ``key``, none across two requests."""
@@ -244,6 +259,12 @@ class Metrics:
             "trio_mock_e2e_request_latency_seconds", "From arrival to the last byte.",
             by_request, buckets=E2E_BUCKETS, registry=r,
         )  # fmt: skip
+        self.lag = Histogram(
+            "trio_mock_schedule_lag_seconds",
+            "How late each event went out after its due time (0: on time); a stream's "
+            "writes, a body's single one. Lag is the mock's own, or a client reading slowly.",
+            ["endpoint"], buckets=LAG_BUCKETS, registry=r,
+        )  # fmt: skip
         vllm = ["model_name", "engine"]
         self.vllm_running = Gauge(
             "vllm:num_requests_running", "Number of requests in model execution batches.",
@@ -287,13 +308,13 @@ class Metrics:
         before = self.model_labels.unlisted
         self.model_labels = ModelLabels(known_models(models), unlisted, before)
 
-    def observe(self, record: Record) -> None:
-        """Count one finished request: kept in a batch, summed into the metrics every
-        ``BATCH_SIZE`` requests (or ``BATCH_TOKENS`` token times), before every read and
-        by the app's housekeeping, so each label set is touched once per batch rather than
-        a dozen times per request."""
+    def observe(self, record: Record, lags: FloatArray | float | None = None) -> None:
+        """Count one finished request, and the schedule ``lags`` of its events (``_lag``):
+        kept in a batch, summed into the metrics every ``BATCH_SIZE`` requests (or
+        ``BATCH_TOKENS`` token times), before every read and by the app's housekeeping, so
+        each label set is touched once per batch rather than a dozen times per request."""
         model = "" if record.model is None else self.model_labels(record.model)
-        self.batch.add(record, model)
+        self.batch.add(record, model, lags)
         self.pending += 1
         if self.pending >= BATCH_SIZE or self.batch.tokens >= BATCH_TOKENS:
             self.flush()
@@ -325,6 +346,8 @@ class Metrics:
             observe_many(self.e2e.labels(*key), np.asarray(values))
         for model, values in batch.succeeded_e2e.items():
             observe_many(self.vllm_e2e.labels(model, ENGINE), np.asarray(values))
+        for endpoint in batch.lags.keys() | batch.body_lags.keys():
+            observe_many(self.lag.labels(endpoint), batch.lags_of(endpoint))
         for key in batch.times:
             gaps = batch.gaps(key)
             observe_many(self.itl.labels(*key), gaps)

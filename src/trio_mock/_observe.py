@@ -2,6 +2,8 @@
 
 ``_asgi`` opens one ``Record`` per generation request and closes it once, whatever
 happened; this module is the only consumer, so adding an outlet touches nothing else.
+Closing measures the record's schedule lag (``_lag``) before the metrics and the journal
+take it: the journal keeps only some event times.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._journal import Record, redacted, shown
+from ._lag import LagMonitor
 
 if TYPE_CHECKING:
     from ._journal import Journal
@@ -23,12 +26,16 @@ CLIENT_CLOSED = 499  # nginx's "client closed request", as access logs and metri
 
 class Observer:
     """Opens and closes records; ``raw`` (``--log-raw``) logs each request and response
-    with secrets redacted and bodies cut at ``body_limit`` bytes."""
+    with secrets redacted and bodies cut at ``body_limit`` bytes. ``lag`` measures how
+    late each request's writes went out, and warns when the server falls behind."""
 
-    def __init__(self, journal: Journal, metrics: Metrics | None, raw: bool = False) -> None:
+    def __init__(
+        self, journal: Journal, metrics: Metrics | None, raw: bool = False, itl_s: float = 0.0
+    ) -> None:
         self.journal = journal
         self.metrics = metrics
         self.raw = raw
+        self.lag = LagMonitor(itl_s)
 
     def open(self, scope: dict[str, Any], start: float, request_id: bytes) -> Record:
         record = Record(start, scope["path"], scope["headers"], request_id.decode("latin-1"))
@@ -54,11 +61,12 @@ class Observer:
             )
 
     def close(self, record: Record) -> None:
-        record.ended = trio.current_time()
+        record.ended = now = trio.current_time()
         if record.status is None and record.disconnected:
             record.status = CLIENT_CLOSED  # left before any status line went out
+        lags = self.lag.measure(record, now)
         if self.metrics is not None:  # first: the journal keeps only some event times
-            self.metrics.observe(record)
+            self.metrics.observe(record, lags)
         self.journal.add(record)
         if record.response is not None:
             if not record.request_logged:  # refused before its body was read (401, 405)
