@@ -29,13 +29,14 @@ some), each on a fresh server:
                              TTFT/ITL errors. trio-mock without --quick also a second
                              1000-stream burst (pace_repeat, rss_after_repeat), since memory
                              kept after one burst is not a leak but growth is
-  capacity, trio-mock with 1 and 2 workers (``capacity.py``): the largest N of paced streams
-                             (TTFT 50, ITL 10 ms, 100 tokens) kept within ITL p99 <= 15 ms and
-                             TTFT p99 <= 100 ms, for a burst of N and for a closed loop of N
-                             clients; doubling from 25, then bisection to 25, within a budget
-                             per search (30 s burst, 60 s closed; --quick 20 and 35): lines
-                             capacity_burst and capacity_closed with ``held_n``, the probes,
-                             and for 2 workers ``held_n_vs_1worker``
+  capacity, the bare ASGI app, trio-mock, trio-mock --workers 2 (``capacity.py``): the most
+                             paced streams (TTFT 50, ITL 10 ms, 100 tokens) kept within ITL
+                             p99 <= 15 ms and TTFT p99 <= 100 ms, for a burst of N and for a
+                             closed loop of N clients; doubling from 25, then bisection to 25,
+                             within a budget per search (30 s burst, 60 s closed; --quick 20
+                             and 35): lines capacity_burst and capacity_closed with ``held_n``,
+                             the probes, and ``held_n_vs_baseline`` (1 worker) or
+                             ``held_n_vs_1worker`` (2 workers)
   endpoints, trio-mock only, zero latency: rps (wrk, 64 connections) of each generation
                              endpoint with a 16-token non-streamed reply (``ENDPOINT_BODIES``),
                              with ``rps_vs_chat`` against the chat line of the same phase
@@ -66,12 +67,12 @@ time). The last line, ``{"scenario": "summary", ...}``, holds the key figures (t
 with ``baseline`` and ``quart`` for the references, ``capacity`` and ``lag``), the DESIGN.md
 targets and issue 16's (``issue16_targets``) met or not, the phases skipped, and any problems
 (failed requests, tracebacks in a server's output, a server that died). The exit status is 1
-if a phase could not run. A default run takes about 5 minutes plus about 4 for capacity and
-3 for resilience, ``--quick`` (3 s runs, no repeat, no second worker in throughput) about 2
-plus 2 plus 2.
+if a phase could not run. A default run takes about 5 minutes plus about 5 for capacity and
+3 for resilience, ``--quick`` (3 s runs, no repeat, no second worker in throughput) about 3
+plus 3 plus 2.
 
 Hidden options: ``--duration S`` per rps/stream/closed run; ``--budget S`` for the whole run
-(480, --quick 200, plus 220 or 140 with capacity and 300 or 180 with resilience: then runs
+(480, --quick 200, plus 330 or 210 with capacity and 300 or 180 with resilience: then runs
 are cut and phases skipped); ``--bench-dir`` for another copy of the runner (``run.py``,
 ``loadgen.py``, ``chat.lua``); ``--ports LOW-HIGH`` to pick the servers' ports from a range
 (default: any free port); ``--server-cmd`` / ``--baseline-cmd`` (the bare ASGI reference) /
@@ -142,7 +143,7 @@ RESILIENCE_BUDGET_S, QUICK_RESILIENCE_BUDGET_S = 300.0, 180.0  # added when it r
 CAPACITY_BURST_S, CAPACITY_CLOSED_S = 30.0, 60.0  # each search's budget
 QUICK_CAPACITY_BURST_S, QUICK_CAPACITY_CLOSED_S = 20.0, 35.0
 CAPACITY_PROBE_S, QUICK_CAPACITY_PROBE_S = 3.0, 2.0  # a closed-loop probe's measured seconds
-CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 2 * (90.0 + 20.0), 2 * (55.0 + 15.0)  # added
+CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 3 * (90.0 + 20.0), 3 * (55.0 + 15.0)  # added
 PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "workers2", "resilience")
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
@@ -687,12 +688,14 @@ def capacity_summary(get: Callable[[str, str, str], Any]) -> Record:
     """Streams held per mode and worker count, and two workers over one."""
     s: Record = {}
     for mode in ("burst", "closed"):
-        one = get(MOCK, f"capacity_{mode}", "held_n")
-        two = get(MOCK_W2, f"capacity_{mode}", "held_n")
+        key = f"capacity_{mode}"
+        one, two = get(MOCK, key, "held_n"), get(MOCK_W2, key, "held_n")
         s |= {f"{mode}_1worker": one, f"{mode}_2workers": two}
         s[f"{mode}_2workers_vs_1"] = ratio(two, one)
+        s[f"{mode}_bare_asgi"] = get(BASELINE, key, "held_n")
+        s[f"{mode}_1worker_vs_baseline"] = get(MOCK, key, "held_n_vs_baseline")
         s[f"{mode}_resolved"] = all(
-            get(label, f"capacity_{mode}", "resolved") is not False for label in (MOCK, MOCK_W2)
+            get(label, key, "resolved") is not False for label in (BASELINE, MOCK, MOCK_W2)
         )
     return s
 
@@ -871,12 +874,13 @@ def main() -> None:
         bench.attempt("bare-asgi pace", bench.pace, base, BASELINE, (), False)
         bench.attempt("quart pace", bench.pace, quart, QUART, vs_base, False)
         bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_both, not args.quick)
+    if "capacity" in phases:
+        bench.attempt("bare-asgi capacity", bench.capacity, base, BASELINE, 1, ())
+        bench.attempt("trio-mock capacity", bench.capacity, mock, MOCK, 1, vs_base)
     if "capacity" in phases and "{workers}" in mock:
-        bench.attempt("trio-mock capacity", bench.capacity, mock, MOCK, 1, ())
         vs_one = [(MOCK, "_vs_1worker")]
         bench.attempt("trio-mock-w2 capacity", bench.capacity, mock, MOCK_W2, 2, vs_one)
     elif "capacity" in phases:
-        bench.attempt("trio-mock capacity", bench.capacity, mock, MOCK, 1, ())
         bench.skipped.append("capacity with 2 workers: --server-cmd has no {workers}")
     if "endpoints" in phases:
         bench.attempt("trio-mock endpoints", bench.endpoints, mock, MOCK)
