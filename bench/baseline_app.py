@@ -13,11 +13,11 @@ the server's own code, not its configuration.
 from __future__ import annotations
 
 import argparse
-import re
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
+from bare_asgi import BODY, CHUNK, DONE, MAX_TOKENS, STREAM
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import Response, request
@@ -25,21 +25,6 @@ from quart_trio import QuartTrio
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
-STREAM = re.compile(rb'"stream"\s*:\s*true')
-
-CHUNK = (
-    b'data: {"id":"chatcmpl-0","object":"chat.completion.chunk","created":0,"model":"mock",'
-    b'"choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n'
-)
-DONE = b"data: [DONE]\n\n"
-BODY = (
-    b'{"id":"chatcmpl-0","object":"chat.completion","created":0,"model":"mock","choices":'
-    b'[{"index":0,"message":{"role":"assistant","content":"' + b" tok" * 16 + b'"},'
-    b'"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":16,'
-    b'"total_tokens":17}}'
-)
 
 
 def create_app(ttft_s: float, itl_s: float) -> QuartTrio:

@@ -1,20 +1,42 @@
-"""Benchmark trio-mock against a minimal Quart-Trio baseline: one JSON line per scenario.
+"""Benchmark trio-mock against the stack's floor, measured in the same run: one JSON line each.
 
     python bench/bench.py [--quick] [--out FILE] [--only PHASE,...] [--settle-s S]
 
 Loopback only. Each server runs as a subprocess of this interpreter on a free port of
 127.0.0.1; the driver waits for ``GET /health``, runs scenarios with the runner beside this
-file (``run.py``: wrk for ``rps``, ``loadgen.py`` for ``stream`` and ``pace``), then stops the
-server (SIGTERM, then SIGKILL). ``run.py``, ``loadgen.py``, ``chat.lua`` and
-``trivial_server.py`` came from the project's shared load tools, unchanged but for lint.
-Needs ``wrk`` (Debian package ``wrk``) for throughput and endpoints, and ``h2load``
-(``nghttp2-client``) for resilience. Phases (``--only`` picks some), each on a fresh server:
+file (``run.py``: wrk for ``rps``, ``loadgen.py`` for ``stream``, ``pace`` and ``closed``),
+then stops the server (SIGTERM, then SIGKILL). The load client lives in this directory, so a
+fresh clone needs nothing beside it but ``wrk`` (Debian package ``wrk``) for throughput,
+endpoints and workers2, and ``h2load`` (``nghttp2-client``) for resilience: a phase whose
+tool is missing is skipped with a note (and named in the summary's ``skipped``), not an abort.
+
+Two references run before trio-mock, each on Hypercorn's trio worker with trio-mock's
+transport settings and the same minimal chat logic: ``bench/bare_asgi.py``, a bare ASGI
+callable (the floor: trio-mock's lines carry ``*_vs_baseline`` ratios over it), and
+``bench/baseline_app.py``, a minimal Quart-Trio app (``*_vs_quart``). Phases (``--only`` picks
+some), each on a fresh server:
 
   throughput, zero latency:  rss, rps (64 connections), stream (64 streams of 256 tokens)
-  pace, TTFT 50 / ITL 10 ms: rss, pace at 100 and at 1000 streams of 100 tokens, rss_after
-                             (a second after the burst); trio-mock without --quick also a
-                             second 1000-stream burst (pace_repeat, rss_after_repeat), since
-                             memory kept after one burst is not a leak but growth is
+  pace, TTFT 50 / ITL 10 ms: rss, pace at 100 and at 1000 streams of 100 tokens started
+                             together, rss_after (a second after the 1000), then closed100: a
+                             closed loop of 100 clients on kept-alive connections, each sending
+                             its next stream as soon as the last ends (AIPerf's concurrency
+                             mode; ``--duration`` s after a 1 s warm-up). Around each run the
+                             server's ``trio_mock_schedule_lag_seconds`` histogram is scraped
+                             from ``/metrics`` (``lag.py``): ``server_lag_p50_ms``, ``_p99_ms``,
+                             ``_mean_ms`` of that run's writes (None if the server lacks the
+                             metric) beside the client's per-token lateness (``late_*``) and
+                             TTFT/ITL errors. trio-mock without --quick also a second
+                             1000-stream burst (pace_repeat, rss_after_repeat), since memory
+                             kept after one burst is not a leak but growth is
+  capacity, the bare ASGI app, trio-mock, trio-mock --workers 2 (``capacity.py``): the most
+                             paced streams (TTFT 50, ITL 10 ms, 100 tokens) kept within ITL
+                             p99 <= 15 ms and TTFT p99 <= 100 ms, for a burst of N and for a
+                             closed loop of N clients; doubling from 25, then bisection to 25,
+                             within a budget per search (30 s burst, 60 s closed; --quick 20
+                             and 35): lines capacity_burst and capacity_closed with ``held_n``,
+                             the probes, and ``held_n_vs_baseline`` (1 worker) or
+                             ``held_n_vs_1worker`` (2 workers)
   endpoints, trio-mock only, zero latency: rps (wrk, 64 connections) of each generation
                              endpoint with a 16-token non-streamed reply (``ENDPOINT_BODIES``),
                              with ``rps_vs_chat`` against the chat line of the same phase
@@ -38,25 +60,26 @@ Needs ``wrk`` (Debian package ``wrk``) for throughput and endpoints, and ``h2loa
                              ``--max-body-bytes`` and ``--body-timeout-s 2``, and runs without
                              the last if it refuses the flag)
 
-Throughput and pace run for the baseline (``bench/baseline_app.py``) first, then for trio-mock,
-whose lines carry ``*_vs_baseline`` ratios from the same run. Without --quick, the throughput
-phase runs again for trio-mock ``--workers 2`` with ``*_vs_1worker`` ratios. Every line has a
-``phase``; pace and load lines add ``stretch_p50``/``stretch_p99``, a stream's observed end over
-its scheduled end (1.0 = on time). The last line, ``{"scenario": "summary", ...}``, holds the key
-figures, the DESIGN.md targets met or not, and any problems (failed requests, tracebacks in a
-server's output, a server that died). The exit status is 1 if a phase could not run. A default
-run takes about 2 minutes plus about 3 for resilience, ``--quick`` (3 s runs, no repeat, no
-second worker) about one plus two.
+Without --quick, the throughput phase runs again for trio-mock ``--workers 2`` with
+``*_vs_1worker`` ratios. Every line has a ``phase``; pace, closed and load lines add
+``stretch_p50``/``stretch_p99``, a stream's observed end over its scheduled end (1.0 = on
+time). The last line, ``{"scenario": "summary", ...}``, holds the key figures (trio-mock's,
+with ``baseline`` and ``quart`` for the references, ``capacity`` and ``lag``), the DESIGN.md
+targets and issue 16's (``issue16_targets``) met or not, the phases skipped, and any problems
+(failed requests, tracebacks in a server's output, a server that died). The exit status is 1
+if a phase could not run. A default run takes about 5 minutes plus about 5 for capacity and
+3 for resilience, ``--quick`` (3 s runs, no repeat, no second worker in throughput) about 3
+plus 3 plus 2.
 
-Hidden options: ``--duration S`` per rps/stream run; ``--budget S`` for the whole run (330,
---quick 110, plus 300 or 180 with resilience: then runs are cut and phases skipped);
-``--bench-dir`` for another copy of the runner (``run.py``, ``loadgen.py``, ``chat.lua``);
-``--ports LOW-HIGH`` to pick the servers' ports from a range (default: any free port);
-``--server-cmd`` / ``--baseline-cmd`` replace a server's command with a template using
-``{python}``, ``{port}``, ``{ttft_ms}``, ``{itl_ms}``, ``{workers}`` and ``{itl_load_factor}``
-(without ``{workers}`` the two-worker phase is skipped, without ``{itl_load_factor}`` the load
-phase; the default command gets ``--itl-load-factor`` in the load phase only), e.g. the
-calibration server:
+Hidden options: ``--duration S`` per rps/stream/closed run; ``--budget S`` for the whole run
+(480, --quick 200, plus 330 or 210 with capacity and 300 or 180 with resilience: then runs
+are cut and phases skipped); ``--bench-dir`` for another copy of the runner (``run.py``,
+``loadgen.py``, ``chat.lua``); ``--ports LOW-HIGH`` to pick the servers' ports from a range
+(default: any free port); ``--server-cmd`` / ``--baseline-cmd`` (the bare ASGI reference) /
+``--quart-cmd`` replace a server's command with a template using ``{python}``, ``{port}``,
+``{ttft_ms}``, ``{itl_ms}``, ``{workers}`` and ``{itl_load_factor}`` (without ``{workers}``
+the two-worker runs are skipped, without ``{itl_load_factor}`` the load phase; the default
+command gets ``--itl-load-factor`` in the load phase only), e.g. the calibration server:
 
     python bench/bench.py --quick --server-cmd \\
         "{python} bench/trivial_server.py --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
@@ -78,17 +101,21 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bad_inputs
+import capacity
+import lag
 import resilience
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Sequence
+    from collections.abc import Callable, Generator
 
 Record = dict[str, Any]
+Compare = Sequence[tuple[str, str]]  # (reference label, suffix of the ratios against it)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -96,18 +123,28 @@ TRIO_MOCK_CMD = (
     "{python} -m trio_mock --host 127.0.0.1 --port {port} --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
     " --workers {workers} --output-tokens-mean 1024"  # long replies: max_tokens sets the length
 )
-BASELINE_CMD = (
+BASELINE_CMD = (  # the bare ASGI callable: the floor of the stack, what *_vs_baseline is over
+    "{python} " + shlex.quote(str(HERE / "bare_asgi.py")) + " --host 127.0.0.1 --port {port}"
+    " --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
+)
+QUART_CMD = (  # the least a Quart-Trio app does: the second reference, *_vs_quart
     "{python} " + shlex.quote(str(HERE / "baseline_app.py")) + " --host 127.0.0.1 --port {port}"
     " --ttft-ms {ttft_ms} --itl-ms {itl_ms}"
 )
 LOAD_ARGS = " --itl-load-factor {itl_load_factor}"  # added to the default command's load phase
-MOCK, BASELINE, MOCK_W2 = "trio-mock", "baseline", "trio-mock-w2"
+MOCK, BASELINE, QUART, MOCK_W2 = "trio-mock", "bare-asgi", "quart", "trio-mock-w2"
 PACE_TTFT_MS, PACE_ITL_MS, PACE_TOKENS = 50.0, 10.0, 100
+CLOSED_CLIENTS = 100  # the pace phase's closed loop, as AIPerf's concurrency mode runs it
 LOAD_STREAMS, LOAD_ITL_FACTOR = 1000, 0.001  # the load phase: pace with the ITL load model
 START_TIMEOUT_S = 60.0  # trio-mock builds its corpus before it listens
-BUDGET_S, QUICK_BUDGET_S = 330.0, 110.0  # past this, calls are cut and phases skipped
+BUDGET_S, QUICK_BUDGET_S = 480.0, 200.0  # past this, calls are cut and phases skipped
 RESILIENCE_BUDGET_S, QUICK_RESILIENCE_BUDGET_S = 300.0, 180.0  # added when it runs
-PHASES = ("throughput", "pace", "endpoints", "load", "workers2", "resilience")
+# The capacity phase: a search per server (1 and 2 workers), burst then closed loop.
+CAPACITY_BURST_S, CAPACITY_CLOSED_S = 30.0, 60.0  # each search's budget
+QUICK_CAPACITY_BURST_S, QUICK_CAPACITY_CLOSED_S = 20.0, 35.0
+CAPACITY_PROBE_S, QUICK_CAPACITY_PROBE_S = 3.0, 2.0  # a closed-loop probe's measured seconds
+CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 3 * (90.0 + 20.0), 3 * (55.0 + 15.0)  # added
+PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "workers2", "resilience")
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
@@ -122,6 +159,7 @@ RATIO_KEYS = {  # per scenario, the figures compared with the reference server
     "rss_after": ["rss_mib"],
     "rps": ["rps", "p50_ms", "p99_ms"],
     "stream": ["tokens_per_s"],
+    "closed": ["requests_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms"],
     "pace": [
         "ttft_p50_ms",
         "ttft_p99_ms",
@@ -280,6 +318,7 @@ class Bench:
         self.records: dict[tuple[str, str], Record] = {}  # (label, key) -> line
         self.problems: list[str] = []
         self.failed_phases: list[str] = []
+        self.skipped: list[str] = []  # phases left out, and why
 
     def running(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[Server]:
         """``running(...)`` on a port of ``--ports``."""
@@ -317,15 +356,14 @@ class Bench:
             )
         return lines
 
-    def record(
-        self, label: str, key: str, line: Record, compare: tuple[str, str] | None = None
-    ) -> None:
-        """Add stretch and ratios to a reference's line of the same key; check; emit."""
-        if line["scenario"].startswith(("pace", "load")):
+    def record(self, label: str, key: str, line: Record, compare: Compare = ()) -> None:
+        """Add stretch and ratios to each reference's line of the same key; check; emit."""
+        if line["scenario"].startswith(("pace", "load", "closed")):
             line |= stretch(line)
-        if compare and (reference := self.records.get((compare[0], key))):
-            for name in RATIO_KEYS.get(line["scenario"], []):
-                line[name + compare[1]] = ratio(line.get(name), reference.get(name))
+        for reference_label, suffix in compare:
+            if reference := self.records.get((reference_label, key)):
+                for name in RATIO_KEYS.get(line["scenario"], []):
+                    line[name + suffix] = ratio(line.get(name), reference.get(name))
         self.records[label, key] = line
         self.problems += [f"{label} {key}: {k}={line[k]}" for k in PROBLEM_KEYS if line.get(k)]
         self.emit(line)
@@ -334,30 +372,68 @@ class Bench:
         if problem := server.problem():
             self.problems.append(f"{label}: {problem}")
 
-    def throughput(
-        self, template: str, label: str, workers: int, compare: tuple[str, str] | None
-    ) -> None:
+    def throughput(self, template: str, label: str, workers: int, compare: Compare) -> None:
         with self.running(template, 0.0, 0.0, workers) as server:
             for line in self.run(server, label, "rss,rps,stream"):
                 extra = {"phase": "throughput", "workers": workers}
                 self.record(label, line["scenario"], line | extra, compare)
             self.note(label, server)
 
-    def pace(
-        self, template: str, label: str, compare: tuple[str, str] | None, repeat: bool
-    ) -> None:
+    def pace(self, template: str, label: str, compare: Compare, repeat: bool) -> None:
+        """Bursts of 100 and 1000 paced streams, then a closed loop of 100 clients.
+
+        Around each run, the server's own lag histogram is scraped from ``/metrics``; its
+        reading for that run's writes (``lag.py``, None without the metric) goes in the line
+        beside the client's ``late_*``, ``ttft_err_*`` and ``itl_err_*``.
+        """
         pace = ["--ttft-ms", f"{PACE_TTFT_MS:g}", "--itl-ms", f"{PACE_ITL_MS:g}"]
         pace += ["--pace-tokens", str(PACE_TOKENS)]
         phase = {"phase": "pace"}
         with self.running(template, PACE_TTFT_MS, PACE_ITL_MS) as server:
-            for line in self.run(server, label, "rss,pace", *pace, "--pace-n", "100,1000"):
-                key = f"pace{line['streams']}" if line["scenario"] == "pace" else "rss_idle"
+            (line,) = self.run(server, label, "rss")
+            self.record(label, "rss_idle", line | phase, compare)
+            runs = [
+                ("pace100", "pace", "--pace-n", "100"),
+                ("pace1000", "pace", "--pace-n", "1000"),
+            ]
+            runs.append((f"closed{CLOSED_CLIENTS}", "closed", "--closed-n", str(CLOSED_CLIENTS)))
+            for key, scenario, *which in runs:
+                before = lag.scrape(server.url)
+                (line,) = self.run(server, label, scenario, *pace, *which)
+                line |= lag.reading(before, lag.scrape(server.url))
                 self.record(label, key, line | phase, compare)
-            self.rss_after(server, label, "rss_after", compare)
+                if key == f"pace{LOAD_STREAMS}":
+                    self.rss_after(server, label, "rss_after", compare)
             if repeat:
                 for line in self.run(server, label, "pace", *pace, "--pace-n", "1000"):
                     self.record(label, "pace_repeat", line | phase | {"scenario": "pace_repeat"})
-                self.rss_after(server, label, "rss_after_repeat", None)
+                self.rss_after(server, label, "rss_after_repeat", ())
+            self.note(label, server)
+
+    def capacity(self, template: str, label: str, workers: int, compare: Compare) -> None:
+        """The largest N of paced streams held, as a burst and as a closed loop (``capacity.py``).
+
+        Each search gets its own budget, cut to what is left of the run's.
+        """
+        quick = self.args.quick
+        budgets = {
+            "pace": QUICK_CAPACITY_BURST_S if quick else CAPACITY_BURST_S,
+            "closed": QUICK_CAPACITY_CLOSED_S if quick else CAPACITY_CLOSED_S,
+        }
+        probe_s = QUICK_CAPACITY_PROBE_S if quick else CAPACITY_PROBE_S
+        with self.running(template, capacity.TTFT_MS, capacity.ITL_MS, workers) as server:
+            for mode, budget in budgets.items():
+                budget = min(budget, self.deadline - time.monotonic() - 10.0)
+                if budget <= 0:
+                    raise BenchError("capacity: the time budget is spent")
+                found = capacity.search(self.args.bench_dir, server.url, mode, budget, probe_s)
+                key = f"capacity_{found['mode']}"
+                line = {"scenario": key, "phase": "capacity", "label": label, "workers": workers}
+                line |= found | {"loadavg_1m": os.getloadavg()[0]}
+                for reference_label, suffix in compare:
+                    reference = self.get(reference_label, key, "held_n")
+                    line["held_n" + suffix] = ratio(found["held_n"], reference)
+                self.record(label, key, line)
             self.note(label, server)
 
     def load(self, template: str, label: str) -> None:
@@ -452,9 +528,7 @@ class Bench:
         line = bad_inputs.bad_inputs(start, body_timeout_s)
         self.resilient(label, line | note)
 
-    def rss_after(
-        self, server: Server, label: str, key: str, compare: tuple[str, str] | None
-    ) -> None:
+    def rss_after(self, server: Server, label: str, key: str, compare: Compare) -> None:
         time.sleep(1.0)  # let the burst's connections close and its tasks end
         (line,) = self.run(server, label, "rss")
         self.record(label, key, line | {"scenario": key, "phase": "pace"}, compare)
@@ -487,12 +561,23 @@ class Bench:
             "rps_p99_ms": get(MOCK, "rps", "p99_ms"),
             "tokens_per_s": get(MOCK, "stream", "tokens_per_s"),
             "tokens_per_s_vs_baseline": get(MOCK, "stream", "tokens_per_s_vs_baseline"),
+            "rps_vs_quart": get(MOCK, "rps", "rps_vs_quart"),
+            "tokens_per_s_vs_quart": get(MOCK, "stream", "tokens_per_s_vs_quart"),
         }
+        errors = ("ttft_err_p50_ms", "ttft_err_p99_ms", "itl_err_p50_ms", "itl_err_p99_ms")
         for n in (100, 1000):
-            for name in ("ttft_err_p50_ms", "ttft_err_p99_ms", "itl_err_p50_ms", "itl_err_p99_ms"):
+            for name in (*errors, "itl_p99_ms"):
                 s[f"pace{n}_{name}"] = get(MOCK, f"pace{n}", name)
             for name in ("stretch_p50", "stretch_p99", "stretch_p99_vs_baseline"):
                 s[f"pace{n}_{name}"] = get(MOCK, f"pace{n}", name)
+        closed = f"closed{CLOSED_CLIENTS}"
+        for name in ("requests_per_s", *errors, "itl_p99_ms", "failed"):
+            s[f"{closed}_{name}"] = get(MOCK, closed, name)
+        s["capacity"] = capacity_summary(get)
+        s["lag"] = {  # the server's reading of its lateness beside the client's
+            key: {name: get(MOCK, key, name) for name in LAG_KEYS}
+            for key in ("pace100", "pace1000", closed)
+        }
         load = f"load{LOAD_STREAMS}"
         s |= {
             f"{load}_itl_p50_ms": get(MOCK, load, "itl_p50_ms"),
@@ -520,12 +605,8 @@ class Bench:
             },
             "workers2_rps_vs_1worker": get(MOCK_W2, "rps", "rps_vs_1worker"),
             "workers2_tokens_per_s_vs_1worker": get(MOCK_W2, "stream", "tokens_per_s_vs_1worker"),
-            "baseline": {
-                "rps": get(BASELINE, "rps", "rps"),
-                "tokens_per_s": get(BASELINE, "stream", "tokens_per_s"),
-                "pace1000_stretch_p99": get(BASELINE, "pace1000", "stretch_p99"),
-                "rss_idle_mib": get(BASELINE, "rss_idle", "rss_mib"),
-            },
+            "baseline": reference_summary(get, BASELINE),  # the bare ASGI callable
+            "quart": reference_summary(get, QUART),
         }
         h2, storm = "h2load_goaway", "disconnect_storm"
         burst, inputs = "connection_burst", "bad_inputs"
@@ -556,8 +637,67 @@ class Bench:
                 s["resilience"]["bad_inputs_refused_properly"], s["resilience"]["bad_inputs_tried"]
             ),
         }
+        cap = s["capacity"]
+        s["issue16_targets"] = {  # one worker unless named; None when not measured
+            "rps>=0.9x_bare_asgi": at_least(s["rps_vs_baseline"], 0.9),
+            "pace100_ttft_err_p99<=80ms": at_most(s["pace100_ttft_err_p99_ms"], 80.0),
+            "pace100_itl_p99<=12ms": at_most(s["pace100_itl_p99_ms"], 12.0),
+            f"{closed}_ttft_err_p50<=10ms": at_most(s[f"{closed}_ttft_err_p50_ms"], 10.0),
+            f"{closed}_ttft_err_p99<=50ms": at_most(s[f"{closed}_ttft_err_p99_ms"], 50.0),
+            "capacity_burst>=100": at_least(cap["burst_1worker"], 100),
+            "capacity_closed>=150": at_least(cap["closed_1worker"], 150),
+            "capacity_burst_2workers>=1.8x": at_least(cap["burst_2workers_vs_1"], 1.8),
+            "capacity_closed_2workers>=1.8x": at_least(cap["closed_2workers_vs_1"], 1.8),
+        }
+        s["skipped"] = self.skipped
         s["problems"] = self.problems
         return s
+
+
+LAG_KEYS = (
+    "server_lag_p50_ms",
+    "server_lag_p99_ms",
+    "server_lag_mean_ms",
+    "server_lag_writes",
+    "late_p50_ms",
+    "late_p99_ms",
+    "late_mean_ms",
+    "ttft_err_p50_ms",
+    "ttft_err_p99_ms",
+    "itl_err_p50_ms",
+    "itl_err_p99_ms",
+)
+
+
+def reference_summary(get: Callable[[str, str, str], Any], label: str) -> Record:
+    """A reference server's key figures, for the summary."""
+    closed = f"closed{CLOSED_CLIENTS}"
+    return {
+        "rps": get(label, "rps", "rps"),
+        "tokens_per_s": get(label, "stream", "tokens_per_s"),
+        "pace100_ttft_err_p99_ms": get(label, "pace100", "ttft_err_p99_ms"),
+        "pace100_itl_p99_ms": get(label, "pace100", "itl_p99_ms"),
+        "pace1000_stretch_p99": get(label, "pace1000", "stretch_p99"),
+        f"{closed}_ttft_err_p50_ms": get(label, closed, "ttft_err_p50_ms"),
+        f"{closed}_ttft_err_p99_ms": get(label, closed, "ttft_err_p99_ms"),
+        "rss_idle_mib": get(label, "rss_idle", "rss_mib"),
+    }
+
+
+def capacity_summary(get: Callable[[str, str, str], Any]) -> Record:
+    """Streams held per mode and worker count, and two workers over one."""
+    s: Record = {}
+    for mode in ("burst", "closed"):
+        key = f"capacity_{mode}"
+        one, two = get(MOCK, key, "held_n"), get(MOCK_W2, key, "held_n")
+        s |= {f"{mode}_1worker": one, f"{mode}_2workers": two}
+        s[f"{mode}_2workers_vs_1"] = ratio(two, one)
+        s[f"{mode}_bare_asgi"] = get(BASELINE, key, "held_n")
+        s[f"{mode}_1worker_vs_baseline"] = get(MOCK, key, "held_n_vs_baseline")
+        s[f"{mode}_resolved"] = all(
+            get(label, key, "resolved") is not False for label in (BASELINE, MOCK, MOCK_W2)
+        )
+    return s
 
 
 def wrk_summary(wrk: str, url: str, seconds: float, env: dict[str, str], bench_dir: Path) -> Record:
@@ -626,6 +766,10 @@ def equal(a: Any, b: Any) -> bool | None:
     return None if a is None or b is None else a == b
 
 
+def at_most(value: float | None, high: float) -> bool | None:
+    return None if value is None else value <= high
+
+
 def below(value: float | None, high: float) -> bool | None:
     """``|value| < high``: an error is off the schedule by its size, early or late."""
     return None if value is None else abs(value) < high
@@ -646,6 +790,21 @@ def port_range(text: str) -> range:
         return range(int(low), int(high or low) + 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
+
+
+def missing_tools(phases: Sequence[str]) -> dict[str, str]:
+    """The phases whose system tools are not on PATH, each with a note of what to install.
+
+    wrk and h2load are not Python packages, so a fresh clone's ``nox -s bench`` may lack them:
+    the phases that need them are skipped (and named in the summary), the rest still run.
+    """
+    skipped = {}
+    for phase in phases:
+        if absent := [(t, k) for t, k in TOOLS.get(phase, []) if not shutil.which(t)]:
+            tools = " and ".join(t for t, _ in absent)
+            packages = " ".join(k for _, k in absent)
+            skipped[phase] = f"{tools} not on PATH (Debian: apt-get install {packages})"
+    return skipped
 
 
 def main() -> None:
@@ -672,6 +831,7 @@ def main() -> None:
     ap.add_argument("--bench-dir", type=Path, default=HERE, help=argparse.SUPPRESS)
     ap.add_argument("--server-cmd", default=TRIO_MOCK_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--baseline-cmd", default=BASELINE_CMD, help=argparse.SUPPRESS)
+    ap.add_argument("--quart-cmd", default=QUART_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--ports", type=port_range, default=(), help=argparse.SUPPRESS)
     args = ap.parse_args()
     phases: tuple[str, ...] = args.only
@@ -679,27 +839,21 @@ def main() -> None:
         args.duration = 3.0 if args.quick else 10.0
     if args.settle_s is None:
         args.settle_s = QUICK_SETTLE_S if args.quick else SETTLE_S
+    skipped = missing_tools(phases)
+    phases = tuple(phase for phase in phases if phase not in skipped)
+    for phase, why in skipped.items():
+        print(f"bench: skipping the {phase} phase: {why}", file=sys.stderr)
     if args.budget is None:
         args.budget = 0.0
-        if set(phases) - {"resilience"}:
+        if set(phases) - {"resilience", "capacity"}:
             args.budget += QUICK_BUDGET_S if args.quick else BUDGET_S
+        if "capacity" in phases:
+            args.budget += QUICK_CAPACITY_BUDGET_S if args.quick else CAPACITY_BUDGET_S
         if "resilience" in phases:
             args.budget += QUICK_RESILIENCE_BUDGET_S if args.quick else RESILIENCE_BUDGET_S
     runner = ("run.py", "loadgen.py", "chat.lua")
     if set(phases) - {"resilience"} and not all((args.bench_dir / n).is_file() for n in runner):
         raise SystemExit(f"bench: {', '.join(runner)} not found in {args.bench_dir}")
-    needs: dict[tuple[str, str], list[str]] = {}  # (tool, package) -> the phases that need it
-    for phase in phases:
-        for tool, package in TOOLS.get(phase, []):
-            if not shutil.which(tool):
-                needs.setdefault((tool, package), []).append(phase)
-    if needs:
-        what = "; ".join(f"{t} (for {', '.join(p)}; Debian: {k})" for (t, k), p in needs.items())
-        packages = " ".join(package for _, package in needs)
-        raise SystemExit(
-            f"bench: not on PATH: {what}. Install them (apt-get install {packages}), "
-            "or leave those phases out with --only"
-        )
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # children inherit it
     if soft != resource.RLIM_INFINITY and soft < 4096:  # 1000 streams: a socket each side
@@ -708,14 +862,26 @@ def main() -> None:
 
     started = time.monotonic()
     bench = Bench(args)
-    mock, base = args.server_cmd, args.baseline_cmd
-    vs_baseline = (BASELINE, "_vs_baseline")
+    bench.skipped = [f"{phase}: {why}" for phase, why in skipped.items()]
+    mock, base, quart = args.server_cmd, args.baseline_cmd, args.quart_cmd
+    vs_base = [(BASELINE, "_vs_baseline")]
+    vs_both = [*vs_base, (QUART, "_vs_quart")]
     if "throughput" in phases:
-        bench.attempt("baseline throughput", bench.throughput, base, BASELINE, 1, None)
-        bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_baseline)
+        bench.attempt("bare-asgi throughput", bench.throughput, base, BASELINE, 1, ())
+        bench.attempt("quart throughput", bench.throughput, quart, QUART, 1, vs_base)
+        bench.attempt("trio-mock throughput", bench.throughput, mock, MOCK, 1, vs_both)
     if "pace" in phases:
-        bench.attempt("baseline pace", bench.pace, base, BASELINE, None, False)
-        bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_baseline, not args.quick)
+        bench.attempt("bare-asgi pace", bench.pace, base, BASELINE, (), False)
+        bench.attempt("quart pace", bench.pace, quart, QUART, vs_base, False)
+        bench.attempt("trio-mock pace", bench.pace, mock, MOCK, vs_both, not args.quick)
+    if "capacity" in phases:
+        bench.attempt("bare-asgi capacity", bench.capacity, base, BASELINE, 1, ())
+        bench.attempt("trio-mock capacity", bench.capacity, mock, MOCK, 1, vs_base)
+    if "capacity" in phases and "{workers}" in mock:
+        vs_one = [(MOCK, "_vs_1worker")]
+        bench.attempt("trio-mock-w2 capacity", bench.capacity, mock, MOCK_W2, 2, vs_one)
+    elif "capacity" in phases:
+        bench.skipped.append("capacity with 2 workers: --server-cmd has no {workers}")
     if "endpoints" in phases:
         bench.attempt("trio-mock endpoints", bench.endpoints, mock, MOCK)
     load_cmd = mock + LOAD_ARGS if mock == TRIO_MOCK_CMD else mock
@@ -726,7 +892,7 @@ def main() -> None:
             "bench: --server-cmd has no {itl_load_factor}: skipping the load phase", file=sys.stderr
         )
     if "workers2" in phases and not args.quick and "{workers}" in mock:
-        vs_1worker = (MOCK, "_vs_1worker")
+        vs_1worker = [(MOCK, "_vs_1worker")]
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)
     elif "workers2" in phases and not args.quick:
         print("bench: --server-cmd has no {workers}: skipping --workers 2", file=sys.stderr)

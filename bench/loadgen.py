@@ -9,6 +9,10 @@ Modes (one JSON line on stdout):
   stream  N keep-alive connections loop streaming requests for D seconds -> tokens/s.
   pace    N connections, one request each, all sent at once -> TTFT/ITL percentiles
           against a target, stream completion, and this client's own CPU use.
+  closed  N clients, each on one kept-alive connection, send their next streamed request as
+          soon as the last ends (AIPerf's concurrency mode) for D seconds after a warm-up ->
+          the pace figures over the requests sent in those D seconds: the steady state a
+          benchmark tool sees, where a burst measures only the first wave.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class Stream(asyncio.Protocol):
         self.tokens = self.completed = self.failed = 0  # in the window
         self.response_tokens = self.completed_tokens = 0
         self.sent_at, self.status, self.times = 0.0, 0, []
-        self.in_flight = self.closed = False
+        self.in_flight = self.closed = self.ok = False  # ok: the last response was a 200
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -171,7 +175,7 @@ class Stream(asyncio.Protocol):
                 self.tokens += n
 
     def _finish(self, now: float) -> None:
-        self.state, self.in_flight = HEAD, False
+        self.state, self.in_flight, self.ok = HEAD, False, self.status == 200
         self.sse.clear()
         if self.status != 200:
             self.failed += 1
@@ -182,7 +186,7 @@ class Stream(asyncio.Protocol):
 
     def _fail(self) -> None:
         self.failed += 1
-        self.state, self.in_flight, self.closed = HEAD, False, True
+        self.state, self.in_flight, self.closed, self.ok = HEAD, False, True, False
         self.buf.clear()
         self.transport.close()
         self.on_done(self)
@@ -264,6 +268,43 @@ async def run_stream(args: argparse.Namespace) -> dict:
     }
 
 
+def timing(samples: list[tuple[float, list[float]]], ttft_ms: float, itl_ms: float) -> dict:
+    """TTFT, ITL and end-of-stream figures of ``(sent_at, token times)`` against a target.
+
+    ``late_*`` is each token's arrival past its due time (sent + TTFT + i x ITL): the client's
+    side of what the server's lag histogram (``lag.py``) counts per write.
+    """
+    ttft_s, itl_s, e2e_err_s, token_counts, late_s = [], [], [], [], []
+    ttft, itl = ttft_ms / 1e3, itl_ms / 1e3
+    for sent_at, t in samples:
+        late_s.extend(x - sent_at - ttft - i * itl for i, x in enumerate(t))
+        ttft_s.append(t[0] - sent_at)
+        itl_s.extend(b - a for a, b in itertools.pairwise(t))
+        e2e_err_s.append(t[-1] - sent_at - (ttft + (len(t) - 1) * itl))
+        token_counts.append(len(t))
+    for values in (ttft_s, itl_s, e2e_err_s, token_counts, late_s):
+        values.sort()
+    p = lambda v, q, target=0.0: ms(None if not v else pct(v, q) - target)  # ruff: ignore[lambda-assignment]
+    return {
+        "tokens_p50": pct(token_counts, 50),
+        "target_ttft_ms": ttft_ms,
+        "target_itl_ms": itl_ms,
+        "ttft_p50_ms": p(ttft_s, 50),
+        "ttft_p99_ms": p(ttft_s, 99),
+        "itl_p50_ms": p(itl_s, 50),
+        "itl_p99_ms": p(itl_s, 99),
+        "ttft_err_p50_ms": p(ttft_s, 50, ttft),
+        "ttft_err_p99_ms": p(ttft_s, 99, ttft),
+        "itl_err_p50_ms": p(itl_s, 50, itl),
+        "itl_err_p99_ms": p(itl_s, 99, itl),
+        "end_drift_p50_ms": p(e2e_err_s, 50),
+        "end_drift_p99_ms": p(e2e_err_s, 99),
+        "late_p50_ms": p(late_s, 50),
+        "late_p99_ms": p(late_s, 99),
+        "late_mean_ms": ms(sum(late_s) / len(late_s)) if late_s else None,
+    }
+
+
 async def run_pace(args: argparse.Namespace) -> dict:
     """Open loop: N streams start together; compare arrival times with the target schedule."""
     pending = args.concurrency
@@ -289,40 +330,71 @@ async def run_pace(args: argparse.Namespace) -> dict:
     for s in streams:
         s.transport.close()
 
-    ttft_s, itl_s, e2e_err_s, token_counts = [], [], [], []
-    ttft, itl = args.ttft_ms / 1e3, args.itl_ms / 1e3
-    for s in streams:
-        if not s.completed or not s.times:
-            continue
-        t = s.times
-        ttft_s.append(t[0] - s.sent_at)
-        itl_s.extend(b - a for a, b in itertools.pairwise(t))
-        e2e_err_s.append(t[-1] - s.sent_at - (ttft + (len(t) - 1) * itl))
-        token_counts.append(len(t))
-    for values in (ttft_s, itl_s, e2e_err_s, token_counts):
-        values.sort()
-    p = lambda v, q, target=0.0: ms(None if not v else pct(v, q) - target)  # ruff: ignore[lambda-assignment]
+    samples = [(s.sent_at, s.times) for s in streams if s.completed and s.times]
     return {
         "mode": "pace",
         "streams": args.concurrency,
-        "completed": len(ttft_s),
-        "failed": args.concurrency - len(ttft_s),
-        "tokens_p50": pct(token_counts, 50),
-        "target_ttft_ms": args.ttft_ms,
-        "target_itl_ms": args.itl_ms,
-        "ttft_p50_ms": p(ttft_s, 50),
-        "ttft_p99_ms": p(ttft_s, 99),
-        "itl_p50_ms": p(itl_s, 50),
-        "itl_p99_ms": p(itl_s, 99),
-        "ttft_err_p50_ms": p(ttft_s, 50, ttft),
-        "ttft_err_p99_ms": p(ttft_s, 99, ttft),
-        "itl_err_p50_ms": p(itl_s, 50, itl),
-        "itl_err_p99_ms": p(itl_s, 99, itl),
-        "end_drift_p50_ms": p(e2e_err_s, 50),
-        "end_drift_p99_ms": p(e2e_err_s, 99),
+        "completed": len(samples),
+        "failed": args.concurrency - len(samples),
+        **timing(samples, args.ttft_ms, args.itl_ms),
         "connect_s": round(connect_s, 3),
         "send_spread_ms": ms(send_spread_s),
         "wall_s": round(wall, 3),
+        "client_cpu": round(cpu / wall, 2),
+        "loop": loop_name(),
+    }
+
+
+async def run_closed(args: argparse.Namespace) -> dict:
+    """Closed loop: N clients, each on its own kept-alive connection, send their next stream
+    as soon as one ends; the figures are those of the requests sent after the warm-up.
+
+    A client whose connection the server closes stops (``clients_lost``): a benchmark tool
+    would reconnect, but a server that closes kept-alive streams is a finding, not noise.
+    """
+    samples: list[tuple[float, list[float]]] = []
+    failed = 0
+    window = [float("inf"), float("inf")]  # [from, until): when a request counts
+    busy = args.concurrency
+    idle = asyncio.Event()
+
+    def on_done(s: Stream) -> None:
+        nonlocal busy, failed
+        if window[0] <= s.sent_at < window[1]:
+            if s.ok and s.times:
+                samples.append((s.sent_at, s.times))
+            else:
+                failed += 1
+        if time.perf_counter() < window[1] and not s.closed:
+            s.send()
+        else:
+            busy -= 1
+            if not busy:
+                idle.set()
+
+    streams = await connect(args, args.concurrency, on_done, keep_times=True)
+    cpu0, start = time.process_time(), time.perf_counter()
+    window[:] = [start + args.warmup, start + args.warmup + args.duration]
+    for s in streams:
+        s.send()
+    with contextlib.suppress(TimeoutError):  # unfinished requests count as failed
+        await asyncio.wait_for(idle.wait(), args.warmup + args.duration + args.grace)
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    unfinished = sum(s.in_flight and s.sent_at >= window[0] for s in streams)
+    lost = sum(s.closed for s in streams)
+    for s in streams:
+        s.transport.close()
+    return {
+        "mode": "closed",
+        "clients": args.concurrency,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "completed": len(samples),
+        "failed": failed + unfinished,
+        "clients_lost": lost,
+        "requests_per_s": round(len(samples) / args.duration, 1),
+        **timing(samples, args.ttft_ms, args.itl_ms),
         "client_cpu": round(cpu / wall, 2),
         "loop": loop_name(),
     }
@@ -332,18 +404,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("mode", choices=["stream", "pace"])
+    ap.add_argument("mode", choices=["stream", "pace", "closed"])
     ap.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     ap.add_argument("--model", default="mock")
     ap.add_argument("-c", "--concurrency", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--prompt-words", type=int, default=300, help="echo servers need >= max-tokens")
     ap.add_argument("--extra", default="{}", help="JSON merged into the request body")
-    ap.add_argument("--duration", type=float, default=10.0, help="stream: measured seconds")
-    ap.add_argument("--warmup", type=float, default=2.0, help="stream: seconds not counted")
-    ap.add_argument("--grace", type=float, default=10.0, help="stream: wait for open streams")
-    ap.add_argument("--ttft-ms", type=float, default=50.0, help="pace: target TTFT")
-    ap.add_argument("--itl-ms", type=float, default=10.0, help="pace: target ITL")
+    ap.add_argument("--duration", type=float, default=10.0, help="stream, closed: measured seconds")
+    ap.add_argument("--warmup", type=float, default=2.0, help="stream, closed: seconds not counted")
+    ap.add_argument(
+        "--grace", type=float, default=10.0, help="stream, closed: wait for open streams"
+    )
+    ap.add_argument("--ttft-ms", type=float, default=50.0, help="pace, closed: target TTFT")
+    ap.add_argument("--itl-ms", type=float, default=10.0, help="pace, closed: target ITL")
     ap.add_argument("--timeout", type=float, default=120.0, help="pace: give up after")
     ap.add_argument("--no-uvloop", action="store_true")
     args = ap.parse_args()
@@ -354,7 +428,7 @@ def main() -> None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             print("uvloop not importable: using the stdlib loop", file=sys.stderr)
-    run = run_stream if args.mode == "stream" else run_pace
+    run = {"stream": run_stream, "pace": run_pace, "closed": run_closed}[args.mode]
     result = asyncio.run(run(args))
     print(json.dumps(result), flush=True)
 

@@ -9,6 +9,10 @@ Scenarios (``--scenarios``, comma-separated, run in the order given):
   pace    N streams of 100 tokens started together (N from ``--pace-n``): TTFT and ITL
           percentiles and their error against ``--ttft-ms`` / ``--itl-ms``; with ``--pid``
           also the peak RSS while they run
+  closed  a closed loop of ``--closed-n`` clients on kept-alive connections (AIPerf's
+          concurrency mode): each sends its next stream of 100 tokens as soon as the last
+          ends, for ``--duration`` s after ``--closed-warmup`` s; the pace figures over the
+          requests sent in that window
 
 The server's latency settings are the caller's business: run ``rps,stream`` against a
 server with zero latency and ``pace`` against one set to the targets given here.
@@ -193,6 +197,8 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=10.0)
     ap.add_argument("--pace-n", default="100,1000")
     ap.add_argument("--pace-tokens", type=int, default=100)
+    ap.add_argument("--closed-n", type=int, default=100, help="closed: clients")
+    ap.add_argument("--closed-warmup", type=float, default=1.0, help="closed: seconds not counted")
     args = ap.parse_args()
 
     def emit(scenario: str, result: dict) -> None:
@@ -249,6 +255,27 @@ def main() -> None:
                         pid=args.pid,
                     ),
                 )
+        elif scenario == "closed":
+            emit(
+                "closed",
+                loadgen(
+                    args,
+                    "closed",
+                    "-c",
+                    str(args.closed_n),
+                    "--max-tokens",
+                    str(args.pace_tokens),
+                    "--ttft-ms",
+                    str(args.ttft_ms),
+                    "--itl-ms",
+                    str(args.itl_ms),
+                    "--duration",
+                    str(args.duration),
+                    "--warmup",
+                    str(args.closed_warmup),
+                    pid=args.pid,
+                ),
+            )
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
 
