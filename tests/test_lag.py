@@ -105,7 +105,7 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "trio_mock" and r.levelno == logging.WARNING and "behind" in r.getMessage()
+        if r.name == "trio_mock.lag" and r.levelno == logging.WARNING and "behind" in r.getMessage()
     ]
 
 

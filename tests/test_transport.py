@@ -443,8 +443,10 @@ async def test_h2c_dropped_connections_do_not_kill_server(
             check_completion(await client.post(url + CHAT, json=chat_body(3)), 3)
             _, payloads = await stream_events(client, url, 3)
             check_stream(payloads, 3)
-    # Hypercorn logs what escapes the app ("Error in ASGI Framework"); nothing may.
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # Hypercorn logs what escapes the app ("Error in ASGI Framework"); nothing may. (Falling
+    # behind the schedule on a busy machine is not this test's business.)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings if r.name != "trio_mock.lag"] == []
 
 
 # --- max_request_s ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._journal import Record
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-log = logging.getLogger("trio_mock")
+log = logging.getLogger("trio_mock.lag")  # its own name: a test of something else may ignore it
 
 # /metrics: from half a millisecond (on time, for a server) to five seconds (hopeless).
 LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)

@@ -23,6 +23,7 @@ header limit is the configured one (h11 alone lets up to twice as much through).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 import orjson
 import trio
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import EndBody, Response
 from hypercorn.protocol.h2 import H2Protocol
@@ -42,7 +43,7 @@ from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedEr
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
@@ -65,6 +66,7 @@ LINGER_S = 2.0  # after answering a request whose body is still coming: read, di
 # Accept errors that mean "out of descriptors or memory for now": wait and retry (trio's).
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CAPACITY_PAUSE_S = 0.1
+NO_LIMIT = contextlib.nullcontext()
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
 SMUGGLING = {b"content-length", b"transfer-encoding"}  # h11 gives header names lower-cased
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Payload Too Large",
@@ -87,6 +89,29 @@ class Writes:
 
     def deadline(self, writer_s: float) -> float:
         return min(writer_s, trio.current_time() + self.send_timeout_s, self.hard_stop)
+
+
+class KeepAlive:
+    """Idle connections' keep-alive timeouts, as the deadline of each one's read loop.
+
+    Hypercorn starts a task per idle period (``TrioSingleTask``: a lock, a nursery start
+    and a cancel scope, on every request); here going idle or busy sets a deadline. On
+    shutdown the idle ones close at once, as Hypercorn's did; busy ones close when done.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.reads: set[trio.CancelScope] = set()
+        self.closing = False
+
+    def idle(self, read: trio.CancelScope) -> None:
+        read.deadline = -math.inf if self.closing else trio.current_time() + self.timeout_s
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for read in self.reads:
+            if read.deadline != math.inf:
+                read.deadline = -math.inf
 
 
 def has_length(headers: Any) -> bool:
@@ -244,9 +269,13 @@ class Connection(TCPServer):
     """One client connection: Hypercorn's ``TCPServer`` with bounded, lock-safe writes and
     closes, whose failures end only itself."""
 
-    def __init__(self, writes: Writes, raw: socket.socket | None, *args: Any) -> None:
+    def __init__(
+        self, writes: Writes, keep_alive: KeepAlive, raw: socket.socket | None, *args: Any
+    ) -> None:
         super().__init__(*args)
         self.writes = writes
+        self.keep_alive = keep_alive
+        self.read = trio.CancelScope()  # its deadline is the keep-alive's while idle
         self.raw = raw  # the plain TCP socket under ``stream`` (None under TLS)
 
     async def run(self) -> None:
@@ -276,7 +305,7 @@ class Connection(TCPServer):
                     alpn_protocol,
                 )  # fmt: skip
                 await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                self.keep_alive.idle(self.read)
                 await self._read_data()
         except* OSError:
             pass  # the peer is gone
@@ -287,7 +316,13 @@ class Connection(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
-            await super().protocol_send(event)
+            if isinstance(event, Updated):
+                if event.idle:
+                    self.keep_alive.idle(self.read)
+                else:
+                    self.read.deadline = math.inf
+            else:
+                await super().protocol_send(event)
             return
         if not event.data:
             return  # h11's end of a body with a content-length: nothing to write
@@ -363,6 +398,28 @@ class Connection(TCPServer):
             with trio.move_on_after(CLOSE_S):
                 await self.stream.aclose()  # closes even when cancelled or timed out
 
+    async def _read_data(self) -> None:
+        """Hypercorn's (0.18.0), in the keep-alive's scope, and without a cancel scope per
+        read when there is no ``read_timeout``."""
+        read_timeout = self.config.read_timeout or math.inf
+        self.keep_alive.reads.add(self.read)
+        try:
+            with self.read:
+                while True:
+                    try:
+                        with trio.fail_after(read_timeout) if read_timeout < math.inf else NO_LIMIT:
+                            data = await self.stream.receive_some(MAX_RECV)
+                    except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                        break
+                    await self.protocol.handle(RawData(bytes(data)))
+                    if data == b"":
+                        break
+        finally:
+            self.keep_alive.reads.discard(self.read)
+        if self.read.cancelled_caught:  # idle for the keep-alive timeout, or shutting down
+            await self._initiate_server_close()
+        await self.protocol.handle(Closed())
+
     async def _initiate_server_close(self) -> None:
         """Hypercorn's idle close runs shielded: bound it, for a TLS peer that never reads."""
         with trio.move_on_after(CLOSE_S):
@@ -429,6 +486,7 @@ async def worker_serve(
     lifespan = Lifespan(app, config, lifespan_state)
     context = WorkerContext(None)
     writes = Writes(send_timeout_s)
+    keep_alive = KeepAlive(config.keep_alive_timeout)
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
@@ -443,7 +501,10 @@ async def worker_serve(
             state = ConnectionState(lifespan_state.copy())
 
             async def handler(stream: trio.abc.Stream, raw: socket.socket | None) -> None:
-                await Connection(writes, raw, app, config, context, state, stream).run()
+                connection = Connection(
+                    writes, keep_alive, raw, app, config, context, state, stream
+                )
+                await connection.run()
 
             task_status.started(binds)
             try:
@@ -459,6 +520,7 @@ async def worker_serve(
                     raise others from None
             finally:
                 await context.terminated.set()
+                keep_alive.close_idle()
                 deadline = trio.current_time() + config.graceful_timeout
                 server_nursery.cancel_scope.deadline = deadline
                 writes.stop_at(deadline)
