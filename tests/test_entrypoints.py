@@ -25,6 +25,7 @@ import trio
 
 import trio_mock
 from conftest import fast_settings
+from trio_mock._cpus import usable_cpus
 from trio_mock._settings import KNOBS, Settings, SettingsError
 
 BIN = Path(sys.executable).parent
@@ -417,13 +418,17 @@ def alive(pid: int) -> bool:
     return info is not None and info[0] != "Z"
 
 
-def is_worker(pid: int) -> bool:
-    """A multiprocessing spawn child (Hypercorn's worker), not its resource tracker."""
+def is_worker(pid: int, supervisor: int) -> bool:
+    """A worker: forked, so it runs the supervisor's command line (any other child, such
+    as a multiprocessing helper, runs its own)."""
     try:
-        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        return read_cmdline(pid) == read_cmdline(supervisor)
     except OSError:
         return False
-    return any(b"spawn_main" in arg for arg in cmdline)
+
+
+def read_cmdline(pid: int) -> bytes:
+    return (Path("/proc") / str(pid) / "cmdline").read_bytes()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
@@ -435,7 +440,7 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:
             await wait_serving(client, url, process, log)
-        workers = [pid for pid in children(process.pid) if is_worker(pid)]
+        workers = [pid for pid in children(process.pid) if is_worker(pid, process.pid)]
         assert len(workers) == 2, await trio.Path(log).read_text()
         # A new connection for each request, so the kernel may hand it to either worker.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
@@ -452,6 +457,31 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
             while any(alive(pid) for pid in workers):  # ruff: ignore[async-busy-wait]
                 await trio.sleep(0.05)
     assert "Traceback" not in output
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sets the CPU affinity")
+async def test_workers_auto_starts_one_per_usable_cpu(tmp_path: Path) -> None:
+    """Under an affinity mask of at most 2 CPUs (a big CI machine would start dozens),
+    ``--workers auto`` starts one worker per CPU, or serves in one process on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    expected = min(len(cpus), usable_cpus())  # a cgroup quota may allow fewer
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    pinned = f"import os, sys; os.sched_setaffinity(0, {cpus}); sys.argv[0] = 'trio-mock'; "
+    pinned += "from trio_mock._cli import main; main()"
+    args = [sys.executable, "-c", pinned, "--port", str(port), "--workers", "auto", *FAST_FLAGS]
+    async with launched(args, log) as process:
+        async with httpx.AsyncClient() as client:
+            await wait_serving(client, url, process, log)
+            await check_chat(client, url)
+        workers = [pid for pid in children(process.pid) if is_worker(pid, process.pid)]
+        output = await trio.Path(log).read_text()
+        assert len(workers) == (expected if expected > 1 else 0), output
+        if expected > 1:
+            assert f"with {expected} workers" in output
+        process.send_signal(signal.SIGTERM)
+        assert await wait_exit(process) == 0, await trio.Path(log).read_text()
 
 
 # --- embedding: serve in your own nursery -----------------------------------------------------

@@ -607,16 +607,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def metric_files(pid: int) -> set[str]:
     """The counter files in the multiprocess directory the CLI (``pid``) gave its workers
-    (a child's /proc environ shows what it was started with)."""
+    (a child's /proc maps show the metric files it has mapped)."""
     found = set()
     for entry in Path("/proc").iterdir():
         with suppress(OSError, IndexError, ValueError):
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if ppid == pid:
-                for item in (entry / "environ").read_bytes().split(b"\0"):
-                    if item.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
-                        directory = Path(item.split(b"=", 1)[1].decode())
-                        found |= {p.name for p in directory.glob("counter_*.db")}
+                for line in (entry / "maps").read_text().splitlines():
+                    mapped = Path(line.split(maxsplit=5)[-1])
+                    if mapped.suffix == ".db" and mapped.name.startswith("counter_"):
+                        found |= {p.name for p in mapped.parent.glob("counter_*.db")}
     return found
 
 

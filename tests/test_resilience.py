@@ -8,6 +8,7 @@ and followed by a normal request to the same server.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -257,6 +259,35 @@ def test_workers_that_cannot_start_stop_the_supervisor_with_a_failure(tmp_path: 
         supervised.wait_for(r"before serving, 3 times in a row: stopping")
         assert supervised.process.wait(timeout=30) == 1
     finally:
+        supervised.stop()
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an orphan's new parent may not reap it soon)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_stop_when_the_supervisor_is_killed() -> None:
+    """SIGKILL leaves the supervisor no chance to stop them: the workers notice its end
+    of their stop pipe closing, rather than serving on as orphans."""
+    supervised = Supervised("--workers", "2")
+    workers: list[int] = []
+    try:
+        workers += [int(m.group(1)) for m in supervised.wait_for(r"worker (\d+) serving", 2)]
+        supervised.process.kill()
+        supervised.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(running, workers)), supervised.lines
+    finally:
+        for pid in filter(running, workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         supervised.stop()
 
 

@@ -245,10 +245,10 @@ SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"
 
 
 def app_from_environment() -> QuartTrio:
-    """Build the app for ``hypercorn -k trio trio_mock:app`` and the CLI's workers.
+    """Build the app for ``hypercorn -k trio trio_mock:app``.
 
-    The CLI's worker processes receive the parent's exact settings in one variable; other
-    launchers use the ``TRIO_MOCK_*`` variables.
+    Exact settings may come as JSON in one variable (``TRIO_MOCK_SETTINGS_JSON``), else
+    from the ``TRIO_MOCK_*`` variables. (The CLI's workers are forked with their settings.)
     """
     exact = os.environ.get(SETTINGS_JSON)
     settings = Settings.from_json(exact) if exact else Settings.from_env()

@@ -106,6 +106,21 @@ class Corpus:
         return self.ids[take]
 
 
+SHARED: list[tuple[Tokenizer, int, int, Corpus]] = []  # one (tokenizer, articles, seed, corpus)
+
+
+def shared_corpus(tokenizer: Tokenizer, articles: int, seed: int) -> Corpus:
+    """The corpus for these knobs, built once per process and never written: the
+    ``--workers`` supervisor builds it before it forks, so the workers share its pages
+    rather than each building a copy. One entry, so a changed corpus frees the old one."""
+    for known, known_articles, known_seed, corpus in SHARED:
+        if known is tokenizer and (known_articles, known_seed) == (articles, seed):
+            return corpus
+    corpus = Corpus(tokenizer, articles, seed)
+    SHARED[:] = [(tokenizer, articles, seed, corpus)]
+    return corpus
+
+
 def release_free_memory() -> None:
     """Hand start-up's temporary objects (the corpus build's arrays) back to the OS: glibc
     keeps freed memory otherwise. Call it once they are out of scope."""

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from attrs import field, frozen
 
-from ._corpus import WORDS, Corpus
+from ._corpus import WORDS, Corpus, shared_corpus
 from ._emit import new_id
 from ._errors import invalid
 from ._generate import CorpusText, PaddedText, RepeatedText, TextSource
@@ -207,7 +207,7 @@ class MockModel:
         self.alternatives: list[str] = [*COMMON_TOKENS, *(f" {w}" for w in WORDS[:256])]
         if out.output_mode == "corpus":
             if corpus is None:
-                corpus = Corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+                corpus = shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
             self.corpus = corpus
             self.text = CorpusText(corpus, out)
             self.alternatives = corpus.pieces[:256]

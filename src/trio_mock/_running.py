@@ -13,7 +13,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-import trio.testing
 
 from ._app import create_app
 from ._server import serve_app
@@ -57,6 +56,8 @@ class RunningServer:
         Args:
           filters: ``model``, ``endpoint``, ``status``, ``since``, ``limit``.
         """
+        import trio.testing  # here, not at the top: it imports pytest, ~13 MB a server
+
         with trio.move_on_after(SETTLE_S):
             await trio.testing.wait_all_tasks_blocked()
         return self.live.journal.select(**filters)

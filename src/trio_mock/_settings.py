@@ -4,7 +4,8 @@ Every knob is a field of one of the frozen groups below. Its CLI flag (``--ttft-
 environment variable (``TRIO_MOCK_TTFT_MS``) and its TOML key (``ttft_ms``, at top level or
 under its group's table) are all derived from the field, so the surfaces cannot drift.
 Precedence: CLI > environment > TOML file > defaults. This module does no I/O beyond
-reading the TOML file and the certificate check; it never starts anything.
+reading the TOML file, the certificate check and, for ``--workers auto``, the CPU count;
+it never starts anything.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from ._cpus import usable_cpus
 from ._faults import parse_fault
 from ._profiles import PROFILES
 from ._ranges import (
@@ -54,6 +56,7 @@ def knob(
     check: Callable[[Any], str | None] | None = None,
     *,
     live: bool = True,
+    word: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Declare a knob: its default, its one-line help, and an optional value check.
 
@@ -61,9 +64,26 @@ def knob(
     called for None (unset), which the knob's type allows or not. A number's check is a
     ``Range`` from ``_ranges``, with an upper bound too, shared with the per-request
     surfaces that set the same thing. ``live`` False: the knob is read at start-up only,
-    so ``/_mock/config`` refuses to change it.
+    so ``/_mock/config`` refuses to change it. ``word`` turns a raw value (a word such as
+    ``auto``) into one of the knob's type before it is parsed; others pass through.
     """
-    return field(default=default, metadata={"help": doc, "check": check, "live": live})
+    metadata = {"help": doc, "check": check, "live": live, "word": word}
+    return field(default=default, metadata=metadata)
+
+
+def auto_workers(raw: Any) -> Any:
+    """``auto``: one worker per CPU this process may use.
+
+    Raises:
+      ValueError: a word that is neither ``auto`` nor a number.
+    """
+    if not isinstance(raw, str):
+        return raw
+    if raw.strip().lower() == "auto":
+        return usable_cpus()
+    if not raw.strip().lstrip("+-").isdigit():
+        raise ValueError(f"expected an integer or auto, got {raw!r}")
+    return raw
 
 
 def port_number(v: Any) -> str | None:
@@ -123,7 +143,14 @@ class ServerSettings:
 
     host: str = knob("127.0.0.1", "address to bind (0.0.0.0 for all interfaces)", live=False)
     port: int = knob(8000, "TCP port (0 picks a free one)", port_number, live=False)
-    workers: int = knob(1, "worker processes sharing the port", Range(1, 1024), live=False)
+    workers: int = knob(
+        1,
+        "worker processes sharing the port; auto: one per usable CPU (the affinity mask, "
+        "capped by a cgroup CPU quota)",
+        Range(1, 1024),
+        live=False,
+        word=auto_workers,
+    )
     certfile: str | None = knob(
         None, "TLS certificate (PEM); enables HTTPS and h2 via ALPN", readable_file, live=False
     )
@@ -509,6 +536,7 @@ class Knob(typing.NamedTuple):
     default: Any
     help: str
     live: bool = True  # may change while serving
+    word: Callable[[Any], Any] | None = None  # a word such as ``auto`` -> a value
 
     @property
     def flag(self) -> str:
@@ -526,7 +554,15 @@ def knobs() -> list[Knob]:
         for name, group_cls in typing.get_type_hints(Settings).items()
     }
     return [
-        Knob(group, f.name, hints[group][f.name], f.default, f.metadata["help"], f.metadata["live"])
+        Knob(
+            group,
+            f.name,
+            hints[group][f.name],
+            f.default,
+            f.metadata["help"],
+            f.metadata["live"],
+            f.metadata["word"],
+        )
         for group, group_cls in typing.get_type_hints(Settings).items()
         for f in attrs.fields(group_cls)
     ]
@@ -559,7 +595,7 @@ def build(base: Settings, leaves: Mapping[str, Any]) -> Settings:
         if k is None:
             raise SettingsError(f"unknown setting {name!r}")
         try:
-            value = parse_value(k.type, raw)
+            value = parse_value(k.type, k.word(raw) if k.word else raw)
         except (TypeError, ValueError) as error:
             raise SettingsError(f"{describe(name)}: {error}") from None
         changes.setdefault(k.group, {})[name] = value

@@ -5,10 +5,16 @@ stops all the others and exits 0, so a process manager never restarts the server
 a worker that dies is logged with its exit and replaced while the others keep serving;
 only SIGINT or SIGTERM stops the supervisor (exit 0, after the workers' grace period).
 Workers that keep dying before they serve (a bad start-up) stop it with exit status 1.
+
+Workers are forked, not spawned: the supervisor loads the tokenizer and builds the corpus
+first, so every worker shares those pages (and the imported modules') copy-on-write
+instead of holding its own copy, and a replacement starts without re-importing anything.
+That needs the supervisor never to start Trio or a thread before it forks.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -21,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._app import SETTINGS_JSON, app_from_environment
+from ._app import create_app
+from ._corpus import release_free_memory, shared_corpus
 from ._metrics import MULTIPROC_DIR
 from ._server import hypercorn_config, listen, serve_sockets, sockets
+from ._tokens import load_tokenizer
 
 if TYPE_CHECKING:
     import socket
@@ -36,16 +44,16 @@ log = logging.getLogger("trio_mock")
 
 START_FAILURES = 3  # deaths in a row before any worker was ready: the start-up is broken
 STOP_MARGIN_S = 5.0  # after the grace period, how long workers get before SIGKILL
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def supervise(settings: Settings) -> int:
     """Serve ``settings`` with ``settings.server.workers`` processes; returns the exit status.
 
-    Each worker builds ``trio_mock:app`` from the exact settings, passed in an environment
-    variable, and keeps its metrics in prometheus-client's multiprocess files, so any
-    worker's /metrics reports them all.
+    Each worker builds its own app from ``settings`` and keeps its metrics in
+    prometheus-client's multiprocess files, so any worker's /metrics reports them all.
     """
-    os.environ[SETTINGS_JSON] = settings.to_json()
+    preload(settings)
     srv = settings.server
     with listen(srv.host, srv.port, srv.backlog) as sock:
         host, port = sock.getsockname()[:2]
@@ -61,14 +69,34 @@ def supervise(settings: Settings) -> int:
                 del os.environ[MULTIPROC_DIR]
 
 
+def preload(settings: Settings) -> None:
+    """Build what every worker reads but never writes, once, before the first fork.
+
+    ``gc.freeze`` keeps it out of the workers' collections, which would otherwise write
+    to every object's header and so copy the pages it sits on into each worker.
+    """
+    out = settings.output
+    tokenizer = load_tokenizer(out.tokenizer)
+    if out.output_mode == "corpus":
+        shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+    gc.collect()
+    release_free_memory()
+    gc.freeze()
+
+
 class Supervisor:
-    """Starts the workers, replaces the ones that die, and stops them on a signal."""
+    """Starts the workers, replaces the ones that die, and stops them on a signal.
+
+    The workers stop when their stop pipe's write end, which only the supervisor holds,
+    closes: when the supervisor asks, and also when it dies, even by SIGKILL. (A ``multiprocessing.Event`` did this before, but
+    its ``set`` waits for every waiter to wake, forever when one was killed waiting.)
+    """
 
     def __init__(self, settings: Settings, sock: socket.socket) -> None:
         self.settings = settings
         self.sock = sock
-        self.context = multiprocessing.get_context("spawn")
-        self.stop = self.context.Event()
+        self.context = multiprocessing.get_context("fork")
+        self.stop_reader, self.stop_writer = os.pipe()
         self.workers: dict[int, tuple[BaseProcess, Event]] = {}  # by sentinel
         self.stopping = False
 
@@ -99,20 +127,28 @@ class Supervisor:
     def on_signal(self, signum: int, frame: Any) -> None:
         log.info("received %s, stopping the workers", signal.Signals(signum).name)
         self.stopping = True
-        self.stop.set()
 
     def start_worker(self) -> None:
+        """Fork a worker. SIGINT and SIGTERM wait, blocked, until it has its own handlers
+        (the supervisor's would stop only the worker's copy of the supervisor)."""
         ready = self.context.Event()
         process = self.context.Process(
-            target=run_worker, args=(self.sock, self.stop, ready), daemon=True
+            target=run_worker,
+            args=(self.settings, self.sock, self.stop_reader, self.stop_writer, ready),
+            daemon=True,
         )
-        process.start()
+        gc.freeze()  # what the supervisor made since: shared too, and out of their collections
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.workers[process.sentinel] = (process, ready)
 
     def stop_workers(self) -> None:
         """Ask every worker to stop; those still running after the grace period and a
         margin are killed."""
-        self.stop.set()
+        os.close(self.stop_writer)
         deadline = time.monotonic() + self.settings.server.graceful_timeout_s + STOP_MARGIN_S
         for process, _ in self.workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
@@ -136,14 +172,22 @@ def describe(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
-def run_worker(sock: socket.socket, stop: Event, ready: Event) -> None:
-    """A worker process: serve on the supervisor's socket until it sets ``stop``."""
+def run_worker(
+    settings: Settings, sock: socket.socket, stop_reader: int, stop_writer: int, ready: Event
+) -> None:
+    """A worker process: serve on the supervisor's socket until ``stop_reader`` reads EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the supervisor, which stops us
-    app = app_from_environment()
-    settings = app.live.settings  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    os.close(stop_writer)  # else the pipe would stay open for as long as this worker
+    from prometheus_client import values
+
+    # Chosen when prometheus-client was imported, before the multiprocess directory was set.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    app = create_app(settings)
 
     async def stopped() -> None:
-        await trio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+        await trio.lowlevel.wait_readable(stop_reader)  # EOF: the supervisor closed its end
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
