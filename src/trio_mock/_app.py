@@ -108,16 +108,22 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
             "max_model_len": live.model.context_window(model_id),
         }
 
-    chores = trio.CancelScope()
+    chores, pacing = trio.CancelScope(), trio.CancelScope()
+
+    async def pace() -> None:
+        with pacing:
+            await live.pacer.run()
 
     @app.before_serving
     async def mark_start() -> None:
         live.limiter.start()  # rate_limit_after_s counts from here
         app.nursery.start_soon(housekeeping, live, chores)
+        app.nursery.start_soon(pace)
 
     @app.after_serving
     async def close_journal() -> None:
-        chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for it
+        chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
+        pacing.cancel()
         live.journal.close()
 
     @app.before_request

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._journal import Record
     from ._load import Admission, Load
     from ._observe import Observer
+    from ._pacing import Pacer
     from ._protocol import Overrides
     from ._ratelimit import RateLimiter
     from ._scripts import Scripts
@@ -178,6 +179,7 @@ class Services:
     observer: Observer
     scripts: Scripts
     watchdog: Watchdog
+    pacer: Pacer
 
 
 def planned_headers(reply: Reply, plan: Timing, record: Record) -> list[tuple[bytes, bytes]]:
@@ -213,6 +215,7 @@ class Endpoint:
         self.observer = services.observer
         self.scripts = services.scripts
         self.watchdog = services.watchdog
+        self.pacer = services.pacer
         self.limit_s = settings.server.max_request_s
         self.late = too_long(self.limit_s)
         # Under the load model each ITL step is stretched by the decode count at that moment.
@@ -509,7 +512,7 @@ class Endpoint:
             if raw is not None:
                 raw.append(opening)
         with self.watchdog.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
-            async with aclosing(paced(events)) as batches:
+            async with aclosing(paced(events, self.pacer.sleep_until)) as batches:
                 async for due, closing, data in batches:
                     if not data:  # a cut's empty ending: nothing goes out
                         continue

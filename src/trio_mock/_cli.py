@@ -7,6 +7,7 @@ settings end start-up with one line on stderr and exit status 2, never a traceba
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import typing
@@ -144,4 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def run_until_signal(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, settings, shutdown_trigger=wait_for_signal))
+        # What start-up built (the corpus, the tokenizer, the app) lives as long as the
+        # server: out of later collections, a full one of which would stall every stream.
+        gc.collect()
+        gc.freeze()
         log.info("serving on %s (Ctrl+C to stop)", ", ".join(binds))

@@ -30,6 +30,7 @@ from ._logs import LEVELLED_LOGGERS
 from ._metrics import Metrics, multiprocess
 from ._model import MockModel
 from ._observe import Observer
+from ._pacing import Pacer
 from ._ratelimit import RateLimiter
 from ._realtime import RealtimeEndpoint
 from ._responses import ResponsesHandler
@@ -86,6 +87,7 @@ class Live:
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
+        self.pacer = Pacer()
         self.routes: dict[str, ASGIApp] = {}
         self.changing = trio.Lock()
         self.build_routes()
@@ -103,6 +105,7 @@ class Live:
             observer=self.observer,
             scripts=self.scripts,
             watchdog=self.watchdog,
+            pacer=self.pacer,
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}

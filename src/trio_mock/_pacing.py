@@ -15,12 +15,13 @@ built only when it is sent, so a stream cut before an event never builds (or num
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from array import array
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import islice, repeat
 from operator import itemgetter
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -30,6 +31,74 @@ Event = tuple[float, Iterator[bytes]]  # (deadline, where its frame is drawn fro
 # 120k-token stream is 30 MB of small objects and as much again joined.
 WRITE_BYTES = 1 << 16
 Frame = TypeVar("Frame")
+SleepUntil = Callable[[float], Awaitable[None]]
+COMPACT_AT = 1024  # abandoned waits the pacer keeps before it drops them all at once
+
+
+class Pacer:
+    """Wakes paced streams at their deadlines: one timer task for all of them.
+
+    ``trio.sleep_until`` costs a cancel scope, a deadline registration and a ``Cancelled``
+    exception per call, about 30 us a token when a thousand streams run (against 10 here,
+    measured with 1000 streams of 100 tokens). Here a stream parks itself on a heap and the
+    timer task wakes every stream that is due in one pass. Until ``run`` runs (an app
+    served without its lifespan), ``sleep_until`` is trio's.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[list[Any]] = []  # [deadline, order, task or None once abandoned]
+        self.order = itertools.count()
+        self.wake_at = math.inf  # the timer's deadline
+        self.timer: trio.CancelScope | None = None
+        self.abandoned = 0
+        self.running = False
+
+    async def sleep_until(self, deadline: float) -> None:
+        """``trio.sleep_until(deadline)``: a checkpoint at least, cancellable."""
+        if not self.running or deadline == math.inf:
+            await trio.sleep_until(deadline)
+            return
+        if deadline <= trio.current_time():
+            await trio.lowlevel.checkpoint()
+            return
+        wait = [deadline, next(self.order), trio.lowlevel.current_task()]
+        heapq.heappush(self.heap, wait)
+        if deadline < self.wake_at and self.timer is not None:
+            self.wake_at = self.timer.deadline = deadline
+
+        def abandon(_: Any) -> trio.lowlevel.Abort:
+            wait[2] = None
+            self.abandoned += 1
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abandon)
+
+    async def run(self) -> None:
+        """The timer task: wake whoever is due, sleep until the next deadline, repeat."""
+        heap = self.heap
+        self.running = True
+        try:
+            while True:
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    task = heapq.heappop(heap)[2]
+                    if task is not None:
+                        trio.lowlevel.reschedule(task)
+                    else:
+                        self.abandoned -= 1
+                if self.abandoned > COMPACT_AT and self.abandoned * 2 > len(heap):
+                    heap[:] = [wait for wait in heap if wait[2] is not None]  # disconnects
+                    heapq.heapify(heap)
+                    self.abandoned = 0
+                self.wake_at = heap[0][0] if heap else math.inf
+                with trio.CancelScope(deadline=self.wake_at) as self.timer:
+                    await trio.sleep_forever()
+        finally:
+            self.running, self.timer = False, None
+            for wait in heap:  # never reached while streams run: the app's nursery ends last
+                if wait[2] is not None:
+                    trio.lowlevel.reschedule(wait[2])
+            heap.clear()
 
 
 def deadlines(
@@ -128,14 +197,20 @@ def cut_at(events: Iterable[Event], limit: float, last: Callable[[], bytes]) -> 
         yield deadline, source
 
 
-async def paced(events: Iterable[Event]) -> AsyncGenerator[tuple[array[float], bool, bytes]]:
+async def paced(
+    events: Iterable[Event], sleep_until: SleepUntil = trio.sleep_until
+) -> AsyncGenerator[tuple[array[float], bool, bytes]]:
     """Yield each event's frame at its deadline, joining frames that are due together into
     writes of up to ``WRITE_BYTES``; with each write, the deadlines of the events it
-    carries and whether the last one carried no token (``Built``), for the journal."""
+    carries and whether the last one carried no token (``Built``), for the journal.
+
+    Args:
+      sleep_until: trio's, or a ``Pacer``'s.
+    """
     pending = iter(events)
     nxt = next(pending, None)
     while nxt is not None:
-        await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
+        await sleep_until(nxt[0])  # a past deadline is just a checkpoint
         now = trio.current_time()
         due = array("d", (nxt[0],))
         batch = [next(nxt[1])]
