@@ -32,6 +32,7 @@ from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
 from ._pacing import Built, Event, cut_at, paced, schedule, then
 from ._scripts import merged
 from ._validate import parse_overrides
+from ._worker import BODY_EXTENSION
 
 if TYPE_CHECKING:
     from ._auth import Auth
@@ -54,6 +55,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 ItlScale = Callable[[], float] | None
+Write = Callable[[bytes], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
@@ -111,6 +113,19 @@ async def send_body(
     length = (b"content-length", b"%d" % len(body))
     await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def body_writer(scope: Message, send: Send) -> Write:
+    """How to send a piece of a streamed body: our worker's shortcut (``_worker``), or
+    ``send``."""
+    shortcut: Write | None = scope.get("extensions", {}).get(BODY_EXTENSION)
+    if shortcut is not None:
+        return shortcut
+
+    async def write(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    return write
 
 
 def tokens_per_event(ends: Sequence[int]) -> Iterator[int]:
@@ -304,7 +319,8 @@ class Endpoint:
                 record.due.extend(repeat(admitted, record.planned_events))
                 last: tuple[int, bytes] | None = (200, reply.body())
             else:
-                last = await self.respond(receive, send, reply, plan, headers, record)
+                write = body_writer(scope, send)
+                last = await self.respond(receive, send, write, reply, plan, headers, record)
             if last is None:  # the client went away, or a fault cuts the connection
                 return
             # The last send goes out after the disconnect watcher is gone: it may close the
@@ -361,6 +377,7 @@ class Endpoint:
         self,
         receive: Receive,
         send: Send,
+        write: Write,
         reply: Reply,
         plan: Timing,
         headers: list[tuple[bytes, bytes]],
@@ -387,11 +404,12 @@ class Endpoint:
                 if fault is not None and fault.kind == "disconnect":
                     record.cut = "fault"
                     await self.stream(
-                        send, reply.opening(), events, plan, headers + unfinished(plan), record
-                    )
+                        send, write, reply.opening(), events, plan, headers + unfinished(plan),
+                        record,
+                    )  # fmt: skip
                     await hang_up(send, plan)
                 else:
-                    await self.stream(send, reply.opening(), events, plan, headers, record)
+                    await self.stream(send, write, reply.opening(), events, plan, headers, record)
                     last = (200, b"")
             elif fault is not None:
                 last = await self.faulty_body(send, reply, plan, fault, limit, headers, record)
@@ -494,6 +512,7 @@ class Endpoint:
     async def stream(
         self,
         send: Send,
+        write: Write,
         opening: bytes,
         events: Iterator[Event],
         plan: Timing,
@@ -508,7 +527,7 @@ class Endpoint:
         record.status, record.headers_sent = 200, trio.current_time()
         raw = record.response
         if opening:
-            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            await write(opening)
             if raw is not None:
                 raw.append(opening)
         with self.watchdog.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
@@ -516,7 +535,7 @@ class Endpoint:
                 async for due, closing, data in batches:
                     if not data:  # a cut's empty ending: nothing goes out
                         continue
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    await write(data)
                     record.wrote(due, trio.current_time(), closing)
                     if raw is not None:
                         raw.append(data)

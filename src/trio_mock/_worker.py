@@ -30,6 +30,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -40,6 +41,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import EndBody, Response
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError, H11Protocol
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
@@ -60,6 +62,9 @@ log = logging.getLogger("trio_mock")
 # keeps stream backstops that way): an HTTP/1.1 write blocked past it is cut too.
 WRITER_DEADLINE: ContextVar[float] = ContextVar("WRITER_DEADLINE", default=math.inf)
 
+# A request scope's extension: ``await scope["extensions"][BODY_EXTENSION](data)`` sends a
+# piece of a streamed response body, more cheaply than ``send`` (see ``OpenAIH11``).
+BODY_EXTENSION = "trio_mock.body_chunk"
 ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
 CLOSE_S = 1.0  # longest a close may wait for a peer (TLS close_notify) before it is forced
 LINGER_S = 2.0  # after answering a request whose body is still coming: read, discard, close
@@ -127,7 +132,7 @@ def error_body(status: int, message: str) -> bytes:
 
 
 class OpenAIH11(H11Protocol):
-    """Hypercorn's HTTP/1.1 protocol, with three corrections.
+    """Hypercorn's HTTP/1.1 protocol, with three corrections and a shortcut.
 
     - Framing errors get an OpenAI-shaped JSON body (Hypercorn's are empty).
     - The request head is held to ``h11_max_incomplete_size`` exactly (h11 checks only
@@ -137,10 +142,16 @@ class OpenAIH11(H11Protocol):
       never ended, so the next request on it was never answered. The rest of the body is
       read and dropped for ``LINGER_S`` first (nginx's lingering close), so that closing
       with unread bytes does not reset the answer away before the client reads it.
+
+    The shortcut: each request's scope offers ``BODY_EXTENSION``, a callable that writes
+    a chunk of a chunked response body straight to the connection. Through the ASGI
+    ``send``, each chunk of a stream is an event of Hypercorn's and one of h11's (whose
+    chunked writer keeps no state per chunk), about a third of a paced token's cost.
     """
 
     lingering = False
     held = b""  # a response head waiting for its body, to go out in the same write
+    chunked = False  # the current response's body goes out in chunks
 
     async def _send_h11_event(self, event: Any) -> None:
         """Hypercorn's, but a head with a content-length waits for its body: a whole
@@ -151,9 +162,11 @@ class OpenAIH11(H11Protocol):
             if self.connection.their_state != h11.ERROR:
                 raise
             return
-        if type(event) is h11.Response and has_length(event.headers):
-            self.held = data
-            return
+        if type(event) is h11.Response:
+            self.chunked = b"transfer-encoding: chunked" in data.lower()
+            if has_length(event.headers):
+                self.held = data
+                return
         if self.held:
             data, self.held = self.held + data, b""
         await self.send(RawData(data=data))
@@ -206,7 +219,23 @@ class OpenAIH11(H11Protocol):
             await self._send_error_response(431 if len(framing) < 2 else 400)
             await self.send(Closed())
             return
+        self.chunked = False
         await super()._create_stream(request)
+        stream = self.stream
+        if isinstance(stream, HTTPStream):  # its app task has not started yet
+            extensions: dict[str, Any] = stream.scope["extensions"]
+            extensions[BODY_EXTENSION] = partial(self.send_chunk, stream)
+
+    async def send_chunk(self, stream: HTTPStream, data: bytes) -> None:
+        """``send({"type": "http.response.body", "body": data, "more_body": True})``,
+        written as h11 would write it when ``stream`` is still the one answering, in a
+        chunked body; anything else goes the usual way."""
+        if not data:
+            return  # (an empty chunk would end the body)
+        if self.chunked and stream is self.stream and stream.state is ASGIHTTPState.RESPONSE:
+            await self.send(RawData(data=b"%x\r\n%b\r\n" % (len(data), data)))
+        else:
+            await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 class Gone:
