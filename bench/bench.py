@@ -400,6 +400,7 @@ class Bench:
             for key, scenario, *which in runs:
                 before = lag.scrape(server.url)
                 (line,) = self.run(server, label, scenario, *pace, *which)
+                time.sleep(lag.FLUSH_S)  # the server's metrics reach /metrics in batches
                 line |= lag.reading(before, lag.scrape(server.url))
                 self.record(label, key, line | phase, compare)
                 if key == f"pace{LOAD_STREAMS}":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METRIC = "trio_mock_schedule_lag_seconds"
+FLUSH_S = 0.5  # trio-mock hands its metrics to /metrics four times a second
 SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 LE = re.compile(r'(?:^|,)\s*le="(?P<le>[^"]+)"')
 
@@ -94,12 +95,14 @@ def scrape(url: str) -> Histogram | None:
 
 
 def reading(before: Histogram | None, after: Histogram | None) -> dict[str, Any]:
-    """The lag figures of the writes between two scrapes; all None if either is missing."""
-    if before is None or after is None:
+    """The lag figures of the writes between two scrapes; all None if the metric is
+    missing after the run (an older server). Missing before it means nothing was paced
+    yet: the series appear with their first observation."""
+    if after is None:
         return {
             "server_lag_p50_ms": None,
             "server_lag_p99_ms": None,
             "server_lag_mean_ms": None,
             "server_lag_writes": None,
         }
-    return (after - before).summary()
+    return (after - (before or Histogram())).summary()

@@ -72,11 +72,13 @@ async def call(
     headers: Headers = (),
     content_type: bytes = b"application/json",
     write_s: float = 0.0,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Answer:
     """One request straight into the app's ASGI entry point.
 
     ``body``: None for none, bytes as they are, anything else as JSON. ``headers`` follow the
     content type. ``write_s``: how long each body piece takes to send (a slow client).
+    ``extensions``: the scope's, as a server offers them.
     """
     start = trio.current_time()
     sent: list[tuple[float, Message]] = []
@@ -111,6 +113,7 @@ async def call(
         "headers": [(b"content-type", content_type), *pairs],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
+        "extensions": dict(extensions or {}),
     }
     await cast("ASGIApp", app)(scope, receive, send)
     (started_at, start_message), *rest = sent

@@ -32,7 +32,7 @@ from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
 from ._pacing import Built, Event, cut_at, paced, schedule, then
 from ._scripts import merged
 from ._validate import parse_overrides
-from ._worker import BODY_EXTENSION
+from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
 
 if TYPE_CHECKING:
     from ._auth import Auth
@@ -238,7 +238,9 @@ class Endpoint:
         self.itl_scale = partial(self.load.itl_scale, factor) if factor else None
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        start = trio.current_time()  # the client's TTFT counts from arrival
+        # The client's TTFT counts from arrival: when our worker read the request's head,
+        # which in a burst can be well before this task's first turn.
+        start = scope.get("extensions", {}).get(ARRIVAL_EXTENSION) or trio.current_time()
         rid = request_id(scope)
         record = self.observer.open(scope, start, rid)
         try:

@@ -65,6 +65,9 @@ WRITER_DEADLINE: ContextVar[float] = ContextVar("WRITER_DEADLINE", default=math.
 # A request scope's extension: ``await scope["extensions"][BODY_EXTENSION](data)`` sends a
 # piece of a streamed response body, more cheaply than ``send`` (see ``OpenAIH11``).
 BODY_EXTENSION = "trio_mock.body_chunk"
+# And ``scope["extensions"][ARRIVAL_EXTENSION]``: when the request's head was read
+# (``trio.current_time()``), before its app task waited for its first turn.
+ARRIVAL_EXTENSION = "trio_mock.arrival"
 ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
 CLOSE_S = 1.0  # longest a close may wait for a peer (TLS close_notify) before it is forced
 LINGER_S = 2.0  # after answering a request whose body is still coming: read, discard, close
@@ -220,11 +223,13 @@ class OpenAIH11(H11Protocol):
             await self.send(Closed())
             return
         self.chunked = False
+        arrived = trio.current_time()
         await super()._create_stream(request)
         stream = self.stream
         if isinstance(stream, HTTPStream):  # its app task has not started yet
             extensions: dict[str, Any] = stream.scope["extensions"]
             extensions[BODY_EXTENSION] = partial(self.send_chunk, stream)
+            extensions[ARRIVAL_EXTENSION] = arrived
 
     async def send_chunk(self, stream: HTTPStream, data: bytes) -> None:
         """``send({"type": "http.response.body", "body": data, "more_body": True})``,
@@ -260,11 +265,20 @@ GONE = Gone()
 
 class TolerantH2(H2Protocol):
     """Hypercorn's HTTP/2 protocol with ``OpenStreams`` (the flow-control window of data
-    for a closed stream is still given back, as Hypercorn does after handling it)."""
+    for a closed stream is still given back, as Hypercorn does after handling it), and
+    requests stamped with their arrival, as on HTTP/1.1."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.streams = OpenStreams()
+
+    async def _create_stream(self, request: Any) -> None:
+        arrived = trio.current_time()
+        await super()._create_stream(request)
+        stream = self.streams.get(request.stream_id)
+        if isinstance(stream, HTTPStream) and hasattr(stream, "scope"):  # app not started
+            extensions: dict[str, Any] = stream.scope["extensions"]
+            extensions[ARRIVAL_EXTENSION] = arrived
 
 
 class Protocols(ProtocolWrapper):
@@ -358,14 +372,15 @@ class Connection(TCPServer):
         if self.raw is not None and not self.send_lock.locked() and not self.h2:
             # HTTP/1.1's common case: nobody else is writing. Try the write at once,
             # without Hypercorn's lock and shield (each a full scheduler pass when many
-            # streams are runnable); only what the socket does not take waits, as before.
+            # streams are runnable; nothing can come between a write that does not wait
+            # and this check); only what the socket does not take waits, as before.
             # (HTTP/2 keeps the old path: its streams' ends rely on the writes' yields.)
-            self.send_lock.acquire_nowait()
+            sent = send_now(self.raw, event.data)
+            if sent == len(event.data):
+                return
+            self.send_lock.acquire_nowait()  # free still: nothing ran since the check
             try:
-                sent = send_now(self.raw, event.data)
-                done = sent == len(event.data) or (
-                    sent >= 0 and await self.write(memoryview(event.data)[sent:])
-                )
+                done = sent >= 0 and await self.write(memoryview(event.data)[sent:])
             finally:
                 self.send_lock.release()
         else:
