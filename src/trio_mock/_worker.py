@@ -28,6 +28,9 @@ import errno
 import logging
 import math
 import socket
+import struct
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from functools import partial
@@ -65,9 +68,18 @@ WRITER_DEADLINE: ContextVar[float] = ContextVar("WRITER_DEADLINE", default=math.
 # A request scope's extension: ``await scope["extensions"][BODY_EXTENSION](data)`` sends a
 # piece of a streamed response body, more cheaply than ``send`` (see ``OpenAIH11``).
 BODY_EXTENSION = "trio_mock.body_chunk"
-# And ``scope["extensions"][ARRIVAL_EXTENSION]``: when the request's head was read
-# (``trio.current_time()``), before its app task waited for its first turn.
+# And ``scope["extensions"][ARRIVAL_EXTENSION]``: when the request reached the socket (the
+# kernel's stamp, else when it was read), in ``trio.current_time()``'s terms: in a burst,
+# well before its app task's first turn.
 ARRIVAL_EXTENSION = "trio_mock.arrival"
+# Kernel receive timestamps (Linux's SO_TIMESTAMPNS, not in Python's socket module): a
+# struct timespec in the SCM_TIMESTAMPNS message, of the same number.
+SO_TIMESTAMPNS = 35
+STAMP = struct.Struct("@qq")
+STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
+MAX_STAMP_AGE_S = 60.0
+# When the data the reading task handles now reached the socket (see ``receive``).
+RECEIVED_AT: ContextVar[float | None] = ContextVar("RECEIVED_AT", default=None)
 ACCEPT_BATCH = 64  # connections taken per wake-up of the listening socket
 CLOSE_S = 1.0  # longest a close may wait for a peer (TLS close_notify) before it is forced
 LINGER_S = 2.0  # after answering a request whose body is still coming: read, discard, close
@@ -223,7 +235,7 @@ class OpenAIH11(H11Protocol):
             await self.send(Closed())
             return
         self.chunked = False
-        arrived = trio.current_time()
+        arrived = RECEIVED_AT.get() or trio.current_time()
         await super()._create_stream(request)
         stream = self.stream
         if isinstance(stream, HTTPStream):  # its app task has not started yet
@@ -273,7 +285,7 @@ class TolerantH2(H2Protocol):
         self.streams = OpenStreams()
 
     async def _create_stream(self, request: Any) -> None:
-        arrived = trio.current_time()
+        arrived = RECEIVED_AT.get() or trio.current_time()
         await super()._create_stream(request)
         stream = self.streams.get(request.stream_id)
         if isinstance(stream, HTTPStream) and hasattr(stream, "scope"):  # app not started
@@ -320,6 +332,7 @@ class Connection(TCPServer):
         self.keep_alive = keep_alive
         self.read = trio.CancelScope()  # its deadline is the keep-alive's while idle
         self.raw = raw  # the plain TCP socket under ``stream`` (None under TLS)
+        self.stamped = raw is not None and stamp_arrivals(raw)
 
     async def run(self) -> None:
         """Hypercorn's ``run`` (0.18.0), with ``Protocols`` and its errors kept here."""
@@ -442,6 +455,27 @@ class Connection(TCPServer):
             with trio.move_on_after(CLOSE_S):
                 await self.stream.aclose()  # closes even when cancelled or timed out
 
+    async def receive(self) -> bytes:
+        """``stream.receive_some``; on plain TCP with kernel timestamps, read with them, and
+        note when the data reached the socket in ``RECEIVED_AT`` for the requests in it."""
+        if not self.stamped:
+            RECEIVED_AT.set(trio.current_time())
+            return bytes(await self.stream.receive_some(MAX_RECV))
+        raw = self.raw
+        assert raw is not None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data, ancillary, _, _ = raw.recvmsg(MAX_RECV, STAMP_SPACE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
+                continue
+            except OSError as error:  # reset by the peer, or closed by another task
+                raise trio.BrokenResourceError from error
+            RECEIVED_AT.set(received_at(ancillary))
+            await trio.lowlevel.cancel_shielded_checkpoint()  # as trio's receive_some yields
+            return data
+
     async def _read_data(self) -> None:
         """Hypercorn's (0.18.0), in the keep-alive's scope, and without a cancel scope per
         read when there is no ``read_timeout``."""
@@ -452,7 +486,7 @@ class Connection(TCPServer):
                 while True:
                     try:
                         with trio.fail_after(read_timeout) if read_timeout < math.inf else NO_LIMIT:
-                            data = await self.stream.receive_some(MAX_RECV)
+                            data = await self.receive()
                     except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                         break
                     await self.protocol.handle(RawData(bytes(data)))
@@ -470,6 +504,30 @@ class Connection(TCPServer):
             await self.protocol.handle(Closed())
         with trio.move_on_after(CLOSE_S):
             await self.stream.aclose()
+
+
+def stamp_arrivals(raw: socket.socket) -> bool:
+    """Ask the kernel to stamp received data with its arrival (Linux); whether it will."""
+    if sys.platform != "linux":
+        return False
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def received_at(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel received the data just read, in ``trio.current_time()``'s terms
+    (now, without a timestamp). A request's TTFT counts from there: in a burst, data can
+    wait in the socket for many milliseconds before the loop gets to it."""
+    now = trio.current_time()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
+            seconds, nanoseconds = STAMP.unpack_from(data)
+            stamped: float = now - (time.time() - (seconds + nanoseconds * 1e-9))
+            return min(now, max(stamped, now - MAX_STAMP_AGE_S))  # a clock step: bounded
+    return now
 
 
 def send_now(raw: socket.socket, data: bytes) -> int:
