@@ -8,10 +8,12 @@ deadline now, not a task); and a request's schedule starts when the worker read 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import h11
+import httpx
 import orjson
 import trio
 import trio.testing
@@ -112,3 +114,29 @@ async def test_the_schedule_runs_from_the_arrival_the_server_stamped(
     # TTFT 100 ms from the arrival: 70 ms after this task's turn, then every 10 ms.
     assert [round(t, 6) for t in token_times(answer.events())] == [0.07, 0.08, 0.09]
     assert answer.headers["x-mock-ttft-ms"] == "100.000"
+
+
+async def test_a_request_waiting_in_the_socket_counts_from_its_arrival(
+    start_server: StartServer,
+) -> None:
+    # The server runs in this test's Trio run: blocking it (as a busy loop would) leaves
+    # the request in the socket. Its schedule must start when it arrived there, so the
+    # first token, due 50 ms after, is at least 50 ms late, and the journal says so.
+    url = await start_server(ttft_ms=50, itl_ms=1)
+    client = h11.Connection(h11.CLIENT)
+    with trio.fail_after(10):
+        sock = await connect(url)
+        body = chat(2, stream=True)
+        headers = [("host", "test"), ("content-type", "application/json"),
+                   ("content-length", str(len(body)))]  # fmt: skip
+        request = h11.Request(method="POST", target=CHAT, headers=headers)
+        await sock.send_all(client.send(request) + client.send(h11.Data(data=body)))
+        time.sleep(0.1)  # ruff: ignore[blocking-sleep-in-async-function] (the point)
+        await sock.send_all(client.send(h11.EndOfMessage()))
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            received += await sock.receive_some(65536)
+        await sock.aclose()
+        async with httpx.AsyncClient() as http:
+            (entry,) = (await http.get(url + "/_mock/requests", params={"limit": 1})).json()["data"]
+    assert entry["timing"]["lag_max_ms"] >= 50

@@ -459,8 +459,9 @@ class Connection(TCPServer):
         """``stream.receive_some``; on plain TCP with kernel timestamps, read with them, and
         note when the data reached the socket in ``RECEIVED_AT`` for the requests in it."""
         if not self.stamped:
+            data = bytes(await self.stream.receive_some(MAX_RECV))
             RECEIVED_AT.set(trio.current_time())
-            return bytes(await self.stream.receive_some(MAX_RECV))
+            return data
         raw = self.raw
         assert raw is not None
         await trio.lowlevel.checkpoint_if_cancelled()
