@@ -238,8 +238,8 @@ class Endpoint:
         self.itl_scale = partial(self.load.itl_scale, factor) if factor else None
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        # The client's TTFT counts from arrival: when our worker read the request's head,
-        # which in a burst can be well before this task's first turn.
+        # The client's TTFT counts from arrival: when the request reached our worker's
+        # socket (``_worker``), in a burst well before this task's first turn.
         start = scope.get("extensions", {}).get(ARRIVAL_EXTENSION) or trio.current_time()
         rid = request_id(scope)
         record = self.observer.open(scope, start, rid)

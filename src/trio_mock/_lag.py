@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 log = logging.getLogger("trio_mock.lag")  # its own name: a test of something else may ignore it
 
-# /metrics: from half a millisecond (on time, for a server) to five seconds (hopeless).
-LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# /metrics: from half a millisecond (on time, for a server) to ten seconds (hopeless), at
+# most 1.5x apart above 20 ms, so a quantile read from them is close to the client's.
+LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,
+               0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # fmt: skip
 # Lags are differences of clock readings: 0.05 late can come out as 0.05000000000000071
 # and would land above le="0.05". A nanosecond off each puts it back, more cheaply than
 # rounding (and, by far, within every bucket's precision).

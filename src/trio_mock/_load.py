@@ -54,10 +54,6 @@ class Load:
         elif capacity.max_concurrency:
             self.slots = trio.CapacityLimiter(total)
 
-    def has_room(self) -> bool:
-        """Whether a request would be admitted without waiting."""
-        return self.slots is None or self.slots.available_tokens > 0
-
     def snapshot(self) -> dict[str, int]:
         return {
             "queued": self.queued,

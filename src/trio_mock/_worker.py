@@ -19,6 +19,20 @@ ways, each corrected here at its extension point and nowhere else:
 
 ``Protocols`` swaps in ``OpenAIH11`` so framing errors get OpenAI-shaped JSON, and the
 header limit is the configured one (h11 alone lets up to twice as much through).
+
+It also sheds what a load-test target cannot afford per request and per token (each
+measured with ``bench/bench.py``; the README's Performance section has the figures):
+
+- a whole body is one write (head, body and end), not three;
+- an HTTP/1.1 write that nobody contends goes straight to the socket, without the lock
+  and shield (each a full scheduler pass when many streams are runnable);
+- a streamed body's chunks can skip Hypercorn's and h11's per-chunk events
+  (``BODY_EXTENSION``);
+- a keep-alive timeout is a deadline on the connection's read loop, not a task started
+  for every idle period;
+- a request is stamped with when it reached the socket (``ARRIVAL_EXTENSION``: the
+  kernel's receive timestamp on Linux), so its schedule, and the lag the server reports,
+  count from there and not from its app task's first turn.
 """
 
 from __future__ import annotations
