@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiktoken_ext
+import trio
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from trio_mock._corpus import Corpus
-from trio_mock._tokens import TokenizerError, load_tokenizer, off_loop
+from trio_mock._tokens import (
+    TOKENIZER_THREADS,
+    TokenizerError,
+    load_tokenizer,
+    off_loop,
+    tokenizer_limiter,
+)
 
 CL100K = load_tokenizer("cl100k_base")
 CORPUS = Corpus(CL100K, articles=64, seed=0)
@@ -83,3 +90,14 @@ def test_corpus_reads_like_prose() -> None:
     assert ".\n\n" in text
     assert ", " in text
     assert text[0].isupper()
+
+
+def test_each_trio_run_has_its_own_tokenizer_limiter() -> None:
+    async def limiters() -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+        return tokenizer_limiter(), tokenizer_limiter()
+
+    first, again = trio.run(limiters)
+    other, _ = trio.run(limiters)
+    assert first is again  # one per run ...
+    assert other is not first  # ... and never shared with another run (another server)
+    assert first.total_tokens == TOKENIZER_THREADS

@@ -36,8 +36,15 @@ class Observer:
         self.metrics = metrics
         self.raw = raw
         self.lag = LagMonitor(itl_s)
+        self.open_records = 0
+        self.quiet = trio.Event()  # set while no request is being served
+        self.quiet.set()
 
     def open(self, scope: dict[str, Any], start: float, request_id: bytes) -> Record:
+        """A record for a request now being served (``close`` must follow)."""
+        self.open_records += 1
+        if self.quiet.is_set():
+            self.quiet = trio.Event()
         record = Record(start, scope["path"], scope["headers"], request_id.decode("latin-1"))
         record.method = scope["method"]
         if self.raw:
@@ -60,7 +67,14 @@ class Observer:
                 extra={"request_id": record.request_id, "direction": "request"},
             )
 
+    async def wait_quiet(self) -> None:
+        """Wait until no request is being served: each one served so far is journaled."""
+        await self.quiet.wait()
+
     def close(self, record: Record) -> None:
+        self.open_records -= 1
+        if self.open_records == 0:
+            self.quiet.set()
         record.ended = now = trio.current_time()
         if record.status is None and record.disconnected:
             record.status = CLIENT_CLOSED  # left before any status line went out

@@ -50,16 +50,14 @@ class RunningServer:
         """Journal entries, oldest first, as ``GET /_mock/requests`` gives them.
 
         A client may read its answer's last byte a moment before the server journals
-        the request, so this first lets every task of the run finish what it can do
-        without waiting (for at most ``SETTLE_S``).
+        the request, so this first waits until no request is being served (for at most
+        ``SETTLE_S``: another client's long stream may be).
 
         Args:
           filters: ``model``, ``endpoint``, ``status``, ``since``, ``limit``.
         """
-        import trio.testing  # here, not at the top: it imports pytest, ~13 MB a server
-
         with trio.move_on_after(SETTLE_S):
-            await trio.testing.wait_all_tasks_blocked()
+            await self.live.observer.wait_quiet()
         return self.live.journal.select(**filters)
 
     def clear_requests(self) -> int:
