@@ -11,7 +11,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -20,8 +19,9 @@ from ._control import check_admin, install_control_routes, is_admin_path
 from ._corpus import release_free_memory
 from ._cors import Cors
 from ._emit import new_id
-from ._errors import OpenAIError, install_error_handlers
+from ._errors import OpenAIError
 from ._housekeeping import Trimmer
+from ._json_routes import install_error_handlers, json_response
 from ._live import Live
 from ._logs import configure_logging
 from ._metrics import multiprocess
@@ -64,12 +64,7 @@ ENDPOINTS = [
     "GET /_mock/stats",
     "GET /_mock/ui",
 ]
-JSON = "application/json"
 HOUSEKEEPING_S = 0.25
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status=status, content_type=JSON, headers=headers)
 
 
 def create_app(settings: Settings | None = None) -> TrioMockApp:

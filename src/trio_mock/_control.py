@@ -24,9 +24,9 @@ from quart import Response, request
 from ._auth import presented_key
 from ._convert import parse_json
 from ._errors import OpenAIError, invalid
+from ._json_routes import json_response
 from ._metrics import CONTENT_TYPE
 from ._settings import KNOBS, SettingsError
-from ._vllm import json_response
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio

@@ -1,23 +1,13 @@
 """Errors as OpenAI sends them: ``{"error": {"message", "type", "param", "code"}}``.
 
-Routes raise ``OpenAIError``; one handler renders it. Every other failure (Quart's HTTP
-errors, a bug) is mapped here too, so a client never sees HTML or a traceback.
+Pure: every layer raises ``OpenAIError``; the raw-ASGI endpoints send its JSON, and
+``_json_routes`` renders it (and Quart's own errors) for the Quart routes.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 import orjson
 from attrs import frozen
-from quart import Response
-from werkzeug.exceptions import HTTPException
-
-if TYPE_CHECKING:
-    from quart_trio import QuartTrio
-
-log = logging.getLogger("trio_mock")
 
 # OpenAI's `type` for each status it uses.
 ERROR_TYPES = {
@@ -55,14 +45,6 @@ class OpenAIError(Exception):
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_body())
 
-    def to_response(self) -> Response:
-        return Response(
-            self.to_json(),
-            status=self.status,
-            content_type="application/json",
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers},
-        )
-
 
 SERVER_ERROR = OpenAIError(500, "The server had an error while processing your request.")
 METHOD_NOT_ALLOWED = OpenAIError(405, "Method not allowed for this URL.", code="method_not_allowed")
@@ -75,36 +57,3 @@ TOO_LARGE = OpenAIError(
 def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
     """A 400 ``invalid_request_error``."""
     return OpenAIError(400, message, param=param, code=code)
-
-
-def from_http_exception(error: HTTPException) -> OpenAIError:
-    """Map Quart/Werkzeug's HTTP errors (404, 405, 413, bad JSON) to OpenAI's wording."""
-    status = error.code or 500
-    if status == 404:
-        return OpenAIError(
-            404, "Unknown request URL. Please check the URL and method.", code="unknown_url"
-        )
-    if status == 405:
-        return METHOD_NOT_ALLOWED
-    if status == 413:
-        return TOO_LARGE
-    if status == 408:
-        return BODY_TIMEOUT
-    return OpenAIError(status, error.description or error.name)
-
-
-def install_error_handlers(app: QuartTrio) -> None:
-    """Render OpenAIError, HTTP errors and unexpected exceptions as OpenAI-shaped JSON."""
-
-    @app.errorhandler(OpenAIError)
-    async def openai_error(error: OpenAIError) -> Response:
-        return error.to_response()
-
-    @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
-        return from_http_exception(error).to_response()
-
-    @app.errorhandler(Exception)
-    async def unexpected(error: Exception) -> Response:
-        log.exception("unexpected error while handling a request")
-        return SERVER_ERROR.to_response()

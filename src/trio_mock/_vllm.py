@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from attrs import frozen
 from quart import Response, request
 
 from ._convert import parse_json, structure
 from ._errors import invalid
+from ._json_routes import json_response
 from ._tokens import unknown_token
 from ._validate import check_model, context_window
 from ._version import __version__
@@ -48,10 +48,6 @@ class TokenizeRequest:
 class DetokenizeRequest:
     tokens: list[int]
     model: str | None = None
-
-
-def json_response(data: Any) -> Response:
-    return Response(orjson.dumps(data), content_type="application/json")
 
 
 async def json_body() -> dict[str, Any]:
