@@ -48,13 +48,12 @@ from trio_mock import Settings, create_app
 from trio_mock._faults import (
     INJECTED_ERROR,
     STATUS_ERRORS,
-    Counted,
     Fault,
     FaultInjector,
-    cut_after,
     parse_fault,
     status_error,
 )
+from trio_mock._pacing import Counted, cut_after
 from trio_mock._settings import SettingsError
 
 if TYPE_CHECKING:

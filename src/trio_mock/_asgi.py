@@ -28,8 +28,8 @@ from attrs import frozen
 from ._convert import parse_json
 from ._emit import new_id
 from ._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
-from ._faults import CUTS, INJECTED_ERROR, cut_after, status_error
-from ._pacing import Built, Event, cut_at, paced, schedule, then
+from ._faults import CUTS, INJECTED_ERROR, status_error
+from ._pacing import Built, Event, cut_after, cut_at, paced, schedule, then
 from ._scripts import merged
 from ._validate import parse_overrides
 from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal
 
@@ -30,7 +29,6 @@ import attrs
 from attrs import frozen
 
 from ._errors import ERROR_TYPES, OpenAIError
-from ._pacing import built
 from ._ranges import LATENCY_MS
 
 if TYPE_CHECKING:
@@ -175,21 +173,3 @@ class FaultInjector:
 
 # (deadline, source of (tokens the event carries, source of its frame)): the count is read
 # without building the frame.
-Counted = tuple[float, Iterator[tuple[int, Iterator[bytes]]]]
-
-
-def cut_after(
-    events: Iterable[Counted], tokens: int, last: Callable[[], bytes]
-) -> Iterator[tuple[float, Iterator[bytes]]]:
-    """The events that carry the first ``tokens`` tokens, then ``last()`` when the next
-    event was due (or with the final one, when the reply is no longer). Events go whole;
-    the first one left out is never built."""
-    sent = 0
-    when = -math.inf
-    for when, counted in events:
-        count, source = next(counted)
-        if sent + count > tokens:
-            break
-        sent += count
-        yield when, source
-    yield when, built(last)

@@ -226,3 +226,24 @@ async def paced(
         # frame and event: bytes and tuples that would scatter over the allocator's pages.
         del batch
         yield due, type(last[1]) is Built, data
+
+
+Counted = tuple[float, Iterator[tuple[int, Iterator[bytes]]]]
+
+
+def cut_after(
+    events: Iterable[Counted], tokens: int, last: Callable[[], bytes]
+) -> Iterator[tuple[float, Iterator[bytes]]]:
+    """The events that carry the first ``tokens`` tokens, then ``last()`` when the next
+    event was due (or with the final one, when the reply is no longer): where an injected
+    fault (``_faults``) cuts a stream. Events go whole; the first one left out is never
+    built."""
+    sent = 0
+    when = -math.inf
+    for when, counted in events:
+        count, source = next(counted)
+        if sent + count > tokens:
+            break
+        sent += count
+        yield when, source
+    yield when, built(last)
