@@ -11,13 +11,8 @@ import trio
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from trio_mock._corpus import Corpus
-from trio_mock._tokens import (
-    TOKENIZER_THREADS,
-    TokenizerError,
-    load_tokenizer,
-    off_loop,
-    tokenizer_limiter,
-)
+from trio_mock._offload import TOKENIZER_THREADS, off_loop, tokenizer_limiter
+from trio_mock._tokens import TokenizerError, load_tokenizer
 
 CL100K = load_tokenizer("cl100k_base")
 CORPUS = Corpus(CL100K, articles=64, seed=0)

@@ -27,8 +27,16 @@ from attrs import frozen
 
 from ._convert import parse_json
 from ._emit import new_id
-from ._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
-from ._faults import CUTS, INJECTED_ERROR, status_error
+from ._errors import (
+    BODY_TIMEOUT,
+    INJECTED_ERROR,
+    METHOD_NOT_ALLOWED,
+    SERVER_ERROR,
+    TOO_LARGE,
+    OpenAIError,
+    status_error,
+)
+from ._faults import CUTS
 from ._pacing import Built, Event, cut_after, cut_at, paced, schedule, then
 from ._scripts import merged
 from ._validate import parse_overrides

@@ -12,9 +12,9 @@ from ._convert import structure
 from ._emit import ChatEmitter
 from ._errors import invalid
 from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from ._offload import off_loop
 from ._plan import Limits
 from ._protocol import ChatCompletionRequest
-from ._tokens import off_loop
 from ._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat
 
 if TYPE_CHECKING:

@@ -18,9 +18,10 @@ from ._convert import structure
 from ._emit import ChoicesEmitter
 from ._errors import invalid
 from ._model import Ask
+from ._offload import off_loop
 from ._plan import Limits, token_logprobs
 from ._protocol import CompletionRequest
-from ._tokens import off_loop, unknown_token
+from ._tokens import unknown_token
 from ._validate import MAX_N, at_least, at_most, check_model, check_sampling
 
 if TYPE_CHECKING:

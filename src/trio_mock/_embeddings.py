@@ -21,7 +21,8 @@ from attrs import frozen
 
 from ._convert import converter, structure
 from ._errors import invalid
-from ._tokens import off_loop, unknown_token
+from ._offload import off_loop
+from ._tokens import unknown_token
 from ._validate import at_least, check_model
 
 if TYPE_CHECKING:

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import math
 import random
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal
 
 import attrs
 from attrs import frozen
 
-from ._errors import ERROR_TYPES, OpenAIError
 from ._ranges import LATENCY_MS
 
 if TYPE_CHECKING:
@@ -36,44 +34,6 @@ if TYPE_CHECKING:
 
 FaultKind = Literal["status", "disconnect", "error", "stall", "slow-headers", "none"]
 CUTS = frozenset({"disconnect", "error", "stall"})
-
-# What OpenAI (and the Cloudflare edge in front of it) answers for each status it sends.
-STATUS_ERRORS = {
-    429: OpenAIError(
-        429,
-        "Rate limit reached for requests. Please try again later.",
-        type="requests",
-        code="rate_limit_exceeded",
-    ),
-    500: OpenAIError(
-        500,
-        "The server had an error while processing your request. Sorry about that!",
-        type="server_error",
-    ),
-    502: OpenAIError(502, "Bad gateway.", type="cf_bad_gateway"),
-    503: OpenAIError(
-        503,
-        "The server is overloaded or not ready yet.",
-        type="server_error",
-        code="service_unavailable",
-    ),
-    504: OpenAIError(504, "Gateway timeout.", type="cf_gateway_timeout"),
-}
-# The error an ``error`` fault sends: in the stream's own error format, or as a 500 body.
-INJECTED_ERROR = STATUS_ERRORS[500]
-
-
-def status_error(status: int) -> OpenAIError:
-    """The error body for an injected status: OpenAI's own, or its shape with the reason."""
-    known = STATUS_ERRORS.get(status)
-    if known is not None:
-        return known
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:  # 499, 520-524 (Cloudflare's), ...: no registered phrase
-        reason = f"Error {status}"
-    return OpenAIError(status, f"{reason}.", type=kind)
 
 
 @frozen

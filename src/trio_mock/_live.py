@@ -30,6 +30,7 @@ from ._logs import LEVELLED_LOGGERS
 from ._metrics import Metrics, multiprocess
 from ._model import MockModel
 from ._observe import Observer
+from ._offload import off_loop
 from ._pacing import Pacer
 from ._ratelimit import RateLimiter
 from ._realtime import RealtimeEndpoint
@@ -83,7 +84,7 @@ class Live:
                 self.scripts.load(obs.scripts_file)
             except ValueError as error:
                 raise SettingsError(f"{describe('scripts_file')}: {error}") from None
-        self.model = MockModel(settings, tokenizer)
+        self.model = MockModel(settings, tokenizer, offload=off_loop)
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
@@ -146,7 +147,7 @@ class Live:
             corpus = self.model.corpus if same_corpus(old, new) else None
             # A new corpus takes seconds to build: in a thread, so streams keep pace.
             self.model = await trio.to_thread.run_sync(
-                partial(MockModel, new, self.tokenizer, corpus)
+                partial(MockModel, new, self.tokenizer, corpus, off_loop)
             )
         if "rate_limits" in groups:
             started = self.limiter.started

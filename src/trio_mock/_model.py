@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 import numpy as np
@@ -24,12 +25,12 @@ from ._generate import CorpusText, PaddedText, RepeatedText, TextSource
 from ._latency import draw_one
 from ._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from ._schema_sample import SchemaError, check_schema, sample_json, sample_json_object
-from ._tokens import Tokenizer, off_loop
 from ._validate import check_context, context_window
 
 if TYPE_CHECKING:
     from ._protocol import Overrides
     from ._settings import Settings
+    from ._tokens import Tokenizer
     from ._validate import Api
 
 # Per-model answers are cached for names a client sends again; the name is the key, so
@@ -189,16 +190,31 @@ def find_tool(tools: tuple[FunctionTool, ...], name: str, param: str) -> Functio
     )
 
 
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]  # ``_offload.off_loop``'s shape: (chars, func, *args)
+
+
+async def inline(chars: int, func: Callable[..., T], *args: Any) -> T:
+    """Tokenizer work where it is asked for (``MockModel``'s default ``offload``)."""
+    return func(*args)
+
+
 class MockModel:
     """Decides what each reply holds and plans it; shared by all generation endpoints."""
 
     def __init__(
-        self, settings: Settings, tokenizer: Tokenizer, corpus: Corpus | None = None
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        corpus: Corpus | None = None,
+        offload: Offload | None = None,
     ) -> None:
         """``corpus``: one already built for these settings (a runtime config change that
-        leaves the corpus knobs alone reuses it)."""
+        leaves the corpus knobs alone reuses it). ``offload``: how to run tokenizer work
+        off the event loop (``_offload.off_loop``); inline when None."""
         self.settings = settings
         self.tokenizer = tokenizer
+        self.offload = offload or inline
         self.corpus: Corpus | None = None
         out = settings.output
         # The reply's text source, the same for every request; None in echo mode.
@@ -237,7 +253,7 @@ class MockModel:
     async def source_for(self, echo: str) -> TextSource:
         if self.text is not None:
             return self.text
-        return RepeatedText(await off_loop(len(echo), self.tokenizer.pieces, echo))
+        return RepeatedText(await self.offload(len(echo), self.tokenizer.pieces, echo))
 
     def rng(self, ask: Ask, overrides: Overrides) -> np.random.Generator:
         seed = overrides.seed if overrides.seed is not None else ask.seed

@@ -29,10 +29,10 @@ from attrs import define, field
 from ._emit import ID_TABLE, new_id
 from ._errors import OpenAIError
 from ._model import Ask
+from ._offload import off_loop
 from ._pacing import WRITE_BYTES, schedule
 from ._plan import Limits
 from ._scripts import content_text, merged
-from ._tokens import off_loop
 from ._validate import parse_overrides
 
 if TYPE_CHECKING:

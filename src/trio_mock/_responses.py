@@ -22,9 +22,9 @@ from ._convert import structure
 from ._emit import charged, new_id
 from ._errors import invalid
 from ._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from ._offload import off_loop
 from ._plan import Limits
 from ._protocol import ResponsesRequest
-from ._tokens import off_loop
 from ._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_model, check_sampling, listed
 
 if TYPE_CHECKING:

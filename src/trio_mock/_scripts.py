@@ -25,8 +25,8 @@ import orjson
 from attrs import define, field, frozen
 
 from ._convert import converter, shape_error
-from ._errors import OpenAIError, invalid
-from ._faults import parse_fault, status_error
+from ._errors import OpenAIError, invalid, status_error
+from ._faults import parse_fault
 from ._protocol import Overrides, ScriptedCall
 from ._validate import OVERRIDE_RANGES
 

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import tiktoken
 import tiktoken.load
 import tiktoken.registry
-import trio
-from trio.lowlevel import RunVar
 
-# Encoding many characters costs more than a thread hop (~0.1 ms); below this, stay inline.
-INLINE_CHARS = 8192
-TOKENIZER_THREADS = 4  # at most this many threads tokenize at once, per Trio run
-# Per Trio run: a CapacityLimiter belongs to the run that made it, and two servers in one
-# process (two ``MockServer`` threads) each have their own.
-TOKENIZER_LIMITER: RunVar[trio.CapacityLimiter] = RunVar("TOKENIZER_LIMITER")
-T = TypeVar("T")
 CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
@@ -130,25 +119,6 @@ class ApproxTokenizer:
 
     def pieces(self, text: str) -> list[str]:
         return [text[i : i + 4] for i in range(0, len(text), 4)]
-
-
-async def off_loop(chars: int, func: Callable[..., T], *args: Any) -> T:
-    """Run tokenizer work on ``chars`` characters without stalling other streams: inline
-    when short (no checkpoint either: when many streams run, a scheduler pass costs more
-    than the work), in a thread when long."""
-    if chars < INLINE_CHARS:
-        return func(*args)
-    return await trio.to_thread.run_sync(partial(func, *args), limiter=tokenizer_limiter())
-
-
-def tokenizer_limiter() -> trio.CapacityLimiter:
-    """This Trio run's limit on tokenizer threads."""
-    try:
-        return TOKENIZER_LIMITER.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(TOKENIZER_THREADS)
-        TOKENIZER_LIMITER.set(limiter)
-        return limiter
 
 
 @functools.cache  # the CLI checks it before serving; load it once per process
