@@ -28,14 +28,14 @@ import trio
 from trio_websocket import open_websocket_url
 
 from trio_mock import serve
-from trio_mock._chat import ChatHandler
-from trio_mock._model import Ask, MockModel
-from trio_mock._plan import ChoicePlan, Limits
-from trio_mock._protocol import Overrides
-from trio_mock._realtime import Connection, Session
-from trio_mock._responses import ResponsesHandler
-from trio_mock._settings import Settings
-from trio_mock._tokens import load_tokenizer
+from trio_mock._config._settings import Settings
+from trio_mock._openai._model import Ask, MockModel
+from trio_mock._openai._protocol import Overrides
+from trio_mock._serve._chat import ChatHandler
+from trio_mock._serve._realtime import Connection, Session
+from trio_mock._serve._responses import ResponsesHandler
+from trio_mock._sim._plan import ChoicePlan, Limits
+from trio_mock._sim._tokens import load_tokenizer
 
 Builder = Callable[[], Iterator[bytes | str]]
 

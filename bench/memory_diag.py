@@ -166,7 +166,7 @@ def main() -> None:
         partial.rename(OUT / f"dump-{dumps}.json")
 
     signal.signal(signal.SIGUSR1, on_signal)
-    from trio_mock._cli import main as serve
+    from trio_mock._app._cli import main as serve
 
     sys.argv[0] = "trio-mock"
     serve()

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import server_in_thread
 from trio_mock import Settings
-from trio_mock._auth import Auth, masked, presented_key
+from trio_mock._serve._auth import Auth, masked, presented_key
 
 KEYS = ("sk-test-alpha-0001", "sk-test-bravo-0002")
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

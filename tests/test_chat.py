@@ -121,7 +121,7 @@ async def test_index_reports_version_tokenizer_and_settings() -> None:
 async def test_a_bug_is_an_openai_shaped_500_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from trio_mock._model import MockModel
+    from trio_mock._openai._model import MockModel
 
     async def broken(self: MockModel, *args: object) -> None:
         raise RuntimeError("boom")

@@ -42,9 +42,9 @@ from conftest import (
 )
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import Settings
-from trio_mock._errors import OpenAIError
-from trio_mock._settings import SettingsError
-from trio_mock._validate import check_context, context_window
+from trio_mock._config._settings import SettingsError
+from trio_mock._openai._errors import OpenAIError
+from trio_mock._openai._validate import check_context, context_window
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam

@@ -14,12 +14,12 @@ import pytest
 from asgi import Answer, call
 from conftest import fast_settings
 from trio_mock import Settings, SettingsError, create_app
-from trio_mock._app import CorsApp, TrioMockApp, app_from_environment
-from trio_mock._cors import Cors
+from trio_mock._app._quart_app import CorsApp, TrioMockApp, app_from_environment
+from trio_mock._serve._cors import Cors
 
 if TYPE_CHECKING:
     from conftest import StartServer
-    from trio_mock._asgi import Message
+    from trio_mock._serve._asgi import Message
 
 SITE = "https://app.example"
 OTHER = "https://evil.example"

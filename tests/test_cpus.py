@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from trio_mock import _cpus, _settings
-from trio_mock._cli import load_settings
-from trio_mock._cpus import cgroup_cpu_quota, usable_cpus
-from trio_mock._settings import Settings, SettingsError
+from trio_mock._app._cli import load_settings
+from trio_mock._config import _cpus, _settings
+from trio_mock._config._cpus import cgroup_cpu_quota, usable_cpus
+from trio_mock._config._settings import Settings, SettingsError
 
 
 def write(path: Path, text: str) -> None:

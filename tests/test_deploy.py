@@ -34,7 +34,7 @@ import trio
 import yaml
 
 from trio_mock import Settings, create_app
-from trio_mock._settings import ENV_PREFIX, KNOBS, SettingsError
+from trio_mock._config._settings import ENV_PREFIX, KNOBS, SettingsError
 
 ROOT = Path(os.environ.get("DEPLOY_FILES_ROOT") or Path(__file__).resolve().parents[1])
 DOCKERFILE = ROOT / "Dockerfile"

@@ -40,7 +40,7 @@ import trio
 
 import trio_mock
 from trio_mock import Settings, SettingsError
-from trio_mock._errors import OpenAIError
+from trio_mock._openai._errors import OpenAIError
 from trio_mock.testing import MockServer
 
 if TYPE_CHECKING:

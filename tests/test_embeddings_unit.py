@@ -17,7 +17,8 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from openapi import spec_available, validate
 from trio_mock import Settings
-from trio_mock._embeddings import (
+from trio_mock._openai._errors import OpenAIError
+from trio_mock._serve._embeddings import (
     INVALID_INPUT,
     EmbeddingJob,
     EmbeddingModel,
@@ -25,8 +26,7 @@ from trio_mock._embeddings import (
     embed_texts,
     parse_embedding_request,
 )
-from trio_mock._errors import OpenAIError
-from trio_mock._tokens import Tokenizer, load_tokenizer
+from trio_mock._sim._tokens import Tokenizer, load_tokenizer
 
 CL100K = load_tokenizer("cl100k_base")
 APPROX = load_tokenizer("approx")
@@ -193,8 +193,8 @@ def test_the_same_text_gives_the_same_vector_in_another_process() -> None:
     code = (
         "import hashlib, sys, orjson\n"
         "from trio_mock import Settings\n"
-        "from trio_mock._embeddings import EmbeddingModel, parse_embedding_request\n"
-        "from trio_mock._tokens import load_tokenizer\n"
+        "from trio_mock._serve._embeddings import EmbeddingModel, parse_embedding_request\n"
+        "from trio_mock._sim._tokens import load_tokenizer\n"
         "model = EmbeddingModel(Settings(), load_tokenizer('approx'))\n"
         "job = model.prepare(parse_embedding_request(orjson.loads(sys.argv[1])))\n"
         "print(hashlib.sha256(job.body()).hexdigest())\n"

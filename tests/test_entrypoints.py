@@ -25,8 +25,8 @@ import trio
 
 import trio_mock
 from conftest import fast_settings
-from trio_mock._cpus import usable_cpus
-from trio_mock._settings import KNOBS, Settings, SettingsError
+from trio_mock._config._cpus import usable_cpus
+from trio_mock._config._settings import KNOBS, Settings, SettingsError
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
@@ -469,7 +469,7 @@ async def test_workers_auto_starts_one_per_usable_cpu(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     pinned = f"import os, sys; os.sched_setaffinity(0, {cpus}); sys.argv[0] = 'trio-mock'; "
-    pinned += "from trio_mock._cli import main; main()"
+    pinned += "from trio_mock._app._cli import main; main()"
     args = [sys.executable, "-c", pinned, "--port", str(port), "--workers", "auto", *FAST_FLAGS]
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:

@@ -18,12 +18,12 @@ import orjson
 import pytest
 
 from conftest import fast_settings
-from trio_mock._model import Ask, MockModel
-from trio_mock._plan import Limits
-from trio_mock._protocol import Overrides
-from trio_mock._realtime import Connection, Session, random_ids
-from trio_mock._responses import ResponsesEmitter, ResponsesHandler, sse
-from trio_mock._tokens import load_tokenizer
+from trio_mock._openai._model import Ask, MockModel
+from trio_mock._openai._protocol import Overrides
+from trio_mock._serve._realtime import Connection, Session, random_ids
+from trio_mock._serve._responses import ResponsesEmitter, ResponsesHandler, sse
+from trio_mock._sim._plan import Limits
+from trio_mock._sim._tokens import load_tokenizer
 
 TRICKY = 'He said "hi" \\ back,\n\ttabbed \x01 é 😀 </script> \u2028 and \u00a0 done.'
 TOOL = {

@@ -40,7 +40,7 @@ import trio.testing
 from asgi import Answer, Headers, call
 from conftest import check_error, fast_settings, server_in_thread
 from trio_mock import create_app
-from trio_mock._errors import INJECTED_ERROR, status_error
+from trio_mock._openai._errors import INJECTED_ERROR, status_error
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -32,8 +32,8 @@ from asgi import call
 from conftest import fast_settings
 from exposition import parse, value
 from trio_mock import create_app
-from trio_mock._journal import Record
-from trio_mock._lag import (
+from trio_mock._observe._journal import Record
+from trio_mock._observe._lag import (
     MIN_EVENTS,
     QUIET_S,
     WINDOW_BOUNDS,

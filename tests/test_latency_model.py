@@ -25,13 +25,13 @@ import trio.testing
 
 from conftest import fast_settings
 from trio_mock import Settings, SettingsError, create_app
-from trio_mock._corpus import Corpus
-from trio_mock._generate import CorpusText
-from trio_mock._latency import draw
-from trio_mock._plan import Limits, plan_choice
-from trio_mock._profiles import PROFILES
-from trio_mock._settings import KNOBS, LatencySettings, parse_value
-from trio_mock._tokens import load_tokenizer
+from trio_mock._config._profiles import PROFILES
+from trio_mock._config._settings import KNOBS, LatencySettings, parse_value
+from trio_mock._sim._corpus import Corpus
+from trio_mock._sim._generate import CorpusText
+from trio_mock._sim._latency import draw
+from trio_mock._sim._plan import Limits, plan_choice
+from trio_mock._sim._tokens import load_tokenizer
 
 if TYPE_CHECKING:
     from quart.typing import TestClientProtocol

@@ -48,7 +48,7 @@ import pytest
 
 from conftest import fast_settings, server_in_thread
 from trio_mock import Settings
-from trio_mock._logs import configure_logging
+from trio_mock._observe._logs import configure_logging
 
 CHAT_PATH = "/v1/chat/completions"
 SECRET = "sk-raw-secret-0001"

@@ -45,13 +45,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from conftest import check_error, fast_settings
 from exposition import Samples, by_label, parse, value
 from trio_mock import create_app
-from trio_mock._metrics import ITL_BUCKETS, TTFT_BUCKETS, VLLM_ITL_BUCKETS, observe_many
+from trio_mock._observe._metrics import ITL_BUCKETS, TTFT_BUCKETS, VLLM_ITL_BUCKETS, observe_many
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from conftest import StartServer
-    from trio_mock._asgi import ASGIApp, Message
+    from trio_mock._serve._asgi import ASGIApp, Message
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 # The server's first configured model: what the vLLM gauges are labelled with.

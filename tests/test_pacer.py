@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from trio_mock._pacing import COMPACT_AT, Pacer
+from trio_mock._serve._pacing import COMPACT_AT, Pacer
 
 
 async def test_each_sleeper_wakes_exactly_at_its_deadline_in_any_order_of_arrival(

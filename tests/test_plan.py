@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from trio_mock._generate import RepeatedText
-from trio_mock._plan import Limits, completion_length, event_ends, plan_choice, token_offsets
-from trio_mock._settings import LatencySettings
+from trio_mock._config._settings import LatencySettings
+from trio_mock._sim._generate import RepeatedText
+from trio_mock._sim._plan import Limits, completion_length, event_ends, plan_choice, token_offsets
 
 limits = st.builds(
     Limits,

@@ -30,8 +30,8 @@ import trio
 
 from conftest import fast_settings
 from trio_mock import serve
-from trio_mock._server import listen
-from trio_mock._worker import OpenAIH11
+from trio_mock._app._server import listen
+from trio_mock._serve._worker import OpenAIH11
 
 if TYPE_CHECKING:
     from conftest import StartServer
@@ -513,7 +513,7 @@ async def test_a_burst_of_new_connections_is_served(start_server: StartServer) -
 
 
 def test_a_backlog_above_the_kernel_cap_is_reported(caplog: pytest.LogCaptureFixture) -> None:
-    from trio_mock._server import somaxconn
+    from trio_mock._app._server import somaxconn
 
     cap = somaxconn()
     if cap is None:
@@ -532,7 +532,7 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
     if hard != resource.RLIM_INFINITY and hard <= 256:
         pytest.skip("the hard limit leaves nothing to raise")
     script = (
-        "import resource; from trio_mock._server import raise_open_files_limit; "
+        "import resource; from trio_mock._app._server import raise_open_files_limit; "
         "raise_open_files_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )
     low = partial(resource.setrlimit, resource.RLIMIT_NOFILE, (256, hard))

@@ -36,11 +36,12 @@ from trio_websocket import open_websocket_url
 from asgi import Headers, call
 from conftest import check_error, fast_settings
 from exposition import Samples, by_label, parse, value
-from trio_mock import _ratelimit, create_app
-from trio_mock._journal import MAX_MODEL_CHARS
-from trio_mock._metrics import MAX_LABEL_CHARS, OTHER
-from trio_mock._model import MAX_CACHED_SCHEMA, known_schema_problem, output_schema
-from trio_mock._ratelimit import RateLimiter
+from trio_mock import create_app
+from trio_mock._observe._journal import MAX_MODEL_CHARS
+from trio_mock._observe._metrics import MAX_LABEL_CHARS, OTHER
+from trio_mock._openai._model import MAX_CACHED_SCHEMA, known_schema_problem, output_schema
+from trio_mock._serve import _ratelimit
+from trio_mock._serve._ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio

@@ -36,18 +36,18 @@ from asgi import call
 from conftest import fast_settings
 from exposition import parse, value
 from trio_mock import create_app
-from trio_mock._generate import RepeatedText
-from trio_mock._housekeeping import TRIM_EVERY_S, Trimmer, Watchdog
-from trio_mock._journal import EVENTS_KEPT, EVENTS_TAIL
-from trio_mock._load import Load
-from trio_mock._metrics import BATCH_TOKENS
-from trio_mock._pacing import WRITE_BYTES
-from trio_mock._plan import Limits, plan_choice
-from trio_mock._server import serve_app
-from trio_mock._settings import CapacitySettings, LatencySettings
+from trio_mock._app._server import serve_app
+from trio_mock._config._settings import CapacitySettings, LatencySettings
+from trio_mock._observe._journal import EVENTS_KEPT, EVENTS_TAIL
+from trio_mock._observe._metrics import BATCH_TOKENS
+from trio_mock._serve._housekeeping import TRIM_EVERY_S, Trimmer, Watchdog
+from trio_mock._serve._load import Load
+from trio_mock._serve._pacing import WRITE_BYTES
+from trio_mock._sim._generate import RepeatedText
+from trio_mock._sim._plan import Limits, plan_choice
 
 if TYPE_CHECKING:
-    from trio_mock._app import TrioMockApp
+    from trio_mock._app._quart_app import TrioMockApp
 
 CHAT = "/v1/chat/completions"
 LONG = 20_000  # tokens: long enough to tell O(1) from O(tokens), quick in memory

@@ -43,12 +43,12 @@ import pytest
 import trio
 import trio.testing
 
-import trio_mock._live
+import trio_mock._app._live
 from asgi import Answer, Headers, call, chat_content, token_times
 from conftest import check_error, fast_settings
 from trio_mock import Settings, create_app
-from trio_mock._model import MockModel
-from trio_mock._settings import KNOBS, SettingsError
+from trio_mock._config._settings import KNOBS, SettingsError
+from trio_mock._openai._model import MockModel
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -460,7 +460,7 @@ async def test_fault_draws_carry_on_across_other_changes() -> None:
 
 async def test_corpus_rebuild_at_runtime_answers_the_next_request() -> None:
     app = app_with()
-    live = cast("trio_mock._live.Live", app.live)  # type: ignore[attr-defined]
+    live = cast("trio_mock._app._live.Live", app.live)  # type: ignore[attr-defined]
     corpus = live.model.corpus
     assert corpus is not None
     await change(app, {"ttft_ms": 1})
@@ -926,7 +926,7 @@ async def test_concurrent_changes_are_not_lost(monkeypatch: pytest.MonkeyPatch) 
         gate.wait(10)
         return real(*args)
 
-    monkeypatch.setattr(trio_mock._live, "MockModel", held_model)
+    monkeypatch.setattr(trio_mock._app._live, "MockModel", held_model)
     out: dict[str, Answer] = {}
 
     async def patch(name: str, body: dict[str, Any]) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trio_mock._cli import build_parser, load_settings
-from trio_mock._settings import KNOBS, Settings, SettingsError
+from trio_mock._app._cli import build_parser, load_settings
+from trio_mock._config._settings import KNOBS, Settings, SettingsError
 
 
 def test_defaults_are_valid_and_documented() -> None:

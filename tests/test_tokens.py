@@ -10,9 +10,9 @@ import tiktoken_ext
 import trio
 from hypothesis import given, settings as hyp_settings, strategies as st
 
-from trio_mock._corpus import Corpus
-from trio_mock._offload import TOKENIZER_THREADS, off_loop, tokenizer_limiter
-from trio_mock._tokens import TokenizerError, load_tokenizer
+from trio_mock._serve._offload import TOKENIZER_THREADS, off_loop, tokenizer_limiter
+from trio_mock._sim._corpus import Corpus
+from trio_mock._sim._tokens import TokenizerError, load_tokenizer
 
 CL100K = load_tokenizer("cl100k_base")
 CORPUS = Corpus(CL100K, articles=64, seed=0)

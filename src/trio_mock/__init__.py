@@ -10,10 +10,10 @@ the pytest plugin (``trio_mock.pytest_plugin``) gives tests a ``trio_mock_server
 
 from __future__ import annotations
 
-from ._app import EnvironmentApp, create_app as create_app
-from ._running import RunningServer as RunningServer, running as running
-from ._server import serve as serve
-from ._settings import Settings as Settings, SettingsError as SettingsError
+from ._app._quart_app import EnvironmentApp, create_app as create_app
+from ._app._running import RunningServer as RunningServer, running as running
+from ._app._server import serve as serve
+from ._config._settings import Settings as Settings, SettingsError as SettingsError
 from ._version import __version__ as __version__
 
 app = EnvironmentApp()

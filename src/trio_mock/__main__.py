@@ -1,5 +1,5 @@
 """``python -m trio_mock``: the same as the ``trio-mock`` command."""
 
-from trio_mock._cli import main
+from trio_mock._app._cli import main
 
 main()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ._settings import KNOBS, Settings
+from ._config._settings import KNOBS, Settings
 from .testing import MockServer
 
 MARKER = "trio_mock"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import trio
 
-from ._running import RunningServer, running
-from ._settings import Settings
+from ._app._running import RunningServer, running
+from ._config._settings import Settings
 
 if TYPE_CHECKING:
     from types import TracebackType

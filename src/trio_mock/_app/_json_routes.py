@@ -1,0 +1,70 @@
+"""How the Quart routes answer: JSON bodies, and errors in OpenAI's shape (never HTML or a
+traceback).
+
+``OpenAIError`` (``_errors``) is rendered as is; Quart's own HTTP errors (404, 405, 413,
+bad JSON) are mapped to OpenAI's wording, and a bug to a 500. The hot endpoints, raw ASGI,
+send the same bytes themselves (``_asgi``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from quart import Response
+from werkzeug.exceptions import HTTPException
+
+from .._openai._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+log = logging.getLogger("trio_mock")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status=status, content_type="application/json",
+                    headers=headers)  # fmt: skip
+
+
+def error_response(error: OpenAIError) -> Response:
+    return Response(
+        error.to_json(),
+        status=error.status,
+        content_type="application/json",
+        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in error.headers},
+    )
+
+
+def from_http_exception(error: HTTPException) -> OpenAIError:
+    """Map Quart/Werkzeug's HTTP errors (404, 405, 413, bad JSON) to OpenAI's wording."""
+    status = error.code or 500
+    if status == 404:
+        return OpenAIError(
+            404, "Unknown request URL. Please check the URL and method.", code="unknown_url"
+        )
+    if status == 405:
+        return METHOD_NOT_ALLOWED
+    if status == 413:
+        return TOO_LARGE
+    if status == 408:
+        return BODY_TIMEOUT
+    return OpenAIError(status, error.description or error.name)
+
+
+def install_error_handlers(app: QuartTrio) -> None:
+    """Render OpenAIError, HTTP errors and unexpected exceptions as OpenAI-shaped JSON."""
+
+    @app.errorhandler(OpenAIError)
+    async def openai_error(error: OpenAIError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        return error_response(from_http_exception(error))
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error while handling a request")
+        return error_response(SERVER_ERROR)

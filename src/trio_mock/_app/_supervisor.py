@@ -1,0 +1,199 @@
+"""``--workers N``: N worker processes on one listening socket, kept at N until shutdown.
+
+This replaces Hypercorn's supervisor (``hypercorn.run.run``), which, when one worker dies,
+stops all the others and exits 0, so a process manager never restarts the server. Here
+a worker that dies is logged with its exit and replaced while the others keep serving;
+only SIGINT or SIGTERM stops the supervisor (exit 0, after the workers' grace period).
+Workers that keep dying before they serve (a bad start-up) stop it with exit status 1.
+
+Workers are forked, not spawned: the supervisor loads the tokenizer and builds the corpus
+first, so every worker shares those pages (and the imported modules') copy-on-write
+instead of holding its own copy, and a replacement starts without re-importing anything.
+That needs the supervisor never to start Trio or a thread before it forks.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from functools import partial
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._observe._metrics import MULTIPROC_DIR
+from .._sim._corpus import release_free_memory, shared_corpus
+from .._sim._tokens import load_tokenizer
+from ._quart_app import create_app
+from ._server import hypercorn_config, listen, serve_sockets, sockets
+
+if TYPE_CHECKING:
+    import socket
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.synchronize import Event
+
+    from .._config._settings import Settings
+
+log = logging.getLogger("trio_mock")
+
+START_FAILURES = 3  # deaths in a row before any worker was ready: the start-up is broken
+STOP_MARGIN_S = 5.0  # after the grace period, how long workers get before SIGKILL
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def supervise(settings: Settings) -> int:
+    """Serve ``settings`` with ``settings.server.workers`` processes; returns the exit status.
+
+    Each worker builds its own app from ``settings`` and keeps its metrics in
+    prometheus-client's multiprocess files, so any worker's /metrics reports them all.
+    """
+    preload(settings)
+    srv = settings.server
+    with listen(srv.host, srv.port, srv.backlog) as sock:
+        host, port = sock.getsockname()[:2]
+        log.info("serving on http%s://%s:%d with %d workers (Ctrl+C to stop)",
+                 "s" if srv.certfile else "", host, port, srv.workers)  # fmt: skip
+        if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
+            return Supervisor(settings, sock).run()  # a directory the user chose is theirs
+        with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
+            os.environ[MULTIPROC_DIR] = directory
+            try:
+                return Supervisor(settings, sock).run()
+            finally:
+                del os.environ[MULTIPROC_DIR]
+
+
+def preload(settings: Settings) -> None:
+    """Build what every worker reads but never writes, once, before the first fork.
+
+    ``gc.freeze`` keeps it out of the workers' collections, which would otherwise write
+    to every object's header and so copy the pages it sits on into each worker.
+    """
+    out = settings.output
+    tokenizer = load_tokenizer(out.tokenizer)
+    if out.output_mode == "corpus":
+        shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+    gc.collect()
+    release_free_memory()
+    gc.freeze()
+
+
+class Supervisor:
+    """Starts the workers, replaces the ones that die, and stops them on a signal.
+
+    The workers stop when their stop pipe's write end, which only the supervisor holds,
+    closes: when the supervisor asks, and also when it dies, even by SIGKILL. (A ``multiprocessing.Event`` did this before, but
+    its ``set`` waits for every waiter to wake, forever when one was killed waiting.)
+    """
+
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.context = multiprocessing.get_context("fork")
+        self.stop_reader, self.stop_writer = os.pipe()
+        self.workers: dict[int, tuple[BaseProcess, Event]] = {}  # by sentinel
+        self.stopping = False
+
+    def run(self) -> int:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.on_signal)
+        failures = 0
+        status = 0
+        for _ in range(self.settings.server.workers):
+            self.start_worker()
+        while not self.stopping:
+            for sentinel in wait(list(self.workers), timeout=1.0):
+                process, ready = self.workers.pop(sentinel)  # type: ignore[arg-type]
+                process.join()
+                failures = 0 if ready.is_set() else failures + 1
+                self.forget(process)
+                if failures >= START_FAILURES:
+                    log.error("worker %d %s before serving, %d times in a row: stopping",
+                              process.pid, describe(process.exitcode), failures)  # fmt: skip
+                    self.stopping, status = True, 1
+                    break
+                log.error("worker %d %s; starting a new one", process.pid,
+                          describe(process.exitcode))  # fmt: skip
+                self.start_worker()
+        self.stop_workers()
+        return status
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        log.info("received %s, stopping the workers", signal.Signals(signum).name)
+        self.stopping = True
+
+    def start_worker(self) -> None:
+        """Fork a worker. SIGINT and SIGTERM wait, blocked, until it has its own handlers
+        (the supervisor's would stop only the worker's copy of the supervisor)."""
+        ready = self.context.Event()
+        process = self.context.Process(
+            target=run_worker,
+            args=(self.settings, self.sock, self.stop_reader, self.stop_writer, ready),
+            daemon=True,
+        )
+        gc.freeze()  # what the supervisor made since: shared too, and out of their collections
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        self.workers[process.sentinel] = (process, ready)
+
+    def stop_workers(self) -> None:
+        """Ask every worker to stop; those still running after the grace period and a
+        margin are killed."""
+        os.close(self.stop_writer)
+        deadline = time.monotonic() + self.settings.server.graceful_timeout_s + STOP_MARGIN_S
+        for process, _ in self.workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                log.error("worker %d did not stop in time: killed", process.pid)
+                process.kill()
+                process.join()
+            self.forget(process)
+
+    def forget(self, process: BaseProcess) -> None:
+        """A dead worker's gauges leave the multiprocess metrics."""
+        if process.pid is not None and os.environ.get(MULTIPROC_DIR):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+
+
+def describe(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with status {exitcode}"
+
+
+def run_worker(
+    settings: Settings, sock: socket.socket, stop_reader: int, stop_writer: int, ready: Event
+) -> None:
+    """A worker process: serve on the supervisor's socket until ``stop_reader`` reads EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the supervisor, which stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    os.close(stop_writer)  # else the pipe would stay open for as long as this worker
+    from prometheus_client import values
+
+    # Chosen when prometheus-client was imported, before the multiprocess directory was set.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    app = create_app(settings)
+
+    async def stopped() -> None:
+        await trio.lowlevel.wait_readable(stop_reader)  # EOF: the supervisor closed its end
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            bound = sockets(hypercorn_config(settings), sock)
+            await nursery.start(partial(serve_sockets, app, settings, bound, stopped))
+            ready.set()
+            log.info("worker %d serving", os.getpid())
+
+    trio.run(main)

@@ -1,0 +1,367 @@
+"""The simulated model behind every generation endpoint: from an ``Ask`` to planned choices.
+
+Chat, completions and responses each translate their request into one ``Ask`` (what is
+wanted: how many choices, limits, tools, an output schema, reasoning effort, logprobs); the
+model decides what each reply is made of (reasoning, then text, JSON or tool calls) and plans
+it. Holds what lives as long as the app: the tokenizer and the text source.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import attrs
+import numpy as np
+import orjson
+from attrs import field, frozen
+
+from .._sim._corpus import WORDS, Corpus, shared_corpus
+from .._sim._generate import CorpusText, PaddedText, RepeatedText, TextSource
+from .._sim._latency import draw_one
+from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
+from .._sim._schema_sample import SchemaError, check_schema, sample_json, sample_json_object
+from ._emit import new_id
+from ._errors import invalid
+from ._validate import check_context, context_window
+
+if TYPE_CHECKING:
+    from .._config._settings import Settings
+    from .._sim._tokens import Tokenizer
+    from ._protocol import Overrides
+    from ._validate import Api
+
+# Per-model answers are cached for names a client sends again; the name is the key, so
+# both the count and each name's length are bounded (a name is whatever a client sends).
+MAX_CACHED = 10_000
+MAX_CACHED_NAME = 256
+# A schema is checked once per distinct text; only texts up to this size are remembered.
+MAX_CACHED_SCHEMA = 64 * 1024
+
+# How much longer or shorter reasoning gets with each reasoning_effort, against medium.
+EFFORT_SCALE = {
+    "none": 0.0,
+    "minimal": 0.125,
+    "low": 0.5,
+    "medium": 1.0,
+    "high": 2.0,
+    "xhigh": 4.0,
+    "max": 8.0,
+}
+
+
+ToolMode = Literal["none", "auto", "required"]
+# The responses API's built-in tools a tool_choice may name (spec: ToolChoiceTypes).
+HOSTED_TOOLS = frozenset(
+    {
+        "file_search",
+        "web_search",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "computer",
+        "computer_use_preview",
+        "computer_use",
+        "code_interpreter",
+        "image_generation",
+        "mcp",
+        "custom",
+        "apply_patch",
+        "shell",
+    }
+)
+
+
+@frozen
+class FunctionTool:
+    name: str
+    parameters: dict[str, Any]
+
+
+@frozen(kw_only=True)
+class Ask:
+    """What a generation request asks of the model, whatever endpoint it came through."""
+
+    model: str
+    n: int = 1
+    limits: Limits = Limits()
+    seed: int | None = None
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolMode | FunctionTool = "auto"
+    parallel_tool_calls: bool = True
+    json: Literal["object", "schema"] | None = None
+    schema: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    top_logprobs: int | None = None  # None: no logprobs
+    can_reason: bool = True  # False for raw completions
+    api: Api = "chat"  # which API asked: the context-length error is worded for it
+    echo: str = field(default="", repr=False)  # what echo mode repeats
+
+
+def check_effort(effort: str | None, param: str) -> None:
+    if effort is not None and effort not in EFFORT_SCALE:
+        raise invalid(
+            f"Invalid value: '{effort}'. Supported values are: "
+            + ", ".join(f"'{e}'" for e in EFFORT_SCALE)
+            + ".",
+            param,
+            "invalid_value",
+        )
+
+
+def output_schema(schema: Any, param: str) -> dict[str, Any]:
+    """A usable JSON schema, or a 400 naming where it is broken."""
+    text = orjson.dumps(schema)
+    # Clients send the same schemas again; a huge one is checked each time, not kept.
+    problem = known_schema_problem(text) if len(text) <= MAX_CACHED_SCHEMA else schema_problem(text)
+    if problem is not None:
+        raise invalid(f"Invalid schema for '{param}': {problem}", param, "invalid_json_schema")
+    result: dict[str, Any] = schema
+    return result
+
+
+def schema_problem(schema: bytes) -> str | None:
+    try:
+        check_schema(orjson.loads(schema))
+    except SchemaError as error:
+        return str(error)
+    return None
+
+
+known_schema_problem = functools.lru_cache(maxsize=1024)(schema_problem)
+
+
+def pick_tool(
+    tools: tuple[FunctionTool, ...], choice: Any, param: str
+) -> tuple[tuple[FunctionTool, ...], ToolMode | FunctionTool]:
+    """Resolve ``tool_choice`` against ``tools``: the tools it allows, and a mode or the one
+    function it names. Takes chat's and the responses API's forms of each choice."""
+    if choice is None:
+        return tools, "auto"
+    if choice in ("none", "auto", "required"):
+        if choice == "required" and not tools:
+            raise invalid("Tool choice 'required' needs at least one tool in 'tools'.", param)
+        mode: ToolMode = choice
+        return tools, mode
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools", choice)  # chat nests it, responses does not
+        listed = allowed.get("tools") if isinstance(allowed, dict) else None
+        wanted = allowed.get("mode") if isinstance(allowed, dict) else None
+        if not isinstance(listed, list) or wanted not in ("auto", "required"):
+            raise invalid(
+                "Invalid 'tool_choice': allowed_tools needs a 'mode' of 'auto' or 'required' "
+                "and a list of 'tools'.",
+                param,
+                "invalid_value",
+            )
+        names = [function_name(t) for t in listed]
+        mode = "auto" if wanted == "auto" else "required"
+        return tuple(find_tool(tools, n, param) for n in names if n is not None), mode
+    if isinstance(choice, dict) and choice.get("type") in HOSTED_TOOLS:
+        return tools, "none"  # a hosted tool (web search, ...): never simulated, so a message
+    name = function_name(choice) if isinstance(choice, dict) else None
+    if name is None:
+        raise invalid(
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required', "
+            '{"type": "function", ...} naming a function, or {"type": "allowed_tools", ...}.',
+            param,
+            "invalid_value",
+        )
+    return tools, find_tool(tools, name, param)
+
+
+def function_name(choice: Any) -> str | None:
+    """The function a choice names: ``{"type": "function", "function": {"name"}}`` (chat) or
+    ``{"type": "function", "name"}`` (responses)."""
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else choice.get("name")
+    return name if isinstance(name, str) else None
+
+
+def find_tool(tools: tuple[FunctionTool, ...], name: str, param: str) -> FunctionTool:
+    for tool in tools:
+        if tool.name == name:
+            return tool
+    raise invalid(
+        f"Invalid 'tool_choice': function '{name}' is not among the tools.", param, "invalid_value"
+    )
+
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]  # ``_offload.off_loop``'s shape: (chars, func, *args)
+
+
+async def inline(chars: int, func: Callable[..., T], *args: Any) -> T:
+    """Tokenizer work where it is asked for (``MockModel``'s default ``offload``)."""
+    return func(*args)
+
+
+class MockModel:
+    """Decides what each reply holds and plans it; shared by all generation endpoints."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        corpus: Corpus | None = None,
+        offload: Offload | None = None,
+    ) -> None:
+        """``corpus``: one already built for these settings (a runtime config change that
+        leaves the corpus knobs alone reuses it). ``offload``: how to run tokenizer work
+        off the event loop (``_offload.off_loop``); inline when None."""
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.offload = offload or inline
+        self.corpus: Corpus | None = None
+        out = settings.output
+        # The reply's text source, the same for every request; None in echo mode.
+        self.text: TextSource | None = None
+        # Logprob alternatives: the corpus's pieces, or common words in the other modes.
+        self.alternatives: list[str] = [*COMMON_TOKENS, *(f" {w}" for w in WORDS[:256])]
+        if out.output_mode == "corpus":
+            if corpus is None:
+                corpus = shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            self.corpus = corpus
+            self.text = CorpusText(corpus, out)
+            self.alternatives = corpus.pieces[:256]
+        elif out.output_mode == "fixed":
+            self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
+        self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
+        self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons
+        self.windows: dict[str, int] = {}  # model name -> context length
+
+    def reasons(self, model: str) -> bool:
+        known = self.reasoning.get(model)
+        if known is None:  # matching patterns costs more than the rest of planning
+            patterns = self.settings.models.reasoning_models
+            known = any(fnmatch.fnmatchcase(model, p) for p in patterns)
+            if len(self.reasoning) < MAX_CACHED and len(model) <= MAX_CACHED_NAME:
+                self.reasoning[model] = known
+        return known
+
+    def context_window(self, model: str) -> int:
+        known = self.windows.get(model)
+        if known is None:
+            known = context_window(self.settings.models, model)
+            if len(self.windows) < MAX_CACHED and len(model) <= MAX_CACHED_NAME:
+                self.windows[model] = known
+        return known
+
+    async def source_for(self, echo: str) -> TextSource:
+        if self.text is not None:
+            return self.text
+        return RepeatedText(await self.offload(len(echo), self.tokenizer.pieces, echo))
+
+    def rng(self, ask: Ask, overrides: Overrides) -> np.random.Generator:
+        seed = overrides.seed if overrides.seed is not None else ask.seed
+        return self.unseeded if seed is None else np.random.default_rng(seed & (2**64 - 1))
+
+    async def plan(
+        self, ask: Ask, prompt_tokens: int, overrides: Overrides, first_index: int = 0
+    ) -> list[ChoicePlan]:
+        """One plan per choice; a seed makes text, structure and schedule reproducible.
+
+        Args:
+          overrides: the request's ``x-mock-*`` headers, which win over the settings.
+          first_index: the first choice's ``index`` (completions number choices per prompt).
+        """
+        window = self.context_window(ask.model)
+        check_context(window, prompt_tokens, ask.limits.max_tokens, ask.api)
+        limits = attrs.evolve(ask.limits, room=window - prompt_tokens)
+        rng = self.rng(ask, overrides)
+        source = await self.source_for(ask.echo)
+        out = self.settings.output
+        per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
+        latency = overrides.apply(self.settings.latency)
+        plans = []
+        for i in range(ask.n):
+            segments = self.thinking(ask, source, rng) + self.answer(ask, source, rng, overrides)
+            plans.append(
+                plan_reply(
+                    first_index + i,
+                    segments,
+                    limits,
+                    latency,
+                    per_event,
+                    rng,
+                    prompt_tokens=prompt_tokens,
+                    top_logprobs=ask.top_logprobs,
+                    alternatives=self.alternatives,
+                )
+            )
+        return plans
+
+    def thinking(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
+        """Reasoning models think first, at a length scaled by the effort asked for."""
+        if not ask.can_reason or not self.reasons(ask.model):
+            return []
+        out = self.settings.output
+        scale = EFFORT_SCALE[ask.reasoning_effort or "medium"]
+        mean, stddev = out.reasoning_tokens_mean * scale, out.reasoning_tokens_stddev * scale
+        length = round(draw_one("normal", mean, stddev, 0, None, rng))
+        if length == 0:
+            return []
+        return [Segment(kind="reasoning", source=source, natural=length)]
+
+    def answer(
+        self,
+        ask: Ask,
+        source: TextSource,
+        rng: np.random.Generator,
+        overrides: Overrides,
+    ) -> list[Segment]:
+        """Tool calls, JSON or text, as the request's tools and format ask, unless a
+        scripted rule says what to answer."""
+        if (scripted := self.scripted(ask, overrides)) is not None:
+            return scripted
+        if calls := self.tool_calls(ask, rng):
+            return calls
+        if ask.json is not None:
+            value = (
+                sample_json(ask.schema or {}, rng, checked=True) if ask.json == "schema" else None
+            )
+            text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
+            pieces = self.tokenizer.pieces(text.decode())
+            return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
+        natural = overrides.output_tokens
+        length = source.natural_length(rng) if natural is None else natural
+        return [Segment(kind="content", source=source, natural=length)]
+
+    def scripted(self, ask: Ask, overrides: Overrides) -> list[Segment] | None:
+        """A scripted rule's exact content, or its tool call (as text where the API has
+        no tool calls)."""
+        call = overrides.tool_call
+        if call is not None and ask.api != "completions":
+            pieces = self.tokenizer.pieces(call.arguments)
+            tool = ToolCall(new_id("call_", 24), call.name, 0)
+            return [Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=tool)]
+        text = call.arguments if call is not None else overrides.content
+        if text is None:
+            return None
+        pieces = self.tokenizer.pieces(text)
+        return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
+
+    def tool_calls(self, ask: Ask, rng: np.random.Generator) -> list[Segment]:
+        """Which functions the reply calls, if any, with arguments valid for their schemas."""
+        if not ask.tools or ask.tool_choice == "none":
+            return []
+        if isinstance(ask.tool_choice, FunctionTool):
+            chosen = [ask.tool_choice]
+        else:
+            if ask.tool_choice == "auto" and rng.random() >= self.settings.output.tool_call_rate:
+                return []
+            most = self.settings.output.max_parallel_tool_calls if ask.parallel_tool_calls else 1
+            count = int(rng.integers(1, min(most, len(ask.tools)) + 1))
+            chosen = [ask.tools[int(i)] for i in rng.choice(len(ask.tools), count, replace=False)]
+        segments = []
+        for k, tool in enumerate(chosen):
+            arguments = orjson.dumps(sample_json(tool.parameters, rng, checked=True)).decode()
+            pieces = self.tokenizer.pieces(arguments)
+            call = ToolCall(new_id("call_", 24), tool.name, k)
+            segments.append(
+                Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=call)
+            )
+        return segments

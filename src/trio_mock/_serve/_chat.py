@@ -1,0 +1,159 @@
+"""``POST /v1/chat/completions``: from the request body to a planned ``ChatEmitter``.
+
+Counts the prompt as OpenAI does (off the event loop when it is long), checks the values,
+and translates the request into the model's ``Ask``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._openai._convert import structure
+from .._openai._emit import ChatEmitter
+from .._openai._errors import invalid
+from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from .._openai._protocol import ChatCompletionRequest
+from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat
+from .._sim._plan import Limits
+from ._offload import off_loop
+
+if TYPE_CHECKING:
+    from .._openai._model import MockModel
+    from .._openai._protocol import ChatMessage, Overrides
+
+# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
+# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+TOKENS_PER_IMAGE = 85
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def message_text(message: ChatMessage) -> str:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part.text or "" for part in content if part.type == "text")
+
+
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    found = (stop,) if isinstance(stop, str) else tuple(stop)
+    at_most("stop", len(found), 4, "array")
+    return found
+
+
+def chat_tools(chat: ChatCompletionRequest) -> tuple[FunctionTool, ...]:
+    tools = []
+    for i, tool in enumerate(chat.tools or ()):
+        if tool.type != "function":
+            raise invalid(
+                f"Invalid value: '{tool.type}'. Supported values are: 'function'.",
+                f"tools[{i}].type",
+                "invalid_value",
+            )
+        if tool.function is None:
+            raise invalid(
+                f"Missing required parameter: 'tools[{i}].function'.",
+                f"tools[{i}].function",
+                "missing_required_parameter",
+            )
+        parameters = tool.function.parameters
+        if parameters is not None:
+            output_schema(parameters, f"tools[{i}].function.parameters")
+        tools.append(FunctionTool(tool.function.name, parameters or EMPTY_PARAMETERS))
+    return tuple(tools)
+
+
+def chat_ask(chat: ChatCompletionRequest) -> Ask:
+    """Check the parts of the request the model acts on, and translate them."""
+    tools = chat_tools(chat)
+    json_mode: Literal["object", "schema"] | None = None
+    schema = None
+    if (fmt := chat.response_format) is not None and fmt.type != "text":
+        json_mode = "object"
+        if fmt.type == "json_schema":
+            if fmt.json_schema is None:
+                raise invalid(
+                    "Missing required parameter: 'response_format.json_schema'.",
+                    "response_format.json_schema",
+                    "missing_required_parameter",
+                )
+            if fmt.json_schema.schema is not None:
+                json_mode = "schema"
+                schema = output_schema(fmt.json_schema.schema, "response_format.json_schema.schema")
+    check_effort(chat.reasoning_effort, "reasoning_effort")
+    top = None
+    if chat.top_logprobs is not None:
+        if not chat.logprobs:
+            raise invalid(
+                "Invalid value for 'top_logprobs': 'logprobs' must be true to use it.",
+                "top_logprobs",
+            )
+        at_least("top_logprobs", chat.top_logprobs, 0)
+        at_most("top_logprobs", chat.top_logprobs, MAX_TOP_LOGPROBS)
+    if chat.logprobs:
+        top = chat.top_logprobs or 0
+    users = [m for m in chat.messages if m.role == "user"] or chat.messages
+    allowed, choice = pick_tool(tools, chat.tool_choice, "tool_choice")
+    return Ask(
+        model=chat.model,
+        n=chat.n,
+        limits=Limits(
+            max_tokens=chat.token_limit,
+            min_tokens=chat.min_tokens,
+            ignore_eos=chat.ignore_eos,
+            stop=stops(chat.stop),
+        ),
+        seed=chat.seed,
+        tools=allowed,
+        tool_choice=choice,
+        parallel_tool_calls=chat.parallel_tool_calls is not False,
+        json=json_mode,
+        schema=schema,
+        reasoning_effort=chat.reasoning_effort,
+        top_logprobs=top,
+        echo=message_text(users[-1]),
+    )
+
+
+class ChatHandler:
+    """Turns a chat request body into a planned reply."""
+
+    def __init__(self, model: MockModel) -> None:
+        self.model = model
+        self.settings = model.settings
+
+    def count_messages(self, messages: list[ChatMessage]) -> int:
+        total = REPLY_PRIMING
+        encode = self.model.tokenizer.encode
+        for m in messages:
+            total += TOKENS_PER_MESSAGE + len(encode(message_text(m))) + 1  # + the role
+            if m.name:
+                total += TOKENS_PER_NAME + len(encode(m.name))
+            if isinstance(m.content, list):
+                total += TOKENS_PER_IMAGE * sum(p.type == "image_url" for p in m.content)
+        return total
+
+    async def prompt_tokens(self, chat: ChatCompletionRequest) -> int:
+        """Count the prompt; a long one is tokenized in a thread so streams keep pace."""
+        chars = sum(len(message_text(m)) for m in chat.messages)
+        return await off_loop(chars, self.count_messages, chat.messages)
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ChatEmitter:
+        chat = structure(data, ChatCompletionRequest)
+        check_chat(chat, self.settings.models)
+        ask = chat_ask(chat)
+        prompt_tokens = await self.prompt_tokens(chat)
+        choices = await self.model.plan(ask, prompt_tokens, overrides)
+        return ChatEmitter(
+            choices,
+            prompt_tokens,
+            model=chat.model,
+            fingerprint=self.settings.models.system_fingerprint,
+            stream=chat.stream,
+            include_usage=chat.include_usage,
+            max_tokens=chat.token_limit,
+        )

@@ -1,0 +1,220 @@
+"""Rate limits as OpenAI applies them: requests and tokens per minute, per key or global.
+
+Each limit is a bucket that holds a minute's allowance and refills continuously (limit/60
+per second), so a client that paces itself is never refused and a burst is. A request is
+charged one request and its prompt tokens plus the output it may ask for (``max_tokens``,
+or the planned reply when it sets none), as OpenAI estimates it before generating. Every
+answer carries the ``x-ratelimit-*`` headers; a refusal is a 429 with ``retry-after`` and
+``retry-after-ms`` saying when the request would fit, which the official SDKs honour.
+
+Time is ``trio.current_time()``, so tests drive the buckets with a MockClock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._openai._errors import OpenAIError
+from ._auth import presented_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .._config._settings import RateLimitSettings
+
+Headers = list[tuple[bytes, bytes]]
+ORGANIZATION = "org-trio-mock"
+LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
+# Above this many per-key bucket pairs, the full (idle) ones are dropped, then the oldest
+# until half are left: without API keys a client picks its key, so it could pick many.
+MAX_KEYS = 10_000
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it (Go's format): ``20ms``, ``1.5s``,
+    ``6m0s``."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+class Bucket:
+    """A per-minute allowance that refills continuously."""
+
+    __slots__ = ("capacity", "level", "per_s", "updated")
+
+    def __init__(self, capacity: int, now: float) -> None:
+        self.capacity = capacity
+        self.per_s = capacity / 60
+        self.level = float(capacity)
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.per_s)
+        self.updated = now
+
+    def wait_s(self, amount: int) -> float:
+        """How long until ``amount`` fits (after a refill)."""
+        return max(0.0, (amount - self.level) / self.per_s)
+
+    def headers(self, name: bytes) -> Headers:
+        return [
+            (b"x-ratelimit-limit-" + name, b"%d" % self.capacity),
+            (b"x-ratelimit-remaining-" + name, b"%d" % math.floor(self.level)),
+            (b"x-ratelimit-reset-" + name, go_duration(self.wait_s(self.capacity)).encode()),
+        ]
+
+
+class RateLimiter:
+    """The buckets of one app, and the ``rate_limit_after_s`` window."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.settings = settings
+        self.rpm = settings.rate_limit_rpm
+        self.tpm = settings.rate_limit_tpm
+        self.active = bool(self.rpm or self.tpm or settings.rate_limit_after_s is not None)
+        self.buckets: dict[str, tuple[Bucket | None, Bucket | None]] = {}
+        self.started: float | None = None
+
+    def start(self, at: float | None = None) -> None:
+        """Mark the server's start (now, or ``at``), from which ``rate_limit_after_s``
+        counts."""
+        self.started = trio.current_time() if at is None else at
+
+    def charge(self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int) -> Headers:
+        """Take one request and ``tokens`` from the caller's buckets.
+
+        Returns:
+          The ``x-ratelimit-*`` headers for the answer.
+
+        Raises:
+          OpenAIError: 429, with the headers, when the request does not fit now.
+        """
+        now = trio.current_time()
+        if self.started is None:
+            self.started = now
+        self.check_window(now, model)
+        key = (presented_key(headers) or "") if self.settings.rate_limit_scope == "key" else ""
+        requests, budget = self.buckets_for(key, now)
+        for bucket in (requests, budget):
+            if bucket is not None:
+                bucket.refill(now)
+        if budget is not None and tokens > budget.capacity:
+            raise self.too_large(model, tokens, requests, budget)
+        for bucket, amount, unit in ((requests, 1, "requests"), (budget, tokens, "tokens")):
+            if bucket is not None and bucket.level < amount:
+                raise self.refused(model, unit, amount, bucket, requests, budget)
+        if requests is not None:
+            requests.level -= 1
+        if budget is not None:
+            budget.level -= tokens
+        return limit_headers(requests, budget)
+
+    def buckets_for(self, key: str, now: float) -> tuple[Bucket | None, Bucket | None]:
+        found = self.buckets.get(key)
+        if found is None:
+            if len(self.buckets) >= MAX_KEYS:
+                self.drop_idle(now)
+                self.drop_oldest(MAX_KEYS // 2)
+            found = (
+                Bucket(self.rpm, now) if self.rpm else None,
+                Bucket(self.tpm, now) if self.tpm else None,
+            )
+            self.buckets[key] = found
+        return found
+
+    def drop_idle(self, now: float) -> None:
+        """Forget the keys whose buckets have refilled: a new pair starts full anyway."""
+        for key, pair in list(self.buckets.items()):
+            for bucket in pair:
+                if bucket is not None:
+                    bucket.refill(now)
+            if all(b is None or b.level >= b.capacity for b in pair):
+                del self.buckets[key]
+
+    def drop_oldest(self, keep: int) -> None:
+        """Forget the keys seen first until ``keep`` are left (each sweep then frees half
+        the table, so sweeps stay rare however fast new keys come). A forgotten key
+        starts full again, as a new key would."""
+        for key in list(itertools.islice(self.buckets, max(0, len(self.buckets) - keep))):
+            del self.buckets[key]
+
+    def check_window(self, now: float, model: str) -> None:
+        """Raises: OpenAIError: 429 inside the ``rate_limit_after_s`` window."""
+        after_s, for_s = self.settings.rate_limit_after_s, self.settings.rate_limit_for_s
+        assert self.started is not None
+        elapsed = now - self.started
+        if after_s is None or elapsed < after_s:
+            return
+        if for_s is not None and elapsed >= after_s + for_s:
+            return
+        retry = [] if for_s is None else retry_headers(after_s + for_s - elapsed)
+        raise OpenAIError(
+            429,
+            f"Rate limit reached for {model} in organization {ORGANIZATION} on tokens per min "
+            f"(TPM): this server refuses every request from {after_s:g} s after its start"
+            + ("." if for_s is None else f", for {for_s:g} s.")
+            + f" {LEARN_MORE}",
+            type="tokens",
+            code="rate_limit_exceeded",
+            headers=tuple(retry),
+        )
+
+    def refused(
+        self,
+        model: str,
+        unit: str,
+        amount: int,
+        bucket: Bucket,
+        requests: Bucket | None,
+        budget: Bucket | None,
+    ) -> OpenAIError:
+        wait = bucket.wait_s(amount)
+        label = "requests per min (RPM)" if unit == "requests" else "tokens per min (TPM)"
+        used = math.ceil(bucket.capacity - bucket.level)
+        return OpenAIError(
+            429,
+            f"Rate limit reached for {model} in organization {ORGANIZATION} on {label}: "
+            f"Limit {bucket.capacity}, Used {used}, Requested {amount}. "
+            f"Please try again in {go_duration(wait)}. {LEARN_MORE}",
+            type=unit,
+            code="rate_limit_exceeded",
+            headers=tuple(limit_headers(requests, budget) + retry_headers(wait)),
+        )
+
+    def too_large(
+        self, model: str, tokens: int, requests: Bucket | None, budget: Bucket
+    ) -> OpenAIError:
+        """A request over the whole minute's tokens never fits: no retry-after."""
+        return OpenAIError(
+            429,
+            f"Request too large for {model} in organization {ORGANIZATION} on tokens per min "
+            f"(TPM): Limit {budget.capacity}, Requested {tokens}. The input or output tokens "
+            f"must be reduced in order to run successfully. {LEARN_MORE}",
+            type="tokens",
+            code="rate_limit_exceeded",
+            headers=tuple(limit_headers(requests, budget)),
+        )
+
+
+def limit_headers(requests: Bucket | None, budget: Bucket | None) -> Headers:
+    found: Headers = []
+    if requests is not None:
+        found += requests.headers(b"requests")
+    if budget is not None:
+        found += budget.headers(b"tokens")
+    return found
+
+
+def retry_headers(wait_s: float) -> Headers:
+    """``retry-after`` in whole seconds (rounded up) and ``retry-after-ms``, both > 0."""
+    ms = max(1, math.ceil(wait_s * 1000))
+    return [(b"retry-after", b"%d" % math.ceil(ms / 1000)), (b"retry-after-ms", b"%d" % ms)]

@@ -1,0 +1,674 @@
+"""The Realtime API over WebSocket, text modality: ``GET /v1/realtime``.
+
+One ``Connection`` per socket: it reads client events in order and answers each, while a
+response streams in a task of its own, so ``response.cancel`` can stop it. A response is
+planned by the same model as the HTTP endpoints and its ``response.text.delta`` events go
+out on the same schedule (``_pacing.schedule``: deadlines from admission, no drift), built
+from a template made once per response, and those due together are sent together; each
+response is one journal record and counts in the metrics.
+
+Event names follow the beta protocol (``OpenAI-Beta: realtime=v1``) unless the client
+speaks the GA one, which it shows by a ``session.update`` with ``session.type``; then the
+text events are ``response.output_text.*`` and the session has the GA shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import orjson
+import trio
+from attrs import define, field
+
+from .._openai._emit import ID_TABLE, new_id
+from .._openai._errors import OpenAIError
+from .._openai._model import Ask
+from .._openai._validate import parse_overrides
+from .._sim._plan import Limits
+from ._offload import off_loop
+from ._pacing import WRITE_BYTES, schedule
+from ._scripts import content_text, merged
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .._observe._journal import Record
+    from .._openai._model import MockModel
+    from .._openai._protocol import Overrides
+    from .._sim._plan import ChoicePlan
+    from .._sim._tokens import Tokenizer
+    from ._asgi import Message, Receive, Send, Services
+    from ._load import Admission
+
+log = logging.getLogger("trio_mock")
+GA_NAMES = {
+    "response.text.delta": "response.output_text.delta",
+    "response.text.done": "response.output_text.done",
+}
+SESSION_TTL_S = 30 * 60  # the real API's sessions expire after 30 minutes
+MAX_OUTPUT_TOKENS = 4096  # the largest cap a session or response may set
+KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers pass the key as a subprotocol
+AUDIO_EVENTS = frozenset(
+    {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+     "output_audio_buffer.clear"}
+)  # fmt: skip
+
+
+class RealtimeError(Exception):
+    """A client event refused with an ``error`` event; the session goes on."""
+
+    def __init__(
+        self,
+        message: str,
+        code: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        status: int = 400,  # as the journal and metrics count it
+    ) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param, self.kind = message, code, param, kind
+        self.status = status
+
+
+def event_error(error: OpenAIError) -> RealtimeError:
+    """An HTTP endpoint's error (a refusal by the load model, a scripted one) as an event."""
+    body = error.to_body()["error"]
+    assert isinstance(body, dict)
+    return RealtimeError(error.message, error.code or body["type"], error.param, body["type"],
+                         error.status)  # fmt: skip
+
+
+SERVER_ERROR = RealtimeError(
+    "The server had an error while processing your request.", "server_error",
+    kind="server_error", status=500,
+)  # fmt: skip
+
+
+def max_tokens(value: Any, param: str) -> int | None:
+    """A ``max_response_output_tokens``: an integer 1..4096 or ``"inf"`` (None)."""
+    if value == "inf":
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_OUTPUT_TOKENS:
+        raise RealtimeError(
+            f"Invalid '{param}': expected an integer between 1 and {MAX_OUTPUT_TOKENS} "
+            f"or 'inf', got {value!r}.",
+            "invalid_value",
+            param,
+        )
+    return value
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """What a conversation item says, for the prompt's token count and scripted rules."""
+    if item.get("type") == "function_call_output":
+        return str(item.get("output", ""))
+    return content_text(item.get("content"))
+
+
+def checked_item(raw: Any) -> dict[str, Any]:
+    """A client's ``conversation.item.create`` item, completed as the server lists it."""
+    if not isinstance(raw, dict):
+        raise RealtimeError("Missing required parameter: 'item'.", "missing_required_parameter",
+                            "item")  # fmt: skip
+    kind = raw.get("type", "message")
+    if kind not in ("message", "function_call", "function_call_output"):
+        raise RealtimeError(
+            f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', "
+            "and 'function_call_output'.",
+            "invalid_value",
+            "item.type",
+        )
+    if kind == "message" and raw.get("role") not in ("user", "system", "assistant"):
+        raise RealtimeError(
+            "Invalid value for 'item.role': expected 'user', 'system' or 'assistant'.",
+            "invalid_value",
+            "item.role",
+        )
+    if kind == "message" and not isinstance(raw.get("content"), list):
+        raise RealtimeError("Missing required parameter: 'item.content'.",
+                            "missing_required_parameter", "item.content")  # fmt: skip
+    item = {"id": raw.get("id") or new_id("item_"), "object": "realtime.item", "type": kind,
+            "status": "completed"}  # fmt: skip
+    return item | {name: value for name, value in raw.items() if name != "id"}
+
+
+@define
+class Session:
+    """What ``session.update`` sets: the defaults every response starts from."""
+
+    model: str
+    id: str = field(factory=lambda: new_id("sess_"))
+    instructions: str = ""
+    temperature: float = 0.8
+    max_output_tokens: int | None = None
+    tools: list[Any] = field(factory=list)
+    tool_choice: Any = "auto"
+    voice: str = "alloy"
+    ga: bool = False  # the client speaks the GA protocol
+    expires_at: int = field(factory=lambda: int(time.time()) + SESSION_TTL_S)
+
+    def view(self) -> dict[str, Any]:
+        cap = "inf" if self.max_output_tokens is None else self.max_output_tokens
+        common = {"id": self.id, "object": "realtime.session", "model": self.model,
+                  "instructions": self.instructions, "tools": self.tools,
+                  "tool_choice": self.tool_choice, "expires_at": self.expires_at}  # fmt: skip
+        if self.ga:
+            return {"type": "realtime", **common, "output_modalities": ["text"],
+                    "max_output_tokens": cap, "tracing": None, "prompt": None}  # fmt: skip
+        return {**common, "modalities": ["text"], "voice": self.voice,
+                "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+                "input_audio_transcription": None, "turn_detection": None,
+                "temperature": self.temperature, "max_response_output_tokens": cap}  # fmt: skip
+
+    def update(self, changes: Any) -> None:
+        """Apply ``session.update``'s fields, all or none.
+
+        Raises:
+          RealtimeError: a bad or unknown field.
+        """
+        if not isinstance(changes, dict):
+            raise RealtimeError("Missing required parameter: 'session'.",
+                                "missing_required_parameter", "session")  # fmt: skip
+        staged: dict[str, Any] = {}
+        for name, value in changes.items():
+            param = f"session.{name}"
+            if name in ("instructions", "voice", "model"):
+                if not isinstance(value, str):
+                    raise RealtimeError(f"Invalid type for '{param}': expected a string.",
+                                        "invalid_type", param)  # fmt: skip
+                staged[name] = value
+            elif name == "temperature":
+                if type(value) not in (int, float):
+                    raise RealtimeError(f"Invalid type for '{param}': expected a number.",
+                                        "invalid_type", param)  # fmt: skip
+                staged[name] = float(value)
+            elif name in ("max_response_output_tokens", "max_output_tokens"):
+                staged["max_output_tokens"] = max_tokens(value, param)
+            elif name == "tools":
+                if not isinstance(value, list):
+                    raise RealtimeError(f"Invalid type for '{param}': expected an array.",
+                                        "invalid_type", param)  # fmt: skip
+                staged[name] = value
+            elif name == "tool_choice":
+                staged[name] = value
+            elif name not in IGNORED_SESSION_FIELDS:
+                raise RealtimeError(f"Unknown parameter: '{param}'.", "unknown_parameter", param)
+        for name, value in staged.items():
+            setattr(self, name, value)
+
+
+# Accepted and kept as the server's own (audio and transcription do not apply to text).
+IGNORED_SESSION_FIELDS = frozenset(
+    {"type", "modalities", "output_modalities", "input_audio_format", "output_audio_format",
+     "input_audio_transcription", "turn_detection", "audio", "include", "tracing", "prompt",
+     "truncation", "input_audio_noise_reduction", "speed", "client_secret"}
+)  # fmt: skip
+
+
+@define
+class Response:
+    """One response in progress: what the ``response.*`` events refer to."""
+
+    id: str = field(factory=lambda: new_id("resp_"))
+    item_id: str = field(factory=lambda: new_id("item_"))
+    queue: trio.CancelScope = field(factory=trio.CancelScope)  # waiting for a slot
+    scope: trio.CancelScope = field(factory=trio.CancelScope)  # sending its deltas
+    in_band: bool = True  # its reply joins the conversation
+    cancelled: bool = False
+    sent_tokens: int = 0
+
+
+class RealtimeEndpoint:
+    """``/v1/realtime`` as an ASGI WebSocket callable."""
+
+    def __init__(
+        self,
+        model: MockModel,
+        services: Services,
+        tokenizer: Tokenizer,
+        latest: Callable[[], RealtimeEndpoint] | None = None,
+    ) -> None:
+        """``latest``: the endpoint of the settings now in force. A session outlives
+        runtime config changes, so each response takes its model and services from it."""
+        self.model = model
+        self.services = services
+        self.tokenizer = tokenizer
+        self.latest = latest or (lambda: self)
+        # As the HTTP endpoints: each ITL step stretched by the decode count at that moment.
+        factor = services.settings.latency.itl_load_factor
+        self.itl_scale = partial(services.load.itl_scale, factor) if factor else None
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers = list(scope["headers"])
+        offered = [p.strip() for p in scope.get("subprotocols", [])]
+        for protocol in offered:  # a browser's key rides in a subprotocol
+            if protocol.startswith(KEY_SUBPROTOCOL):
+                key = protocol.removeprefix(KEY_SUBPROTOCOL).encode("latin-1")
+                headers.append((b"authorization", b"Bearer " + key))
+        try:
+            self.services.auth.check(scope["path"], headers)
+            overrides = parse_overrides(headers)
+        except OpenAIError as error:
+            await refuse(scope, send, error)
+            return
+        accepted = "realtime" if "realtime" in offered else None
+        await send({"type": "websocket.accept", "subprotocol": accepted})
+        model = query_model(scope) or self.services.settings.models.models[0]
+        beta = any(n == b"openai-beta" and b"realtime" in v.lower() for n, v in headers)
+        connection = Connection(self, scope, send, Session(model=model), overrides, beta)
+        await connection.run(receive)
+
+
+def random_ids(length: int = 29, block: int = 256) -> Iterator[bytes]:
+    """The random part of ids shaped as ``new_id``'s, ``block`` of them from each
+    ``os.urandom`` call: a stream's per-delta ``event_id``s cost a slice each, not a
+    system call and a join of characters."""
+    while True:
+        drawn = os.urandom(length * block).translate(ID_TABLE)
+        yield from (drawn[i : i + length] for i in range(0, len(drawn), length))
+
+
+def query_model(scope: Message) -> str | None:
+    """The ``?model=`` the client connected with."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query["model"][0] if query.get("model") else None
+
+
+async def refuse(scope: Message, send: Send, error: OpenAIError) -> None:
+    """Deny the handshake with the error's status and OpenAI body where the server can
+    (ASGI's ``websocket.http.response``), else with a bare close (HTTP 403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        headers = [(b"content-type", b"application/json"), *error.headers]
+        await send({"type": "websocket.http.response.start", "status": error.status,
+                    "headers": headers})  # fmt: skip
+        await send({"type": "websocket.http.response.body", "body": error.to_json()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class Connection:
+    """One client's session: its conversation and at most one response at a time."""
+
+    def __init__(
+        self,
+        endpoint: RealtimeEndpoint,
+        scope: Message,
+        send: Send,
+        session: Session,
+        overrides: Overrides,
+        beta: bool,
+    ) -> None:
+        self.latest = endpoint.latest
+        self.scope = scope
+        self.socket_send = send
+        self.session = session
+        self.overrides = overrides
+        self.beta = beta  # a beta client keeps the beta protocol whatever it sends
+        self.items: list[dict[str, Any]] = []
+        self.conversation_id = new_id("conv_")  # the session's one default conversation
+        self.active: Response | None = None
+        self.sending = trio.Lock()  # the reader and the response task both send
+        self.nursery: trio.Nursery | None = None
+        self.gone = False  # the client disconnected
+
+    async def emit(self, kind: str, **fields: Any) -> None:
+        if self.session.ga:
+            kind = GA_NAMES.get(kind, kind)
+        event = {"event_id": new_id("event_"), "type": kind, **fields}
+        async with self.sending:
+            await self.socket_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
+
+    async def error(self, error: RealtimeError, event_id: Any = None) -> None:
+        await self.emit("error", error={"type": error.kind, "code": error.code,
+                                        "message": error.message, "param": error.param,
+                                        "event_id": event_id})  # fmt: skip
+
+    async def run(self, receive: Receive) -> None:
+        await self.emit("session.created", session=self.session.view())
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    self.gone = True
+                    break
+                if message["type"] == "websocket.receive":
+                    await self.handle(message.get("text") or message.get("bytes") or b"")
+            nursery.cancel_scope.cancel()  # the client left: so does its response
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            await self.error(RealtimeError(f"The event is not valid JSON: {error}.",
+                                           "invalid_json"))  # fmt: skip
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            await self.error(RealtimeError("Missing required parameter: 'type'.",
+                                           "missing_required_parameter", "type"))  # fmt: skip
+            return
+        kind, event_id = event["type"], event.get("event_id")
+        try:
+            if kind == "session.update":
+                self.session.update(event.get("session"))  # all or nothing
+                self.session.ga = self.session.ga or (
+                    not self.beta and event["session"].get("type") == "realtime"
+                )
+                await self.emit("session.updated", session=self.session.view())
+            elif kind == "conversation.item.create":
+                await self.create_item(event)
+            elif kind == "conversation.item.delete":
+                await self.delete_item(event.get("item_id"))
+            elif kind == "conversation.item.retrieve":
+                await self.emit("conversation.item.retrieved", item=self.find(event.get("item_id")))
+            elif kind == "response.create":
+                self.create_response(event)
+            elif kind == "response.cancel":
+                self.cancel_response(event.get("response_id"))
+            elif kind in AUDIO_EVENTS:
+                raise RealtimeError(f"'{kind}': trio-mock's realtime endpoint serves text only.",
+                                    "unsupported_event", "type")  # fmt: skip
+            else:
+                raise RealtimeError(f"Invalid value: '{kind}'. It is not a client event type "
+                                    "trio-mock knows.", "invalid_value", "type")  # fmt: skip
+        except RealtimeError as error:
+            await self.error(error, event_id)
+        except Exception:  # a bug must not end the session with a traceback
+            log.exception("realtime: unexpected error handling %s", kind)
+            await self.error(SERVER_ERROR, event_id)
+
+    # --- the conversation ----------------------------------------------------------------
+
+    def find(self, item_id: Any) -> dict[str, Any]:
+        for item in self.items:
+            if item["id"] == item_id:
+                return item
+        raise RealtimeError(f"Conversation item with item_id '{item_id}' does not exist.",
+                            "item_not_found", "item_id")  # fmt: skip
+
+    async def create_item(self, event: dict[str, Any]) -> None:
+        item = checked_item(event.get("item"))
+        after = event.get("previous_item_id")
+        if after is None:
+            index = len(self.items)
+        elif after == "root":
+            index = 0
+        else:
+            index = self.items.index(self.find(after)) + 1
+        previous = self.items[index - 1]["id"] if index else None
+        self.items.insert(index, item)
+        await self.emit("conversation.item.created", previous_item_id=previous, item=item)
+
+    async def delete_item(self, item_id: Any) -> None:
+        self.items.remove(self.find(item_id))
+        await self.emit("conversation.item.deleted", item_id=item_id)
+
+    # --- responses -----------------------------------------------------------------------
+
+    def create_response(self, event: dict[str, Any]) -> None:
+        if self.active is not None:
+            raise RealtimeError(
+                "Conversation already has an active response in progress: "
+                f"{self.active.id}. Wait until the response is finished before creating a "
+                "new one.",
+                "conversation_already_has_active_response",
+            )
+        params = event.get("response") or {}
+        if not isinstance(params, dict):
+            raise RealtimeError("Invalid type for 'response': expected an object.",
+                                "invalid_type", "response")  # fmt: skip
+        cap = self.session.max_output_tokens
+        for name in ("max_response_output_tokens", "max_output_tokens"):
+            if name in params:
+                cap = max_tokens(params[name], f"response.{name}")
+        in_band = params.get("conversation", "auto") != "none"
+        given = params.get("input")
+        context = [checked_item(i) for i in given] if isinstance(given, list) else self.items
+        instructions = params.get("instructions", self.session.instructions)
+        response = self.active = Response(in_band=in_band)
+        assert self.nursery is not None
+        self.nursery.start_soon(self.respond, response, event, context, str(instructions), cap,
+                                in_band)  # fmt: skip
+
+    def cancel_response(self, response_id: Any) -> None:
+        active = self.active
+        if active is None or response_id not in (None, active.id):
+            raise RealtimeError("Cancellation failed: no active response found.",
+                                "response_cancel_not_active")  # fmt: skip
+        active.cancelled = True
+        active.queue.cancel()
+        active.scope.cancel()
+
+    async def respond(
+        self,
+        response: Response,
+        event: dict[str, Any],
+        context: list[dict[str, Any]],
+        instructions: str,
+        cap: int | None,
+        in_band: bool,
+    ) -> None:
+        """Plan, admit and stream one response; journal it whatever happens."""
+        endpoint = self.latest()
+        services = endpoint.services
+        start = trio.current_time()
+        record = services.observer.open({**self.scope, "method": "WEBSOCKET"}, start,
+                                        response.id.encode())  # fmt: skip
+        services.observer.received(record, orjson.dumps(event))
+        record.model, record.stream = self.session.model, True
+        admission: Admission | None = None
+        refusal: RealtimeError | None = None
+        try:
+            try:
+                plan = await self.plan(endpoint, context, instructions, cap, record)
+                with response.queue:  # a cancel reaches a response still queued
+                    admission = await services.load.admit()
+            except OpenAIError as error:  # the queue is full
+                refusal = event_error(error)
+            except RealtimeError as error:
+                refusal = error
+            if refusal is None and admission is None:  # cancelled while queued
+                record.status, record.cut = 200, "cancelled"
+                await self.emit(
+                    "response.created", response=self.response_view(response, "in_progress")
+                )
+                await self.emit(
+                    "response.done", response=self.response_view(response, "cancelled", [])
+                )
+            elif refusal is None:
+                assert admission is not None
+                await self.stream(endpoint, response, plan, admission, record, in_band)
+        except Exception:  # a bug must not end the session with a traceback
+            log.exception("realtime: unexpected error in response %s", response.id)
+            refusal = SERVER_ERROR
+        finally:
+            record.disconnected = self.gone
+            if admission is not None:
+                admission.finish()
+            self.active = None
+            if refusal is not None:
+                record.status = refusal.status
+                record.error = {"type": refusal.kind, "code": refusal.code,
+                                "message": refusal.message}  # fmt: skip
+            services.observer.close(record)
+        if refusal is not None and not self.gone:
+            await self.error(refusal, event.get("event_id"))
+
+    async def plan(
+        self,
+        endpoint: RealtimeEndpoint,
+        context: list[dict[str, Any]],
+        instructions: str,
+        cap: int | None,
+        record: Record,
+    ) -> ChoicePlan:
+        """The model's plan for a reply to ``context``; a scripted rule may decide it."""
+        services = endpoint.services
+        prompt = "\n".join([instructions, *map(item_text, context)])
+        prompt_tokens = len(await off_loop(len(prompt), endpoint.tokenizer.encode, prompt))
+        overrides = self.overrides
+        messages = [{"role": i.get("role", "user"), "content": item_text(i)} for i in context]
+        data = {"model": self.session.model, "messages": messages}
+        rule = services.scripts.take(self.scope["path"], data, self.scope["headers"])
+        if rule is not None:
+            record.rule = rule.label
+            if rule.error is not None:
+                raise event_error(rule.error)
+            overrides = merged(rule.overrides, overrides)
+        ask = Ask(model=self.session.model, limits=Limits(max_tokens=cap), can_reason=False)
+        try:
+            (plan,) = await endpoint.model.plan(ask, prompt_tokens, overrides)
+        except OpenAIError as error:
+            raise event_error(error) from None
+        record.prompt_tokens, record.completion_tokens = prompt_tokens, plan.tokens
+        record.finish_reason = plan.finish_reason
+        return plan
+
+    async def stream(
+        self,
+        endpoint: RealtimeEndpoint,
+        response: Response,
+        plan: ChoicePlan,
+        admission: Admission,
+        record: Record,
+        in_band: bool,
+    ) -> None:
+        """The response's events, its text deltas on schedule from admission."""
+        admitted = trio.current_time()
+        offsets = plan.offsets
+        record.admitted, record.planned_events = admitted, len(offsets) if plan.tokens else 0
+        record.planned_ttft_s = admitted - record.start + offsets[0] * admission.ttft_scale
+        record.planned_itl_s = (offsets[-1] - offsets[0]) / max(len(offsets) - 1, 1)
+        ids = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
+        item: dict[str, Any] = {
+            "id": response.item_id, "object": "realtime.item", "type": "message",
+            "status": "in_progress", "role": "assistant", "content": [],
+        }  # fmt: skip
+        await self.emit("response.created", response=self.response_view(response, "in_progress"))
+        record.status, record.headers_sent = 200, trio.current_time()
+        await self.emit("response.output_item.added", response_id=response.id, output_index=0,
+                        item=item)  # fmt: skip
+        if in_band:
+            previous = self.items[-1]["id"] if self.items else None
+            self.items.append(item)
+            await self.emit("conversation.item.created", previous_item_id=previous, item=item)
+        part = {"type": "text", "text": ""}
+        await self.emit("response.content_part.added", **ids, content_index=0, part=part)
+        with response.scope:
+            if plan.tokens:
+                await self.deltas(endpoint, response, plan, admission, admitted, ids, record)
+        text = "".join(plan.pieces[: response.sent_tokens])
+        status = "completed"
+        if response.cancelled:
+            status, record.cut = "cancelled", "cancelled"
+        elif plan.finish_reason == "length":
+            status = "incomplete"
+        item |= {"status": "completed" if status == "completed" else "incomplete",
+                 "content": [{"type": "output_text" if self.session.ga else "text",
+                              "text": text}]}  # fmt: skip
+        await self.emit("response.text.done", **ids, content_index=0, text=text)
+        part = {"type": "text", "text": text}
+        await self.emit("response.content_part.done", **ids, content_index=0, part=part)
+        await self.emit("response.output_item.done", response_id=response.id, output_index=0,
+                        item=item)  # fmt: skip
+        done = self.response_view(response, status, [item], record.prompt_tokens)
+        await self.emit("response.done", response=done)
+
+    async def deltas(
+        self,
+        endpoint: RealtimeEndpoint,
+        response: Response,
+        plan: ChoicePlan,
+        admission: Admission,
+        admitted: float,
+        ids: dict[str, Any],
+        record: Record,
+    ) -> None:
+        """The text deltas, each on its deadline (as ``_pacing`` schedules the HTTP
+        streams, from admission), noting when each went out.
+
+        As ``_pacing.paced`` does for SSE, deltas due together (or overdue, behind a slow
+        client) are drawn together and sent back to back under one hold of the lock, with
+        one wait for the group: a WebSocket message carries one event, so each is still a
+        message of its own, but no scheduler round is spent between them."""
+        ends = plan.event_ends
+        frames = self.delta_frames(plan, ids)
+        timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
+        pending = schedule([(plan.offsets, frames)], *timing)
+        nxt = next(pending, None)
+        sent = 0  # delta events sent
+        while nxt is not None:
+            await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
+            now = trio.current_time()
+            due, batch = [nxt[0]], [next(nxt[1]).decode()]
+            size = len(batch[0])
+            nxt = next(pending, None)
+            while nxt is not None and nxt[0] <= now and size < WRITE_BYTES:
+                due.append(nxt[0])
+                batch.append(next(nxt[1]).decode())
+                size += len(batch[-1])
+                nxt = next(pending, None)
+            first = sent
+            try:
+                async with self.sending:
+                    for text in batch:
+                        await self.socket_send({"type": "websocket.send", "text": text})
+                        response.sent_tokens = ends[sent]
+                        sent += 1
+            finally:  # a cancel may land between two sends: count what went
+                record.wrote(due[: sent - first], trio.current_time())
+
+    def delta_frames(self, plan: ChoicePlan, ids: dict[str, Any]) -> Iterator[bytes]:
+        """Each event's ``response.text.delta``, built as it goes out from a template made
+        once per response: per delta only its ``event_id`` (drawn in blocks) and its
+        already escaped token bytes are joined in, in the key order ``orjson`` would give."""
+        kind = GA_NAMES["response.text.delta"] if self.session.ga else "response.text.delta"
+        middle = b'","type":"%s",%s,"content_index":0,"delta":"' % (
+            kind.encode(),
+            orjson.dumps(ids)[1:-1],
+        )
+        event_ids = random_ids()
+        escaped, previous = plan.escaped, 0
+        for end in plan.event_ends:
+            text = escaped[previous] if end - previous == 1 else b"".join(escaped[previous:end])
+            previous = end
+            yield b'{"event_id":"event_%s%s%s"}' % (next(event_ids), middle, text)
+
+    def response_view(
+        self,
+        response: Response,
+        status: str,
+        output: list[dict[str, Any]] | None = None,
+        prompt_tokens: int = 0,
+    ) -> dict[str, Any]:
+        details = None
+        if status == "cancelled":
+            details = {"type": "cancelled", "reason": "client_cancelled"}
+        elif status == "incomplete":
+            details = {"type": "incomplete", "reason": "max_output_tokens"}
+        usage = None
+        if output is not None:
+            sent = response.sent_tokens
+            usage = {
+                "total_tokens": prompt_tokens + sent,
+                "input_tokens": prompt_tokens,
+                "output_tokens": sent,
+                "input_token_details": {
+                    "cached_tokens": 0, "text_tokens": prompt_tokens, "audio_tokens": 0,
+                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0},
+                },
+                "output_token_details": {"text_tokens": sent, "audio_tokens": 0},
+            }  # fmt: skip
+        modalities = "output_modalities" if self.session.ga else "modalities"
+        return {"id": response.id, "object": "realtime.response", "status": status,
+                "status_details": details, "output": output or [], "usage": usage,
+                "conversation_id": self.conversation_id if response.in_band else None,
+                modalities: ["text"], "metadata": None}  # fmt: skip
