@@ -22,7 +22,7 @@ from jsonschema import (  # type: ignore[import-untyped]
     FormatChecker,
 )
 
-from trio_mock._sim._schema_sample import (
+from trio_mock._sim._schema import (
     DEFAULT_WORDS,
     SchemaError,
     check_schema,
