@@ -30,7 +30,7 @@ from trio_websocket import open_websocket_url
 from trio_mock import serve
 from trio_mock._config._settings import Settings
 from trio_mock._openai._model import Ask, MockModel
-from trio_mock._openai._protocol import Overrides
+from trio_mock._openai._overrides import Overrides
 from trio_mock._serve._chat import ChatHandler
 from trio_mock._serve._realtime import Connection, Session
 from trio_mock._serve._responses import ResponsesHandler

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import fast_settings
 from trio_mock._openai._model import Ask, MockModel
-from trio_mock._openai._protocol import Overrides
+from trio_mock._openai._overrides import Overrides
 from trio_mock._serve._realtime import Connection, Session, random_ids
 from trio_mock._serve._responses import ResponsesEmitter, ResponsesHandler, sse
 from trio_mock._sim._plan import Limits

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 from quart import Response, request
 
+from .._openai._context import context_window
 from .._openai._convert import parse_json, structure
 from .._openai._errors import invalid
-from .._openai._validate import check_model, context_window
+from .._openai._validate import check_model
 from .._sim._tokens import unknown_token
 from .._version import __version__
 from ._json_routes import json_response

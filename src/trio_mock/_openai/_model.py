@@ -23,15 +23,15 @@ from .._sim._generate import CorpusText, PaddedText, RepeatedText, TextSource
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from .._sim._schema import SchemaError, check_schema, sample_json, sample_json_object
+from ._context import check_context, context_window
 from ._emit import new_id
 from ._errors import invalid
-from ._validate import check_context, context_window
 
 if TYPE_CHECKING:
     from .._config._settings import Settings
     from .._sim._tokens import Tokenizer
-    from ._protocol import Overrides
-    from ._validate import Api
+    from ._context import Api
+    from ._overrides import Overrides
 
 # Per-model answers are cached for names a client sends again; the name is the key, so
 # both the count and each name's length are bounded (a name is whatever a client sends).

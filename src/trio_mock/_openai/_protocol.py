@@ -7,14 +7,9 @@ here, because the hot path must not build objects per token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import attrs
 from attrs import frozen
-
-if TYPE_CHECKING:
-    from .._config._faults import Fault
-    from .._config._settings import LatencySettings
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -200,50 +195,3 @@ class ResponsesRequest:
     previous_response_id: str | None = None
     user: str | None = None
     top_logprobs: int | None = None
-
-
-@frozen
-class ScriptedCall:
-    """A tool call a scripted rule answers with: the function and its arguments (JSON)."""
-
-    name: str
-    arguments: str
-
-
-@frozen(kw_only=True)
-class Overrides:
-    """Per-request control through ``x-mock-*`` headers, for tests that need one slow or one
-    long reply: exact TTFT and ITL (no jitter), a fixed reply length, a seed; and what a
-    scripted rule answers (``_scripts``): exact content or a tool call."""
-
-    ttft_ms: float | None = None
-    itl_ms: float | None = None
-    output_tokens: int | None = None
-    seed: int | None = None
-    fault: Fault | None = None  # x-mock-fault; kind "none" turns injection off
-    content: str | None = None
-    tool_call: ScriptedCall | None = None
-
-    def apply(self, latency: LatencySettings) -> LatencySettings:
-        if self.ttft_ms is None and self.itl_ms is None:
-            return latency
-        changes: dict[str, Any] = {}
-        if self.ttft_ms is not None:
-            changes |= {
-                "ttft_distribution": "constant",
-                "ttft_ms": self.ttft_ms,
-                "ttft_min_ms": 0.0,
-                "ttft_max_ms": None,
-                "prefill_ms_per_token": 0.0,
-            }
-        if self.itl_ms is not None:
-            changes |= {
-                "itl_distribution": "constant",
-                "itl_ms": self.itl_ms,
-                "itl_min_ms": 0.0,
-                "itl_max_ms": None,
-            }
-        return attrs.evolve(latency, **changes)
-
-
-NO_OVERRIDES = Overrides()

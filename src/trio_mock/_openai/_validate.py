@@ -8,16 +8,13 @@ few comparisons each, and no structure is built.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._config._faults import parse_fault
-from .._config._ranges import LATENCY_MS, SEED, TOKENS, Range, shown
+from .._config._ranges import shown
 from ._errors import OpenAIError, invalid
-from ._protocol import NO_OVERRIDES, Overrides
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from .._config._settings import ModelSettings
     from ._protocol import ChatCompletionRequest, ChatMessage
@@ -167,50 +164,6 @@ def check_logit_bias(bias: dict[str, Any]) -> None:
             )
 
 
-def context_window(settings: ModelSettings, model: str) -> int:
-    """The model's context length: the first ``context_lengths`` entry naming it, or the
-    default."""
-    for entry in settings.context_lengths:
-        name, _, tokens = entry.partition("=")
-        if fnmatch.fnmatchcase(model, name):
-            return int(tokens)
-    return settings.context_length
-
-
-def check_context(
-    window: int, prompt_tokens: int, max_tokens: int | None, api: Api = "chat"
-) -> None:
-    """The prompt, and the output asked for (at least one token), must fit the context
-    window; each API words the refusal its own way."""
-    wanted = prompt_tokens + (max_tokens or 1)
-    if wanted <= window:
-        return
-    if api == "responses":
-        message = (
-            "Your input exceeds the context window of this model. "
-            "Please adjust your input and try again."
-        )
-    elif api == "completions":
-        message = (
-            f"This model's maximum context length is {window} tokens, however you requested "
-            f"{wanted} tokens ({prompt_tokens} in your prompt; {max_tokens or 1} for the "
-            "completion). Please reduce your prompt; or completion length."
-        )
-    elif max_tokens is None:
-        message = (
-            f"This model's maximum context length is {window} tokens. However, your messages "
-            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
-        )
-    else:
-        message = (
-            f"This model's maximum context length is {window} tokens. However, you requested "
-            f"{wanted} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-            "completion). Please reduce the length of the messages or completion."
-        )
-    param = {"chat": "messages", "completions": "prompt", "responses": "input"}[api]
-    raise invalid(message, param, "context_length_exceeded")
-
-
 def at_most(name: str, value: float, high: float, kind: str = "integer") -> None:
     """``kind``: "integer" or "decimal" (a number), or "array" for a length."""
     if value <= high:
@@ -239,50 +192,3 @@ def at_least(name: str, value: float, low: float, kind: str = "integer") -> None
             name,
             f"{kind}_below_min_value",
         )
-
-
-# Header -> (Overrides field, parser, range): the ranges of the knobs they stand in for.
-OVERRIDE_HEADERS: dict[bytes, tuple[str, type, Range]] = {
-    b"x-mock-ttft-ms": ("ttft_ms", float, LATENCY_MS),
-    b"x-mock-itl-ms": ("itl_ms", float, LATENCY_MS),
-    b"x-mock-output-tokens": ("output_tokens", int, TOKENS),
-    b"x-mock-seed": ("seed", int, SEED),
-}
-# The same ranges by Overrides field, for scripted rules' replies.
-OVERRIDE_RANGES = {field: allowed for field, _, allowed in OVERRIDE_HEADERS.values()}
-
-
-def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
-    """The request's ``x-mock-*`` headers; a bad value is a 400 naming the header."""
-    found: dict[str, Any] = {}
-    for name, raw in headers:
-        if name[:7].lower() != b"x-mock-":
-            continue
-        if name.lower() == b"x-mock-fault":
-            try:
-                found["fault"] = parse_fault(raw.decode("latin-1"))
-            except ValueError as error:
-                raise invalid(
-                    f"Invalid value for header 'x-mock-fault': {error}.",
-                    "x-mock-fault",
-                    "invalid_header",
-                ) from None
-            continue
-        spec = OVERRIDE_HEADERS.get(name.lower())
-        if spec is None:
-            continue
-        field, kind, allowed = spec
-        try:
-            value = kind(raw.decode("latin-1").strip())
-        except ValueError:
-            value = None
-        if value is None or value not in allowed:  # NaN and inf are never in a range
-            kind_name = "an integer" if kind is int else "a number"
-            raise invalid(
-                f"Invalid value for header '{name.decode('latin-1')}': expected {kind_name} "
-                f"{allowed.span()}, got {raw.decode('latin-1')!r}.",
-                name.decode("latin-1"),
-                "invalid_header",
-            )
-        found[field] = value
-    return Overrides(**found) if found else NO_OVERRIDES

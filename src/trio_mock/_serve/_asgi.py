@@ -37,7 +37,7 @@ from .._openai._errors import (
     OpenAIError,
     status_error,
 )
-from .._openai._validate import parse_overrides
+from .._openai._overrides import parse_overrides
 from ._pacing import Built, Event, cut_after, cut_at, paced, schedule, then
 from ._scripts import merged
 from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .._observe._journal import Record
     from .._observe._observer import Observer
     from .._openai._emit import Reply
-    from .._openai._protocol import Overrides
+    from .._openai._overrides import Overrides
     from ._auth import Auth
     from ._housekeeping import Watchdog
     from ._load import Admission, Load

@@ -19,7 +19,8 @@ from ._offload import off_loop
 
 if TYPE_CHECKING:
     from .._openai._model import MockModel
-    from .._openai._protocol import ChatMessage, Overrides
+    from .._openai._overrides import Overrides
+    from .._openai._protocol import ChatMessage
 
 # OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
 # reply is primed with 3 more. An image part costs the low-detail 85 tokens.

@@ -26,7 +26,7 @@ from ._offload import off_loop
 
 if TYPE_CHECKING:
     from .._openai._model import MockModel
-    from .._openai._protocol import Overrides
+    from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan, Logprobs
 
 MAX_PROMPTS = 2048

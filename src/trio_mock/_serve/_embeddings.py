@@ -28,7 +28,7 @@ from ._offload import off_loop
 if TYPE_CHECKING:
     from .._config._settings import Settings
     from .._openai._errors import OpenAIError
-    from .._openai._protocol import Overrides
+    from .._openai._overrides import Overrides
     from .._sim._tokens import Tokenizer
 
 EmbeddingInput = str | list[str] | list[int] | list[list[int]]

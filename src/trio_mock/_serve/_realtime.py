@@ -29,7 +29,7 @@ from attrs import define, field
 from .._openai._emit import ID_TABLE, new_id
 from .._openai._errors import OpenAIError
 from .._openai._model import Ask
-from .._openai._validate import parse_overrides
+from .._openai._overrides import parse_overrides
 from .._sim._plan import Limits
 from ._offload import off_loop
 from ._pacing import WRITE_BYTES, schedule
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from .._observe._journal import Record
     from .._openai._model import MockModel
-    from .._openai._protocol import Overrides
+    from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
     from .._sim._tokens import Tokenizer
     from ._asgi import Message, Receive, Send, Services

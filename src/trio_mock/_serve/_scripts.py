@@ -27,8 +27,7 @@ from attrs import define, field, frozen
 from .._config._faults import parse_fault
 from .._openai._convert import converter, shape_error
 from .._openai._errors import OpenAIError, invalid, status_error
-from .._openai._protocol import Overrides, ScriptedCall
-from .._openai._validate import OVERRIDE_RANGES
+from .._openai._overrides import OVERRIDE_RANGES, Overrides, ScriptedCall
 
 # Short names for the generation endpoints; a rule may also give the path itself.
 ENDPOINTS = {
