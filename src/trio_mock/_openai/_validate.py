@@ -1,8 +1,8 @@
 """Value checks on parsed requests, worded as OpenAI words them.
 
-Shape is ``_convert``'s job; here go ranges (OpenAI's documented ones for requests, the
-knobs' own for ``x-mock-*`` headers), the known-model check, content types and cross-field
-rules. Each failure names the offending parameter in ``param``. These run per request: a
+Shape is ``_convert``'s job; here go OpenAI's documented ranges, the known-model check,
+content types and cross-field rules (the mock's ``x-mock-*`` headers are ``_overrides``'s,
+the context window ``_context``'s). Each failure names the offending parameter in ``param``. These run per request: a
 few comparisons each, and no structure is built.
 """
 
