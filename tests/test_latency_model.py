@@ -28,9 +28,9 @@ from trio_mock import Settings, SettingsError, create_app
 from trio_mock._config._profiles import PROFILES
 from trio_mock._config._settings import KNOBS, LatencySettings, parse_value
 from trio_mock._sim._corpus import Corpus
-from trio_mock._sim._generate import CorpusText
 from trio_mock._sim._latency import draw
 from trio_mock._sim._plan import Limits, plan_choice
+from trio_mock._sim._text import CorpusText
 from trio_mock._sim._tokens import load_tokenizer
 
 if TYPE_CHECKING:

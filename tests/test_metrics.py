@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from conftest import StartServer
-    from trio_mock._serve._asgi import ASGIApp, Message
+    from trio_mock._serve._endpoint import ASGIApp, Message
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 # The server's first configured model: what the vLLM gauges are labelled with.

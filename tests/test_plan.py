@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from trio_mock._config._settings import LatencySettings
-from trio_mock._sim._generate import RepeatedText
 from trio_mock._sim._plan import Limits, completion_length, event_ends, plan_choice, token_offsets
+from trio_mock._sim._text import RepeatedText
 
 limits = st.builds(
     Limits,

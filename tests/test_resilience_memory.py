@@ -43,8 +43,8 @@ from trio_mock._observe._metrics import BATCH_TOKENS
 from trio_mock._serve._housekeeping import TRIM_EVERY_S, Trimmer, Watchdog
 from trio_mock._serve._load import Load
 from trio_mock._serve._pacing import WRITE_BYTES
-from trio_mock._sim._generate import RepeatedText
 from trio_mock._sim._plan import Limits, plan_choice
+from trio_mock._sim._text import RepeatedText
 
 if TYPE_CHECKING:
     from trio_mock._app._quart_app import TrioMockApp

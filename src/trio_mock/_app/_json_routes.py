@@ -3,7 +3,7 @@ traceback).
 
 ``OpenAIError`` (``_errors``) is rendered as is; Quart's own HTTP errors (404, 405, 413,
 bad JSON) are mapped to OpenAI's wording, and a bug to a 500. The hot endpoints, raw ASGI,
-send the same bytes themselves (``_asgi``).
+send the same bytes themselves (``_endpoint``).
 """
 
 from __future__ import annotations

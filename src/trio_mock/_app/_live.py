@@ -24,11 +24,11 @@ from .._observe._logs import LEVELLED_LOGGERS
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
 from .._openai._model import MockModel
-from .._serve._asgi import Endpoint, Handler, Services
 from .._serve._auth import Auth
 from .._serve._chat import ChatHandler
 from .._serve._completions import CompletionsHandler
 from .._serve._embeddings import EmbeddingsHandler
+from .._serve._endpoint import Endpoint, Handler, Services
 from .._serve._housekeeping import Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop
@@ -40,7 +40,7 @@ from .._serve._scripts import Scripts
 
 if TYPE_CHECKING:
     from .._config._settings import Settings
-    from .._serve._asgi import ASGIApp
+    from .._serve._endpoint import ASGIApp
     from .._sim._tokens import Tokenizer
 
 log = logging.getLogger("trio_mock")

@@ -1,6 +1,6 @@
 """The Quart-Trio app: thin Quart routes, plus the hot chat endpoint as raw ASGI.
 
-I/O happens only here, in ``_asgi`` and in ``_server``; everything a route calls in
+I/O happens only here, in ``_endpoint`` and in ``_server``; everything a route calls in
 between is a sync or sans-IO stage (parse -> validate -> plan -> emit -> pace).
 """
 
@@ -18,15 +18,15 @@ from quart_trio import QuartTrio
 from .._config._settings import Settings
 from .._observe._logs import configure_logging
 from .._observe._metrics import multiprocess
-from .._openai._emit import new_id
 from .._openai._errors import OpenAIError
+from .._openai._frames import new_id
 from .._openai._validate import check_model
 from .._serve._cors import Cors
 from .._serve._housekeeping import Trimmer
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from .._version import __version__
-from ._control import check_admin, install_control_routes, is_admin_path
+from ._admin_routes import check_admin, install_control_routes, is_admin_path
 from ._json_routes import install_error_handlers, json_response
 from ._live import Live
 from ._vllm import install_vllm_routes
@@ -215,7 +215,7 @@ async def housekeeping(live: Live, scope: trio.CancelScope) -> None:
 
 
 class TrioMockApp(QuartTrio):
-    """QuartTrio, with the hot endpoints served as raw ASGI (see ``_asgi``), looked up in
+    """QuartTrio, with the hot endpoints served as raw ASGI (see ``_endpoint``), looked up in
     the live routes so that a runtime config change takes effect at the next request."""
 
     live: Live

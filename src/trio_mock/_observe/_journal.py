@@ -1,6 +1,6 @@
 """The request journal: what each request asked, what was planned, and when each byte went.
 
-A ``Record`` follows one generation request through ``_asgi``: it is opened on arrival and
+A ``Record`` follows one generation request through ``_endpoint``: it is opened on arrival and
 filled as the request moves on (plan, admission, every write), then closed once into the
 ``Journal``: a bounded ring for ``GET /_mock/requests`` and, optionally, a JSONL file.
 Times are kept as ``trio.current_time()`` values and shown as milliseconds after arrival,

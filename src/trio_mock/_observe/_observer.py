@@ -1,6 +1,6 @@
 """Where a finished request goes: the journal, the metrics, and the raw log.
 
-``_asgi`` opens one ``Record`` per generation request and closes it once, whatever
+``_endpoint`` opens one ``Record`` per generation request and closes it once, whatever
 happened; this module is the only consumer, so adding an outlet touches nothing else.
 Closing measures the record's schedule lag (``_lag``) before the metrics and the journal
 take it: the journal keeps only some event times.

@@ -19,13 +19,13 @@ import orjson
 from attrs import field, frozen
 
 from .._sim._corpus import WORDS, Corpus, shared_corpus
-from .._sim._generate import CorpusText, PaddedText, RepeatedText, TextSource
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from .._sim._schema import SchemaError, check_schema, sample_json, sample_json_object
+from .._sim._text import CorpusText, PaddedText, RepeatedText, TextSource
 from ._context import check_context, context_window
-from ._emit import new_id
 from ._errors import invalid
+from ._frames import new_id
 
 if TYPE_CHECKING:
     from .._config._settings import Settings

@@ -1,7 +1,7 @@
 """Request models for the OpenAI wire format, under OpenAI's names.
 
 Shapes only: ``_convert`` builds them from JSON (unknown fields are ignored, as vLLM does),
-``_validate`` checks their values. Responses are written as bytes by ``_emit``, not modelled
+``_validate`` checks their values. Responses are written as bytes by ``_frames``, not modelled
 here, because the hot path must not build objects per token.
 """
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._openai._convert import structure
-from .._openai._emit import ChatEmitter
 from .._openai._errors import invalid
+from .._openai._frames import ChatEmitter
 from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
 from .._openai._protocol import ChatCompletionRequest
 from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat

@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 
 from .._openai._convert import structure
-from .._openai._emit import ChoicesEmitter
 from .._openai._errors import invalid
+from .._openai._frames import ChoicesEmitter
 from .._openai._model import Ask
 from .._openai._protocol import CompletionRequest
 from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling

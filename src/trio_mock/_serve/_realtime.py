@@ -26,8 +26,8 @@ import orjson
 import trio
 from attrs import define, field
 
-from .._openai._emit import ID_TABLE, new_id
 from .._openai._errors import OpenAIError
+from .._openai._frames import ID_TABLE, new_id
 from .._openai._model import Ask
 from .._openai._overrides import parse_overrides
 from .._sim._plan import Limits
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
     from .._sim._tokens import Tokenizer
-    from ._asgi import Message, Receive, Send, Services
+    from ._endpoint import Message, Receive, Send, Services
     from ._load import Admission
 
 log = logging.getLogger("trio_mock")

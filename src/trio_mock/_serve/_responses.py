@@ -4,7 +4,7 @@ One reply (no ``n``) whose parts become output items in order: a ``reasoning`` i
 ``message`` or one ``function_call`` item per tool call. Streamed, each item opens with
 ``response.output_item.added`` (and ``content_part.added``), its tokens go out as paced
 deltas, and it closes with the ``*.done`` events, all numbered by ``sequence_number`` in
-the order they are built, which is the order they are sent. As chat's chunks (``_emit``), a
+the order they are built, which is the order they are sent. As chat's chunks (``_frames``), a
 delta is spliced from a template made once per item and the tokens' escaped bytes: nothing
 is JSON-encoded per token.
 """
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from .._openai._convert import structure
-from .._openai._emit import charged, new_id
 from .._openai._errors import invalid
+from .._openai._frames import charged, new_id
 from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
 from .._openai._protocol import ResponsesRequest
 from .._openai._validate import (

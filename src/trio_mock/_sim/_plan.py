@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._config._settings import LatencySettings
-    from ._generate import TextSource
+    from ._text import TextSource
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 PartKind = Literal["reasoning", "content", "tool"]

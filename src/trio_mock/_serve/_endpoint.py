@@ -27,7 +27,6 @@ from attrs import frozen
 
 from .._config._faults import CUTS
 from .._openai._convert import parse_json
-from .._openai._emit import new_id
 from .._openai._errors import (
     BODY_TIMEOUT,
     INJECTED_ERROR,
@@ -37,6 +36,7 @@ from .._openai._errors import (
     OpenAIError,
     status_error,
 )
+from .._openai._frames import new_id
 from .._openai._overrides import parse_overrides
 from ._pacing import Built, Event, cut_after, cut_at, paced, schedule, then
 from ._scripts import merged
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .._config._settings import Settings
     from .._observe._journal import Record
     from .._observe._observer import Observer
-    from .._openai._emit import Reply
+    from .._openai._frames import Reply
     from .._openai._overrides import Overrides
     from ._auth import Auth
     from ._housekeeping import Watchdog
@@ -144,17 +144,17 @@ def tokens_per_event(ends: Sequence[int]) -> Iterator[int]:
         previous = end
 
 
-def unfinished(plan: Timing) -> list[tuple[bytes, bytes]]:
+def unfinished(timing: Timing) -> list[tuple[bytes, bytes]]:
     """Headers for a response that will be cut: on HTTP/2 a length it never reaches, since
     ASGI cannot reset a stream (on HTTP/1.1 the connection closes mid-body)."""
-    return [(b"content-length", b"2147483647")] if plan.http2 else []
+    return [(b"content-length", b"2147483647")] if timing.http2 else []
 
 
-async def hang_up(send: Send, plan: Timing) -> None:
+async def hang_up(send: Send, timing: Timing) -> None:
     """Cut the response short. On HTTP/1.1 the caller returns without ending the body and
     Hypercorn closes the connection; on HTTP/2 the stream ends short of its length, which
     the client takes as a protocol error and drops the connection, streams and all."""
-    if plan.http2:
+    if timing.http2:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -205,17 +205,17 @@ class Services:
     pacer: Pacer
 
 
-def planned_headers(reply: Reply, plan: Timing, record: Record) -> list[tuple[bytes, bytes]]:
+def planned_headers(reply: Reply, timing: Timing, record: Record) -> list[tuple[bytes, bytes]]:
     """The plan, told to the client (``x-mock-ttft-ms`` counts from arrival, the queue
     included) and noted in the journal."""
     offsets = reply.offsets[0] if reply.offsets else []
-    ttft_s = plan.admitted - plan.start
+    ttft_s = timing.admitted - timing.start
     itl_s = 0.0
     if offsets:
-        ttft_s += offsets[0] * plan.admission.ttft_scale
+        ttft_s += offsets[0] * timing.admission.ttft_scale
         itl_s = (offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0
     record.planned_ttft_s, record.planned_itl_s = ttft_s, itl_s
-    record.admitted = plan.admitted
+    record.admitted = timing.admitted
     return [
         (b"x-mock-ttft-ms", b"%.3f" % (ttft_s * 1000)),
         (b"x-mock-itl-ms", b"%.3f" % (itl_s * 1000)),
@@ -225,7 +225,7 @@ def planned_headers(reply: Reply, plan: Timing, record: Record) -> list[tuple[by
 
 
 class Endpoint:
-    """A generation endpoint as an ASGI callable: read, plan, admit, then answer on time."""
+    """A generation endpoint as an ASGI callable: read, timing, admit, then answer on time."""
 
     def __init__(self, handler: Handler, services: Services) -> None:
         settings = services.settings
@@ -320,9 +320,9 @@ class Endpoint:
         try:
             admitted = anchor + (fault.delay_s if fault is not None else 0.0)
             http2 = scope["http_version"] == "2"
-            plan = Timing(start=record.start, admitted=admitted, admission=admission,
+            timing = Timing(start=record.start, admitted=admitted, admission=admission,
                           fault=fault, http2=http2)  # fmt: skip
-            headers += planned_headers(reply, plan, record)
+            headers += planned_headers(reply, timing, record)
             record.planned_events = sum(map(len, reply.offsets))
             if fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0.0:
                 admission.first_token()  # nothing to wait for
@@ -330,7 +330,7 @@ class Endpoint:
                 last: tuple[int, bytes] | None = (200, reply.body())
             else:
                 write = body_writer(scope, send)
-                last = await self.respond(receive, send, write, reply, plan, headers, record)
+                last = await self.respond(receive, send, write, reply, timing, headers, record)
             if last is None:  # the client went away, or a fault cuts the connection
                 return
             # The last send goes out after the disconnect watcher is gone: it may close the
@@ -389,7 +389,7 @@ class Endpoint:
         send: Send,
         write: Write,
         reply: Reply,
-        plan: Timing,
+        timing: Timing,
         headers: list[tuple[bytes, bytes]],
         record: Record,
     ) -> tuple[int, bytes] | None:
@@ -400,32 +400,32 @@ class Endpoint:
           disconnected or a fault cuts the connection.
         """
         last: tuple[int, bytes] | None = None  # stays None when the client disconnects
-        limit = plan.start + self.limit_s
-        timing = self.timing(plan)
-        fault = plan.fault if plan.fault is not None and plan.fault.kind in CUTS else None
+        limit = timing.start + self.limit_s
+        args = self.schedule_args(timing)
+        fault = timing.fault if timing.fault is not None and timing.fault.kind in CUTS else None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, record)
             if reply.stream:
                 if fault is None:
-                    events = then(schedule(reply.streams(), *timing), reply.closing)
+                    events = then(schedule(reply.streams(), *args), reply.closing)
                 else:
-                    events = self.faulty_stream(reply, plan, fault, record)
+                    events = self.faulty_stream(reply, timing, fault, record)
                 events = cut_at(events, limit, lambda: self.too_late(reply, record))
                 if fault is not None and fault.kind == "disconnect":
                     record.cut = "fault"
                     await self.stream(
-                        send, write, reply.opening(), events, plan, headers + unfinished(plan),
+                        send, write, reply.opening(), events, timing, headers + unfinished(timing),
                         record,
                     )  # fmt: skip
-                    await hang_up(send, plan)
+                    await hang_up(send, timing)
                 else:
-                    await self.stream(send, write, reply.opening(), events, plan, headers, record)
+                    await self.stream(send, write, reply.opening(), events, timing, headers, record)
                     last = (200, b"")
             elif fault is not None:
-                last = await self.faulty_body(send, reply, plan, fault, limit, headers, record)
+                last = await self.faulty_body(send, reply, timing, fault, limit, headers, record)
             else:  # the same schedule, without building frames nobody will read
                 silent = [(offsets, repeat(b"")) for offsets in reply.offsets]
-                due = (deadline for deadline, _ in schedule(silent, *timing))
+                due = (deadline for deadline, _ in schedule(silent, *args))
                 last = await self.wait_for_reply(due, limit, reply, record)
             nursery.cancel_scope.cancel()
         return last
@@ -436,14 +436,14 @@ class Endpoint:
         record.error = self.late.to_body()["error"]  # type: ignore[assignment]
         return reply.late(self.late)
 
-    def timing(self, plan: Timing) -> tuple[float, float, ItlScale, Callable[[], None]]:
+    def schedule_args(self, timing: Timing) -> tuple[float, float, ItlScale, Callable[[], None]]:
         """``schedule``'s arguments after the frames: start, TTFT and ITL scales, and the
         first token's callback."""
-        admission = plan.admission
-        return plan.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
+        admission = timing.admission
+        return timing.admitted, admission.ttft_scale, self.itl_scale, admission.first_token
 
     def faulty_stream(
-        self, reply: Reply, plan: Timing, fault: Fault, record: Record
+        self, reply: Reply, timing: Timing, fault: Fault, record: Record
     ) -> Iterator[Event]:
         """The stream's events up to the fault's token, then the fault: nothing (the caller
         closes the connection), an error event, or silence until the time limit."""
@@ -454,7 +454,7 @@ class Endpoint:
             return reply.late(INJECTED_ERROR)
 
         last = injected_error if fault.kind == "error" else bytes
-        kept = self.until_fault(reply.streams(), reply, plan, fault, last)
+        kept = self.until_fault(reply.streams(), reply, timing, fault, last)
         if fault.kind == "stall":  # the tokens only, then silence until cut_at's limit
             tokens = (event for event in kept if type(event[1]) is not Built)
             return chain(tokens, [(math.inf, repeat(b""))])
@@ -464,7 +464,7 @@ class Endpoint:
         self,
         choices: Sequence[tuple[Sequence[float], Iterator[bytes]]],
         reply: Reply,
-        plan: Timing,
+        timing: Timing,
         fault: Fault,
         last: Callable[[], bytes],
     ) -> Iterator[Event]:
@@ -475,13 +475,13 @@ class Endpoint:
             for (offsets, frames), ends in zip(choices, reply.event_ends, strict=True)
         ]
         tokens = fault.tokens_before(sum(ends[-1] for ends in reply.event_ends))
-        return cut_after(schedule(counted, *self.timing(plan)), tokens, last)
+        return cut_after(schedule(counted, *self.schedule_args(timing)), tokens, last)
 
     async def faulty_body(
         self,
         send: Send,
         reply: Reply,
-        plan: Timing,
+        timing: Timing,
         fault: Fault,
         limit: float,
         headers: list[tuple[bytes, bytes]],
@@ -490,17 +490,17 @@ class Endpoint:
         """A body's fault, at the moment its token would have been generated: a 500, a
         connection closed after the status line, or silence until the time limit."""
         silent = [(offsets, repeat(b"")) for offsets in reply.offsets]
-        *_, (when, _) = self.until_fault(silent, reply, plan, fault, bytes)  # its moment
+        *_, (when, _) = self.until_fault(silent, reply, timing, fault, bytes)  # its moment
         if fault.kind == "stall" or when > limit:
             await trio.sleep_until(limit)
             return self.late.status, self.late.to_json()
         await trio.sleep_until(when)
         if fault.kind == "error":
             return INJECTED_ERROR.status, INJECTED_ERROR.to_json()
-        start = JSON_HEADERS + headers + unfinished(plan)
+        start = JSON_HEADERS + headers + unfinished(timing)
         await send({"type": "http.response.start", "status": 200, "headers": start})
         record.status, record.cut, record.headers_sent = 200, "fault", trio.current_time()
-        await hang_up(send, plan)
+        await hang_up(send, timing)
         return None  # the body never comes
 
     async def wait_for_reply(
@@ -525,14 +525,14 @@ class Endpoint:
         write: Write,
         opening: bytes,
         events: Iterator[Event],
-        plan: Timing,
+        timing: Timing,
         headers: list[tuple[bytes, bytes]],
         record: Record,
     ) -> None:
         """Send the SSE frames on schedule, noting when each went out; the caller ends the
         body."""
-        if plan.fault is not None:
-            await trio.sleep_until(plan.admitted)  # a slow-headers fault holds the status line
+        if timing.fault is not None:
+            await trio.sleep_until(timing.admitted)  # a slow-headers fault holds the status line
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
         record.status, record.headers_sent = 200, trio.current_time()
         raw = record.response
@@ -540,7 +540,7 @@ class Endpoint:
             await write(opening)
             if raw is not None:
                 raw.append(opening)
-        with self.watchdog.move_on_at(plan.start + self.limit_s + CANCEL_MARGIN_S):
+        with self.watchdog.move_on_at(timing.start + self.limit_s + CANCEL_MARGIN_S):
             async with aclosing(paced(events, self.pacer.sleep_until)) as batches:
                 async for due, closing, data in batches:
                     if not data:  # a cut's empty ending: nothing goes out
