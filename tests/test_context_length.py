@@ -42,7 +42,7 @@ from conftest import (
 )
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import Settings
-from trio_mock._config._settings import SettingsError
+from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._context import check_context, context_window
 from trio_mock._openai._errors import OpenAIError
 

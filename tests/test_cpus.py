@@ -15,7 +15,8 @@ import pytest
 from trio_mock._app._cli import load_settings
 from trio_mock._config import _cpus, _settings
 from trio_mock._config._cpus import cgroup_cpu_quota, usable_cpus
-from trio_mock._config._settings import Settings, SettingsError
+from trio_mock._config._knobs import SettingsError
+from trio_mock._config._settings import Settings
 
 
 def write(path: Path, text: str) -> None:

@@ -34,7 +34,8 @@ import trio
 import yaml
 
 from trio_mock import Settings, create_app
-from trio_mock._config._settings import ENV_PREFIX, KNOBS, SettingsError
+from trio_mock._config._knobs import ENV_PREFIX, SettingsError
+from trio_mock._config._settings import KNOBS
 
 ROOT = Path(os.environ.get("DEPLOY_FILES_ROOT") or Path(__file__).resolve().parents[1])
 DOCKERFILE = ROOT / "Dockerfile"

@@ -26,7 +26,8 @@ import trio
 import trio_mock
 from conftest import fast_settings
 from trio_mock._config._cpus import usable_cpus
-from trio_mock._config._settings import KNOBS, Settings, SettingsError
+from trio_mock._config._knobs import SettingsError
+from trio_mock._config._settings import KNOBS, Settings
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"

@@ -46,7 +46,7 @@ from conftest import async_client, check_error, fast_settings, server_in_thread,
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import Settings, create_app
 from trio_mock._config._faults import Fault, FaultInjector, parse_fault
-from trio_mock._config._settings import SettingsError
+from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._errors import INJECTED_ERROR, STATUS_ERRORS, status_error
 from trio_mock._serve._pacing import Counted, cut_after
 

@@ -25,8 +25,9 @@ import trio.testing
 
 from conftest import fast_settings
 from trio_mock import Settings, SettingsError, create_app
+from trio_mock._config._knobs import parse_value
 from trio_mock._config._profiles import PROFILES
-from trio_mock._config._settings import KNOBS, LatencySettings, parse_value
+from trio_mock._config._settings import KNOBS, LatencySettings
 from trio_mock._sim._corpus import Corpus
 from trio_mock._sim._latency import draw
 from trio_mock._sim._plan import Limits, plan_choice

@@ -37,7 +37,7 @@ import trio.testing
 from conftest import SDK_TIMEOUT_S, fast_settings
 from openapi import SPEC_PATH, spec_available, validate
 from trio_mock import create_app
-from trio_mock._config._settings import SettingsError
+from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._errors import OpenAIError
 from trio_mock._serve._ratelimit import Bucket, RateLimiter, go_duration
 

@@ -38,8 +38,9 @@ from asgi import Answer, call
 from conftest import check_error, fast_settings
 from trio_mock import create_app
 from trio_mock._app._cli import load_settings
+from trio_mock._config._knobs import SettingsError
 from trio_mock._config._ranges import MAX_MS, MAX_SEED, MAX_TOKENS, Range, shown
-from trio_mock._config._settings import KNOBS, Settings, SettingsError, describe
+from trio_mock._config._settings import KNOBS, Settings, describe
 
 if typing.TYPE_CHECKING:
     import trio.testing

@@ -47,7 +47,8 @@ import trio_mock._app._live
 from asgi import Answer, Headers, call, chat_content, token_times
 from conftest import check_error, fast_settings
 from trio_mock import Settings, create_app
-from trio_mock._config._settings import KNOBS, SettingsError
+from trio_mock._config._knobs import SettingsError
+from trio_mock._config._settings import KNOBS
 from trio_mock._openai._model import MockModel
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from trio_mock._app._cli import build_parser, load_settings
-from trio_mock._config._settings import KNOBS, Settings, SettingsError
+from trio_mock._config._knobs import SettingsError
+from trio_mock._config._settings import KNOBS, Settings
 
 
 def test_defaults_are_valid_and_documented() -> None:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from quart import Response, request
 
-from .._config._settings import KNOBS, SettingsError
+from .._config._knobs import SettingsError
+from .._config._settings import KNOBS
 from .._observe._metrics import CONTENT_TYPE
 from .._openai._convert import parse_json
 from .._openai._errors import OpenAIError, invalid

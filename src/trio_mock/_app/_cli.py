@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from .._config._settings import ENV_PREFIX, KNOBS, Settings, SettingsError
+from .._config._knobs import ENV_PREFIX, SettingsError
+from .._config._settings import KNOBS, Settings
 from .._observe._logs import configure_logging
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__

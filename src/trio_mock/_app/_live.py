@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._config._faults import FaultInjector
-from .._config._settings import KNOBS, SettingsError, describe, flatten
+from .._config._knobs import SettingsError
+from .._config._settings import KNOBS, describe, flatten
 from .._observe._journal import Journal
 from .._observe._logs import LEVELLED_LOGGERS
 from .._observe._metrics import Metrics, multiprocess

@@ -1,8 +1,9 @@
 """Settings: the one source of truth for every knob.
 
-Every knob is a field of one of the frozen groups below. Its CLI flag (``--ttft-ms``), its
-environment variable (``TRIO_MOCK_TTFT_MS``) and its TOML key (``ttft_ms``, at top level or
-under its group's table) are all derived from the field, so the surfaces cannot drift.
+Every knob is a field of one of the frozen groups below, declared with ``_knobs.knob``. Its
+CLI flag (``--ttft-ms``), its environment variable (``TRIO_MOCK_TTFT_MS``) and its TOML key
+(``ttft_ms``, at top level or under its group's table) are all derived from the field by
+the knob engine (``_knobs``), so the surfaces cannot drift.
 Precedence: CLI > environment > TOML file > defaults. This module does no I/O beyond
 reading the TOML file, the certificate check and, for ``--workers auto``, the CPU count;
 it never starts anything.
@@ -14,17 +15,16 @@ import json
 import os
 import re
 import tomllib
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-from attrs import field, frozen
+from attrs import frozen
 
 from ._cpus import usable_cpus
 from ._faults import parse_fault
+from ._knobs import ENV_PREFIX, SettingsError, knob, knobs_of, parse_value
 from ._profiles import PROFILES
 from ._ranges import (
     LATENCY_MS,
@@ -40,35 +40,9 @@ from ._ranges import (
     Range,
 )
 
-ENV_PREFIX = "TRIO_MOCK_"
 OutputMode = Literal["corpus", "echo", "fixed"]
 Distribution = Literal["constant", "normal", "lognormal", "uniform"]
 LengthDistribution = Literal["fixed", "normal", "lognormal", "uniform"]
-
-
-class SettingsError(ValueError):
-    """A knob has a bad value; the message names the knob and the problem."""
-
-
-def knob(
-    default: Any,
-    doc: str,
-    check: Callable[[Any], str | None] | None = None,
-    *,
-    live: bool = True,
-    word: Callable[[Any], Any] | None = None,
-) -> Any:
-    """Declare a knob: its default, its one-line help, and an optional value check.
-
-    ``check`` returns a problem description, or None when the value is fine; it is not
-    called for None (unset), which the knob's type allows or not. A number's check is a
-    ``Range`` from ``_ranges``, with an upper bound too, shared with the per-request
-    surfaces that set the same thing. ``live`` False: the knob is read at start-up only,
-    so ``/_mock/config`` refuses to change it. ``word`` turns a raw value (a word such as
-    ``auto``) into one of the knob's type before it is parsed; others pass through.
-    """
-    metadata = {"help": doc, "check": check, "live": live, "word": word}
-    return field(default=default, metadata=metadata)
 
 
 def auto_workers(raw: Any) -> Any:
@@ -527,48 +501,7 @@ class Settings:
         return cls.load(env=env)
 
 
-class Knob(typing.NamedTuple):
-    """A leaf setting as the CLI, environment and docs see it."""
-
-    group: str
-    name: str
-    type: Any
-    default: Any
-    help: str
-    live: bool = True  # may change while serving
-    word: Callable[[Any], Any] | None = None  # a word such as ``auto`` -> a value
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
-
-def knobs() -> list[Knob]:
-    """Every leaf knob, in declaration order."""
-    hints = {
-        name: typing.get_type_hints(group_cls)
-        for name, group_cls in typing.get_type_hints(Settings).items()
-    }
-    return [
-        Knob(
-            group,
-            f.name,
-            hints[group][f.name],
-            f.default,
-            f.metadata["help"],
-            f.metadata["live"],
-            f.metadata["word"],
-        )
-        for group, group_cls in typing.get_type_hints(Settings).items()
-        for f in attrs.fields(group_cls)
-    ]
-
-
-KNOBS = {k.name: k for k in knobs()}
+KNOBS = {k.name: k for k in knobs_of(Settings)}
 
 
 def describe(name: str) -> str:
@@ -601,55 +534,6 @@ def build(base: Settings, leaves: Mapping[str, Any]) -> Settings:
         changes.setdefault(k.group, {})[name] = value
     groups = {g: attrs.evolve(getattr(base, g), **c) for g, c in changes.items()}
     return attrs.evolve(base, **groups)
-
-
-def parse_value(tp: Any, raw: Any) -> Any:
-    """Convert ``raw`` (a string from the CLI or environment, or a TOML value) to ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if raw is None or (isinstance(raw, str) and raw.lower() in {"", "none", "null"}):
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return parse_value(inner, raw)
-    if origin is Literal:
-        if raw not in args:
-            raise ValueError(f"must be one of {', '.join(map(str, args))}, got {raw!r}")
-        return raw
-    if origin is tuple:
-        items = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else raw
-        if not isinstance(items, list | tuple):
-            raise TypeError(f"expected a list, got {raw!r}")
-        return tuple(parse_value(args[0], item) for item in items if item != "")
-    if tp is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on"}:
-            return True
-        if isinstance(raw, str) and raw.lower() in {"0", "false", "no", "off"}:
-            return False
-        raise ValueError(f"expected true or false, got {raw!r}")
-    if tp is int:
-        if isinstance(raw, bool) or not isinstance(raw, int | str):
-            raise TypeError(f"expected an integer, got {raw!r}")
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-    if tp is float:
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-            raise TypeError(f"expected a number, got {raw!r}")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-        if value != value:  # NaN
-            raise ValueError("expected a number, got NaN")
-        return value
-    if tp is str:
-        if not isinstance(raw, str):
-            raise TypeError(f"expected a string, got {raw!r}")
-        return raw
-    raise TypeError(f"unsupported setting type {tp!r}")
 
 
 def from_env(env: Mapping[str, str]) -> dict[str, str]:
