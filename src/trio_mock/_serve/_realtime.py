@@ -603,10 +603,11 @@ class Connection:
         frames = self.delta_frames(plan, ids)
         timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
         pending = schedule([(plan.offsets, frames)], *timing)
+        sleep_until = endpoint.services.pacer.sleep_until  # the HTTP streams' timer too
         nxt = next(pending, None)
         sent = 0  # delta events sent
         while nxt is not None:
-            await trio.sleep_until(nxt[0])  # a past deadline is just a checkpoint
+            await sleep_until(nxt[0])  # a past deadline is just a checkpoint
             now = trio.current_time()
             due, batch = [nxt[0]], [next(nxt[1]).decode()]
             size = len(batch[0])
