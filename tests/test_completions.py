@@ -36,7 +36,7 @@ import pytest
 import tiktoken
 
 from conftest import async_client, check_error, collect, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 
 if TYPE_CHECKING:
     from openai.types import Completion
@@ -58,9 +58,6 @@ Json = dict[str, Any]
 
 # See tests/test_sdk.py: openai's AsyncStream leaves its inner async generators open at
 # [DONE]; trio's finalizer then warns about each one.
-needs_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
-)
 
 # The four prompt shapes: (prompt, its texts, its token count). The token arrays include a
 # non-canonical split ("hel" + "lo" would re-encode as one token): ids count as given.
@@ -147,8 +144,7 @@ async def create(url: str, body: Json, path: str = COMPLETIONS) -> Json:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     completion: Json = response.json()
-    if spec_available():
-        validate("CreateCompletionResponse", spec_view(completion, streamed=False))
+    validate("CreateCompletionResponse", spec_view(completion, streamed=False))
     return completion
 
 
@@ -162,8 +158,7 @@ async def create_stream(url: str, body: Json, path: str = COMPLETIONS) -> list[J
     chunks: list[Json] = [json.loads(p) for p in payloads]
     for chunk in chunks:
         assert chunk["object"] == "text_completion"
-        if spec_available():
-            validate("CreateCompletionResponse", spec_view(chunk, streamed=True))
+        validate("CreateCompletionResponse", spec_view(chunk, streamed=True))
     assert len({c["id"] for c in chunks}) == 1
     return chunks
 
@@ -517,7 +512,6 @@ async def test_include_usage_chunk(start_server: StartServer, path: str) -> None
         assert len(chunks) == 4 * 5
 
 
-@needs_spec
 async def test_usage_chunk_matches_spec_as_sent(start_server: StartServer) -> None:
     # The spec's choices array has no minItems: the usage-only chunk needs no help.
     url = await start_server(**FIVE)
@@ -528,7 +522,6 @@ async def test_usage_chunk_matches_spec_as_sent(start_server: StartServer) -> No
     assert chunks[-1]["choices"] == []
 
 
-@needs_spec
 @pytest.mark.parametrize(
     "extra",
     [

