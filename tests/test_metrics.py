@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from conftest import check_error, fast_settings
 from exposition import Samples, by_label, parse, value
+from helpers import clean_env
 from trio_mock import create_app
 from trio_mock._metrics import ITL_BUCKETS, TTFT_BUCKETS, VLLM_ITL_BUCKETS, observe_many
 
@@ -487,15 +488,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without trio-mock's or prometheus-client's variables."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRIO_MOCK_") and k.upper() != "PROMETHEUS_MULTIPROC_DIR"
-    }
 
 
 class Cluster:

@@ -24,7 +24,6 @@ a handful of start-up cases run the real command line, in parallel and bounded i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import typing
@@ -36,6 +35,7 @@ import pytest
 
 from asgi import Answer, call
 from conftest import check_error, fast_settings
+from helpers import clean_env
 from trio_mock import create_app
 from trio_mock._cli import load_settings
 from trio_mock._ranges import MAX_MS, MAX_SEED, MAX_TOKENS, Range, shown
@@ -506,10 +506,6 @@ async def test_an_hour_is_still_served(autojump_clock: trio.testing.MockClock) -
 
 
 # --- start-up: the command line, the environment and TOML -----------------------------------
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TRIO_MOCK_")} | extra
 
 
 @pytest.mark.parametrize(

