@@ -187,6 +187,7 @@ def test_the_same_text_gives_the_same_vector_in_every_model_instance() -> None:
     assert np.array_equal(first, vectors(embed(body, APPROX, embedding_ms=1)))
 
 
+@pytest.mark.slow
 def test_the_same_text_gives_the_same_vector_in_another_process() -> None:
     body = {"model": SMALL, "input": ["hello world", "café ☕"], "encoding_format": "base64"}
     here = hashlib.sha256(prepare(body, APPROX).body()).hexdigest()

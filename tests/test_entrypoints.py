@@ -117,6 +117,7 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
 # --- python -m trio_mock -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_module_serves_and_stops_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
     log = tmp_path / "server.log"
@@ -136,6 +137,7 @@ async def test_module_serves_and_stops_on_signal(tmp_path: Path, signum: signal.
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_stream_in_flight_finish(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     # 20 tokens at 20 ms: about 0.4 s, inside the default 5 s grace period.
@@ -181,6 +183,7 @@ def help_entries(text: str) -> dict[str, str]:
     return entries
 
 
+@pytest.mark.slow
 def test_help_lists_every_knob() -> None:
     # Wide enough that argparse wraps no help text.
     result = run_cli("--help", env=clean_env(COLUMNS="10000"))
@@ -244,6 +247,7 @@ def bad_value_results(
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_VALUES))
 def test_bad_value_exits_2_with_one_line(
     bad_value_results: dict[str, tuple[int, str]], case: str
@@ -261,6 +265,7 @@ def test_bad_value_exits_2_with_one_line(
 # --- precedence: CLI > environment > TOML > default ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_precedence_in_a_running_server(tmp_path: Path) -> None:
     config = tmp_path / "trio-mock.toml"
     config.write_text(
@@ -339,6 +344,7 @@ def test_precedence_config_path_and_types(tmp_path: Path) -> None:
 # --- hypercorn -k trio trio_mock:app ----------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_hypercorn_serves_app_from_env(tmp_path: Path) -> None:
     log = tmp_path / "hypercorn.log"
     env = clean_env(
@@ -405,6 +411,7 @@ def read_cmdline(pid: int) -> bytes:
     return (Path("/proc") / str(pid) / "cmdline").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
 async def test_two_workers_share_one_port(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
@@ -431,6 +438,7 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sets the CPU affinity")
 async def test_workers_auto_starts_one_per_usable_cpu(tmp_path: Path) -> None:
     """Under an affinity mask of at most 2 CPUs (a big CI machine would start dozens),

@@ -411,6 +411,7 @@ def predicted(settings: Settings, count: int) -> list[Outcome]:
     return out
 
 
+@pytest.mark.slow
 async def test_seeded_faults_over_10000_requests() -> None:
     count = 10_000
     settings = fast_settings(**PROOF)
@@ -880,6 +881,7 @@ def test_sdk_every_call_fails_at_100_percent(always_503_url: str) -> None:
         assert spared.parse().choices[0].message.content
 
 
+@pytest.mark.slow
 def test_sdk_retries_meet_a_fault_each_time(always_503_url: str) -> None:
     with (
         sync_client(always_503_url).with_options(max_retries=2) as client,
@@ -899,6 +901,7 @@ def fail_fail_succeed_seed(leaves: dict[str, Any]) -> int:
     raise AssertionError("no seed in 0..999 starts fault, fault, no fault")
 
 
+@pytest.mark.slow
 def test_sdk_retries_get_through_a_seeded_50_percent() -> None:
     leaves: dict[str, Any] = {"failure_percent": 50, "failure_mix": ("503",)}
     seed = fail_fail_succeed_seed(leaves)

@@ -387,6 +387,7 @@ def test_log_raw_is_not_silenced_by_a_quiet_log_level(
 # --- the CLI ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_cli_json_logs_with_access_and_raw_lines_and_no_key(tmp_path: Path) -> None:
     secret = "sk-secret-123456"
     args = [sys.executable, "-m", "trio_mock", "--port", "0", "--log-format", "json",

@@ -612,6 +612,7 @@ def metric_files(pid: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_two_workers_scrapes_count_every_worker(cluster: Cluster) -> None:
     """Once settled, every scrape, whichever worker answers it, counts both workers'
     requests, tokens and latencies, and no request in flight."""
@@ -636,6 +637,7 @@ def test_two_workers_scrapes_count_every_worker(cluster: Cluster) -> None:
         assert len(metric_files(cluster.process.pid)) == 2  # one per worker, in the CLI's dir
 
 
+@pytest.mark.slow
 def test_two_workers_count_the_other_workers_request_within_a_flush(cluster: Cluster) -> None:
     """A scrape answered by one worker counts a request the other worker served once that
     worker's housekeeping has flushed its batch (four times a second): polled, bounded."""
@@ -702,6 +704,7 @@ async def test_stats_agree_with_metrics(start_server: StartServer) -> None:
     assert stats["totals"]["trio_mock_e2e_request_latency_seconds_sum"] > 0
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_file_line_by_line(cluster: Cluster) -> None:
     """Both workers append to one JSONL file; each line is written whole, so lines longer
     than a pipe's atomic 4 KiB, sent by both workers at once, still parse one by one."""

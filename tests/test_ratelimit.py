@@ -582,6 +582,7 @@ def sdk(url: str, retries: int) -> openai.AsyncOpenAI:
     )
 
 
+@pytest.mark.slow
 async def test_sdk_rate_limit_error_and_retry(start_server: StartServer) -> None:
     url = await start_server(rate_limit_tpm=6000)  # 100 tokens/s
     headers = {"authorization": "Bearer sk-test"}  # the SDK's bucket
@@ -615,6 +616,7 @@ async def test_sdk_rate_limit_error_and_retry(start_server: StartServer) -> None
     assert trio.current_time() - start < 5  # loose: it honoured ~1 s, not a long backoff
 
 
+@pytest.mark.slow
 async def test_sdk_retries_through_a_window(start_server: StartServer) -> None:
     url = await start_server(rate_limit_after_s=0.2, rate_limit_for_s=0.6)
     await trio.sleep(0.25)

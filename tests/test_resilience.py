@@ -36,6 +36,10 @@ from trio_mock._worker import OpenAIH11
 if TYPE_CHECKING:
     from conftest import StartServer
 
+pytestmark = (
+    pytest.mark.slow
+)  # abusive clients on loopback, on the real clock, and supervised workers
+
 CHAT = json.dumps({
     "model": "m", "stream": True, "max_tokens": 400,
     "messages": [{"role": "user", "content": "hi"}],

@@ -581,6 +581,7 @@ def exit_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(EXIT_CASES))
 def test_start_up_exits_2_naming_the_knob(
     exit_results: dict[str, tuple[int, str]], case: str
