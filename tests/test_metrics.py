@@ -23,8 +23,8 @@ What this file proves:
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -483,13 +483,6 @@ STOP_TIMEOUT_S = 10
 WORKER_REQUESTS = 40
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Cluster:
     """``trio-mock --workers 2`` on loopback, and how many requests it was sent."""
 
@@ -558,10 +551,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The real CLI with 2 workers; stopped by SIGTERM (bounded), then its session killed."""
     directory = tmp_path_factory.mktemp("workers")
     log = directory / "server.log"
-    port = free_port()
     fast = "--workers 2 --ttft-ms 0 --itl-ms 0 --corpus-articles 64".split()
     journal = ["--journal-file", str(directory / "journal.jsonl")]
-    args = [str(BIN / "trio-mock"), "--port", str(port), *fast, *journal]
+    args = [str(BIN / "trio-mock"), "--port", "0", *fast, *journal]
     with log.open("wb") as out:
         process = subprocess.Popen(
             args,
@@ -571,14 +563,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             stderr=out,
             start_new_session=True,
         )
-    running = Cluster(process, f"http://127.0.0.1:{port}", directory / "journal.jsonl")
+    running = Cluster(process, "", directory / "journal.jsonl")  # its URL once it is logged
     try:
+        # Port 0: the supervisor binds before it logs, so its line names the real port. The
+        # workers are other processes, so this polls (bounded) rather than waits on an event.
         for _ in range(int(START_TIMEOUT_S / 0.05)):
+            if found := re.search(r"serving on (http://\S+)", log.read_text()):
+                running.url = found.group(1)
+                with suppress(httpx.TransportError):
+                    if httpx.get(running.url + "/health", timeout=2).status_code == 200:
+                        break
             if process.poll() is not None:
                 pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-            with suppress(httpx.TransportError):
-                if httpx.get(running.url + "/health", timeout=2).status_code == 200:
-                    break
             time.sleep(0.05)
         else:
             pytest.fail(f"no /health within {START_TIMEOUT_S} s:\n{log.read_text()}")
