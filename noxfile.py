@@ -1,7 +1,8 @@
 """nox sessions: tests, lint and typecheck by default; bench on request.
 
 nox                 # tests + lint + typecheck
-nox -s tests        # the test suite (what CI runs)
+nox -s tests        # the whole suite under coverage, gated (what CI runs)
+nox -s tests -- -m "not slow"   # the inner loop: no subprocesses, installs, workers, browser
 nox -s bench        # loopback benchmark, prints one JSON line per scenario
 nox -s bench -- --quick --only resilience   # what abusive clients do (issue 15)
 nox -s bench -- --quick --only capacity     # paced streams held, 1 and 2 workers (issue 16)
@@ -19,9 +20,20 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 @nox.session(python=None)
 def tests(session: nox.Session) -> None:
-    """Run pytest (pytest-trio; pacing checked on MockClock, loopback for the rest)."""
+    """Run pytest (pytest-trio; pacing checked on MockClock, loopback for the rest).
+
+    With no arguments: the whole suite under coverage (src/, branches too, subprocesses
+    included), failing under ``fail_under`` of ``[tool.coverage.report]``. With arguments
+    (``-- -m "not slow"``, ``-- tests/test_wire.py``): plain pytest, no gate.
+    """
     session.install("-e.", *nox.project.dependency_groups(PYPROJECT, "test"))
-    session.run("pytest", *session.posargs)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest")
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report")
 
 
 @nox.session(python=None)

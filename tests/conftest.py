@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 import pytest
 import trio
 
-from trio_mock import Settings, serve
+from trio_mock import Settings, running
+from trio_mock.testing import MockServer
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -78,9 +76,20 @@ def fast_settings(**leaves: Any) -> Settings:
 StartServer = Callable[..., Awaitable[str]]
 
 
+async def serve_running(
+    settings: Settings, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """``trio_mock.running(settings)`` as a task for ``nursery.start``: reports the base URL,
+    then serves until cancelled."""
+    async with running(settings) as server:
+        task_status.started(server.base_url)
+        await trio.sleep_forever()
+
+
 @pytest.fixture
 async def start_server(nursery: trio.Nursery) -> StartServer:
-    """Start trio-mock on 127.0.0.1:0 in the test's nursery; returns its base URL.
+    """Start trio-mock (``trio_mock.running``) on 127.0.0.1:0 in the test's nursery;
+    returns its base URL.
 
     Call as ``url = await start_server(itl_ms=5)`` (knob leaf names) or with a ``Settings``.
     The server is cancelled with the test's nursery.
@@ -88,46 +97,18 @@ async def start_server(nursery: trio.Nursery) -> StartServer:
 
     async def start(settings: Settings | None = None, **leaves: Any) -> str:
         settings = settings if settings is not None else fast_settings(**leaves)
-        binds: list[str] = await nursery.start(partial(serve, settings))
-        return binds[0]
+        url: str = await nursery.start(serve_running, settings)
+        return url
 
     return start
 
 
 @contextmanager
 def server_in_thread(settings: Settings | None = None, **leaves: Any) -> Generator[str]:
-    """Run trio-mock in its own thread and Trio run, for synchronous clients.
-
-    Yields the base URL; on exit the server shuts down gracefully and the thread ends.
-    """
-    settings = settings if settings is not None else fast_settings(**leaves)
-    ready: queue.Queue[tuple[str, trio.lowlevel.TrioToken, trio.Event] | BaseException] = (
-        queue.Queue()
-    )
-
-    async def main() -> None:
-        shutdown = trio.Event()
-        try:
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
-                    partial(serve, settings, shutdown_trigger=shutdown.wait)
-                )
-                ready.put((binds[0], trio.lowlevel.current_trio_token(), shutdown))
-        except BaseException as error:
-            ready.put(error)
-            raise
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    started = ready.get(timeout=60)
-    if isinstance(started, BaseException):
-        raise started
-    url, token, shutdown = started
-    try:
-        yield url
-    finally:
-        trio.from_thread.run_sync(shutdown.set, trio_token=token)
-        thread.join(timeout=30)
+    """Run trio-mock in its own thread and Trio run (``trio_mock.testing.MockServer``), for
+    synchronous clients. Yields the base URL; on exit the server shuts down gracefully."""
+    with MockServer(settings if settings is not None else fast_settings(**leaves)) as server:
+        yield server.base_url
 
 
 # --- the official SDK and OpenAI-shaped errors, as the test files use them ----------------

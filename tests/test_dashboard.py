@@ -39,6 +39,8 @@ from PIL import Image
 
 from conftest import server_in_thread
 
+pytestmark = pytest.mark.slow  # drives a headless Chromium
+
 CHAT: dict[str, Any] = {
     "model": "trio-mock",
     "messages": [{"role": "user", "content": "Hi."}],

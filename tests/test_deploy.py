@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -33,6 +32,7 @@ import pytest
 import trio
 import yaml
 
+from helpers import free_port
 from trio_mock import Settings, create_app
 from trio_mock._config._knobs import ENV_PREFIX, SettingsError
 from trio_mock._config._settings import KNOBS
@@ -619,13 +619,6 @@ def build_context(rootfs: Path) -> Path:
     return rootfs / workdir.relative_to("/")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def run(
     argv: Sequence[str], limit_s: float, **kwargs: Any
 ) -> subprocess.CompletedProcess[bytes]:
@@ -661,6 +654,7 @@ async def install_like_the_build_stage(tmp_path: Path) -> Path:
     return venv / "bin"
 
 
+@pytest.mark.slow
 async def test_image_commands_serve_pass_healthcheck_and_stop(tmp_path: Path) -> None:
     bin_dir = await install_like_the_build_stage(tmp_path)
     port = free_port()

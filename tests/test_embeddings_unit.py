@@ -15,7 +15,7 @@ import orjson
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
-from openapi import spec_available, validate
+from openapi import validate
 from trio_mock import Settings
 from trio_mock._openai._errors import OpenAIError
 from trio_mock._serve._embeddings import (
@@ -187,6 +187,7 @@ def test_the_same_text_gives_the_same_vector_in_every_model_instance() -> None:
     assert np.array_equal(first, vectors(embed(body, APPROX, embedding_ms=1)))
 
 
+@pytest.mark.slow
 def test_the_same_text_gives_the_same_vector_in_another_process() -> None:
     body = {"model": SMALL, "input": ["hello world", "café ☕"], "encoding_format": "base64"}
     here = hashlib.sha256(prepare(body, APPROX).body()).hexdigest()
@@ -453,7 +454,6 @@ def test_input_size_counts_characters_and_ids() -> None:
     assert sizes == [4, 5, 3, 3]
 
 
-@pytest.mark.skipif(not spec_available(), reason="OpenAI OpenAPI spec not found")
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_body_matches_the_openai_spec(encoding_format: str) -> None:
     body = {"input": ["hello", "world"], "dimensions": 8, "encoding_format": encoding_format}

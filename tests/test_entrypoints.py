@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ import trio
 
 import trio_mock
 from conftest import fast_settings
+from helpers import clean_env, served_url
 from trio_mock._config._cpus import usable_cpus
 from trio_mock._config._knobs import SettingsError
 from trio_mock._config._settings import KNOBS, Settings
@@ -34,20 +34,6 @@ CHAT = "/v1/chat/completions"
 FAST_FLAGS = ["--ttft-ms", "0", "--itl-ms", "0", "--corpus-articles", "64"]
 START_TIMEOUT_S = 30  # imports and the tokenizer take a second or two; CI may be slower
 STOP_TIMEOUT_S = 10
-
-
-def free_port() -> int:
-    """A port that was free a moment ago: bind to port 0 and let the kernel choose."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any ``TRIO_MOCK_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_MOCK_")}
-    return env | extra
 
 
 def chat_body(*, stream: bool = False) -> dict[str, Any]:
@@ -98,21 +84,17 @@ async def launched(
             await process.wait()
 
 
-async def wait_serving(
-    client: httpx.AsyncClient, url: str, process: trio.Process, log: Path
-) -> None:
-    """Return when ``url/health`` answers 200; fail if the process exits first."""
-    with trio.fail_after(START_TIMEOUT_S):
-        while True:
-            if process.returncode is not None:
-                output = await trio.Path(log).read_text()
-                pytest.fail(f"server exited with {process.returncode}:\n{output}")
-            with suppress(httpx.TransportError):
-                response = await client.get(url + "/health")
-                if response.status_code == 200:
-                    assert response.json() == {"status": "ok"}
-                    return
-            await trio.sleep(0.05)
+async def wait_serving(client: httpx.AsyncClient, process: trio.Process, log: Path) -> str:
+    """The base URL of a server started on port 0, once ``/health`` answers 200 there.
+
+    Fails if the process exits before it logs where it listens.
+    """
+    url = await served_url(process, log)
+    with trio.fail_after(START_TIMEOUT_S):  # bound: the kernel queues us until it accepts
+        response = await client.get(url + "/health")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok"}
+    return url
 
 
 async def wait_exit(process: trio.Process) -> int:
@@ -136,15 +118,14 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
 # --- python -m trio_mock -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_module_serves_and_stops_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    args = [sys.executable, "-m", "trio_mock", "--port", str(port), *FAST_FLAGS]
+    args = [sys.executable, "-m", "trio_mock", "--port", "0", *FAST_FLAGS]
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:
-            await wait_serving(client, url, process, log)
+            url = await wait_serving(client, process, log)
             with trio.fail_after(5):
                 await check_chat(client, url)
         # The client is closed: an idle keep-alive connection would hold shutdown for the
@@ -157,16 +138,15 @@ async def test_module_serves_and_stops_on_signal(tmp_path: Path, signum: signal.
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 async def test_sigterm_lets_stream_in_flight_finish(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     # 20 tokens at 20 ms: about 0.4 s, inside the default 5 s grace period.
-    args = [str(BIN / "trio-mock"), "--port", str(port), *FAST_FLAGS, "--itl-ms", "20"]
+    args = [str(BIN / "trio-mock"), "--port", "0", *FAST_FLAGS, "--itl-ms", "20"]
     payloads: list[str] = []
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:
-            await wait_serving(client, url, process, log)
+            url = await wait_serving(client, process, log)
             body = chat_body(stream=True) | {"max_tokens": 20}
             with trio.fail_after(5):
                 async with client.stream("POST", url + CHAT, json=body) as response:
@@ -204,6 +184,7 @@ def help_entries(text: str) -> dict[str, str]:
     return entries
 
 
+@pytest.mark.slow
 def test_help_lists_every_knob() -> None:
     # Wide enough that argparse wraps no help text.
     result = run_cli("--help", env=clean_env(COLUMNS="10000"))
@@ -237,7 +218,7 @@ def bad_value_results(
     """Run every BAD_VALUES case at once (start-up costs a second each); id -> (status, stderr)."""
     toml = tmp_path_factory.mktemp("config") / "bad.toml"
     toml.write_text("ttft_ms = 0\nbogus_knob = 1\n[latency]\nitl_ms = 0\n", encoding="utf-8")
-    port = str(free_port())  # should a bad value be accepted, the server still starts safely
+    port = "0"  # should a bad value be accepted, the server still starts safely
     processes: dict[str, subprocess.Popen[str]] = {}
     try:
         for case, (args, env, _) in BAD_VALUES.items():
@@ -267,6 +248,7 @@ def bad_value_results(
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_VALUES))
 def test_bad_value_exits_2_with_one_line(
     bad_value_results: dict[str, tuple[int, str]], case: str
@@ -284,27 +266,26 @@ def test_bad_value_exits_2_with_one_line(
 # --- precedence: CLI > environment > TOML > default ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_precedence_in_a_running_server(tmp_path: Path) -> None:
     config = tmp_path / "trio-mock.toml"
     config.write_text(
         'ttft_ms = 11\nitl_ms = 11\noutput_tokens_mean = 77\n[models]\nowned_by = "from-toml"\n',
         encoding="utf-8",
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     env = clean_env(TRIO_MOCK_CONFIG=str(config), TRIO_MOCK_TTFT_MS="22", TRIO_MOCK_ITL_MS="0")
     args = [
         str(BIN / "trio-mock"),
         "--port",
-        str(port),
+        "0",
         "--ttft-ms",
         "0",
         "--corpus-articles",
         "64",
     ]
     async with launched(args, log, env) as process, httpx.AsyncClient() as client:
-        await wait_serving(client, url, process, log)
+        url = await wait_serving(client, process, log)
         with trio.fail_after(5):
             response = await client.get(url + "/")
     assert response.status_code == 200
@@ -314,7 +295,7 @@ async def test_precedence_in_a_running_server(tmp_path: Path) -> None:
     assert settings["output"]["output_tokens_mean"] == 77  # TOML over default
     assert settings["models"]["owned_by"] == "from-toml"  # TOML, under its group's table
     assert settings["output"]["corpus_seed"] == 0  # default
-    assert settings["server"]["port"] == port
+    assert settings["server"]["port"] == 0
 
 
 @pytest.mark.parametrize(
@@ -364,9 +345,8 @@ def test_precedence_config_path_and_types(tmp_path: Path) -> None:
 # --- hypercorn -k trio trio_mock:app ----------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_hypercorn_serves_app_from_env(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "hypercorn.log"
     env = clean_env(
         TRIO_MOCK_TTFT_MS="0",
@@ -374,10 +354,10 @@ async def test_hypercorn_serves_app_from_env(tmp_path: Path) -> None:
         TRIO_MOCK_MODELS="a,b",
         TRIO_MOCK_CORPUS_ARTICLES="64",
     )
-    args = [str(BIN / "hypercorn"), "-k", "trio", "trio_mock:app", "--bind", f"127.0.0.1:{port}"]
+    args = [str(BIN / "hypercorn"), "-k", "trio", "trio_mock:app", "--bind", "127.0.0.1:0"]
     async with launched(args, log, env) as process:
         async with httpx.AsyncClient() as client:
-            await wait_serving(client, url, process, log)
+            url = await wait_serving(client, process, log)
             with trio.fail_after(5):
                 await check_chat(client, url, model="a")
                 models = (await client.get(url + "/v1/models")).json()
@@ -432,15 +412,14 @@ def read_cmdline(pid: int) -> bytes:
     return (Path("/proc") / str(pid) / "cmdline").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
 async def test_two_workers_share_one_port(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    args = [str(BIN / "trio-mock"), "--port", str(port), "--workers", "2", *FAST_FLAGS]
+    args = [str(BIN / "trio-mock"), "--port", "0", "--workers", "2", *FAST_FLAGS]
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:
-            await wait_serving(client, url, process, log)
+            url = await wait_serving(client, process, log)
         workers = [pid for pid in children(process.pid) if is_worker(pid, process.pid)]
         assert len(workers) == 2, await trio.Path(log).read_text()
         # A new connection for each request, so the kernel may hand it to either worker.
@@ -460,21 +439,20 @@ async def test_two_workers_share_one_port(tmp_path: Path) -> None:
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sets the CPU affinity")
 async def test_workers_auto_starts_one_per_usable_cpu(tmp_path: Path) -> None:
     """Under an affinity mask of at most 2 CPUs (a big CI machine would start dozens),
     ``--workers auto`` starts one worker per CPU, or serves in one process on one CPU."""
     cpus = sorted(os.sched_getaffinity(0))[:2]
     expected = min(len(cpus), usable_cpus())  # a cgroup quota may allow fewer
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     pinned = f"import os, sys; os.sched_setaffinity(0, {cpus}); sys.argv[0] = 'trio-mock'; "
     pinned += "from trio_mock._app._cli import main; main()"
-    args = [sys.executable, "-c", pinned, "--port", str(port), "--workers", "auto", *FAST_FLAGS]
+    args = [sys.executable, "-c", pinned, "--port", "0", "--workers", "auto", *FAST_FLAGS]
     async with launched(args, log) as process:
         async with httpx.AsyncClient() as client:
-            await wait_serving(client, url, process, log)
+            url = await wait_serving(client, process, log)
             await check_chat(client, url)
         workers = [pid for pid in children(process.pid) if is_worker(pid, process.pid)]
         output = await trio.Path(log).read_text()

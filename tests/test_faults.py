@@ -43,7 +43,8 @@ import trio.testing
 
 from asgi import Answer, call, token_times
 from conftest import async_client, check_error, fast_settings, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import on_schedule
+from openapi import validate
 from trio_mock import Settings, create_app
 from trio_mock._config._faults import Fault, FaultInjector, parse_fault
 from trio_mock._config._knobs import SettingsError
@@ -85,10 +86,6 @@ Item = TypeVar("Item")
 IGNORE_HTTPX_GENERATORS = pytest.mark.filterwarnings(
     "ignore:Async generator 'httpx?(core)?\\.:ResourceWarning"
 )
-
-
-def on_schedule(count: int, start: float = TTFT_S) -> list[float]:
-    return [start + i * ITL_S for i in range(count)]
 
 
 # --- a raw ASGI exchange, in memory ---------------------------------------------------------
@@ -407,6 +404,7 @@ def predicted(settings: Settings, count: int) -> list[Outcome]:
     return out
 
 
+@pytest.mark.slow
 async def test_seeded_faults_over_10000_requests() -> None:
     count = 10_000
     settings = fast_settings(**PROOF)
@@ -480,7 +478,7 @@ async def test_stream_error_after_lands_when_the_next_token_was_due(
     assert (answer.status, answer.started_at) == (200, 0.0)
     assert answer.headers["x-mock-fault"] == "error-after=3"
     events = answer.events()
-    assert token_times(events) == pytest.approx(on_schedule(3), abs=1e-9)
+    assert token_times(events) == pytest.approx(on_schedule(3, TTFT_S, ITL_S), abs=1e-9)
     at, name, data = events[-1]
     assert at == pytest.approx(TTFT_S + 3 * ITL_S, abs=1e-9)  # when token 4 was due
     assert answer.ended
@@ -509,10 +507,10 @@ async def test_error_after_beyond_the_reply_ends_at_the_last_token(
 ) -> None:
     answer = await exchange(paced_app, CHAT, stream_body(CHAT), "error-after=50")
     events = answer.events()
-    assert token_times(events) == pytest.approx(on_schedule(TOKENS), abs=1e-9)
+    assert token_times(events) == pytest.approx(on_schedule(TOKENS, TTFT_S, ITL_S), abs=1e-9)
     at, _, data = events[-1]
     assert data == INJECTED_ERROR.to_body()
-    assert at == pytest.approx(on_schedule(TOKENS)[-1], abs=1e-9)
+    assert at == pytest.approx(on_schedule(TOKENS, TTFT_S, ITL_S)[-1], abs=1e-9)
 
 
 async def test_multi_token_events_go_whole(autojump_clock: trio.testing.MockClock) -> None:
@@ -548,7 +546,7 @@ async def test_slow_headers_shift_everything(
     assert answer.started_at == pytest.approx(0.25, abs=1e-9)
     assert answer.pieces[0][0] >= 0.25
     events = answer.events()
-    assert token_times(events) == pytest.approx(on_schedule(TOKENS, 0.35), abs=1e-9)
+    assert token_times(events) == pytest.approx(on_schedule(TOKENS, 0.35, ITL_S), abs=1e-9)
     assert answer.ended
     last = events[-1][2]
     assert last == "[DONE]" or last["type"] == "response.completed"
@@ -563,7 +561,7 @@ async def test_stall_ends_with_the_time_limit_frame(
 ) -> None:
     answer = await exchange(paced_app, path, stream_body(path), "stall-after=2")
     events = answer.events()
-    assert token_times(events) == pytest.approx(on_schedule(2), abs=1e-9)
+    assert token_times(events) == pytest.approx(on_schedule(2, TTFT_S, ITL_S), abs=1e-9)
     at, name, data = events[-1]
     assert at == pytest.approx(LIMIT_S, abs=1e-9)
     assert events[-2][0] < 0.2  # nothing between the last token and the time limit
@@ -580,7 +578,7 @@ async def test_stream_disconnect_sends_k_tokens_and_never_ends(
 ) -> None:
     answer = await exchange(paced_app, CHAT, stream_body(CHAT), "disconnect-after=4")
     events = answer.events()
-    assert token_times(events) == pytest.approx(on_schedule(4), abs=1e-9)
+    assert token_times(events) == pytest.approx(on_schedule(4, TTFT_S, ITL_S), abs=1e-9)
     assert events[0][2]["choices"][0]["delta"]["role"] == "assistant"  # the role chunk first
     assert not answer.ended  # no end of body: the server closes the connection
     assert "[DONE]" not in [d for _, _, d in events]
@@ -624,13 +622,6 @@ async def test_body_faults_on_time(
 # --- OpenAPI: every error body and error event ------------------------------------------------
 
 
-@pytest.fixture
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
-
-
-@pytest.mark.usefixtures("_require_spec")
 async def test_error_bodies_match_the_spec(
     autojump_clock: trio.testing.MockClock, paced_app: QuartTrio
 ) -> None:
@@ -883,6 +874,7 @@ def test_sdk_every_call_fails_at_100_percent(always_503_url: str) -> None:
         assert spared.parse().choices[0].message.content
 
 
+@pytest.mark.slow
 def test_sdk_retries_meet_a_fault_each_time(always_503_url: str) -> None:
     with (
         sync_client(always_503_url).with_options(max_retries=2) as client,
@@ -902,6 +894,7 @@ def fail_fail_succeed_seed(leaves: dict[str, Any]) -> int:
     raise AssertionError("no seed in 0..999 starts fault, fault, no fault")
 
 
+@pytest.mark.slow
 def test_sdk_retries_get_through_a_seeded_50_percent() -> None:
     leaves: dict[str, Any] = {"failure_percent": 50, "failure_mix": ("503",)}
     seed = fail_fail_succeed_seed(leaves)

@@ -30,25 +30,24 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Generator
-from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
-from conftest import fast_settings, server_in_thread
+from conftest import fast_settings
+from helpers import clean_env, served_url
 from trio_mock import Settings
 from trio_mock._observe._logs import configure_logging
+from trio_mock.testing import MockServer
 
 CHAT_PATH = "/v1/chat/completions"
 SECRET = "sk-raw-secret-0001"
@@ -59,8 +58,6 @@ SECRET_HEADERS = {
     "cookie": f"session={SECRET}",
 }
 NAMED_LOGGERS = ("trio_mock", "trio_mock.raw", "hypercorn.error", "hypercorn.access")
-SETTLE_TRIES = 100  # x 0.02 s: a journal entry appears within milliseconds
-START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 10
 
 
@@ -176,17 +173,15 @@ def test_log_level_applies_to_trio_mock_and_others_stay_at_warning(
 # --- the raw log over a real server -----------------------------------------------------
 
 
-def settle(http: httpx.Client, answered: int, **headers: str) -> None:
-    """Wait until the server has closed ``answered`` generation requests: by then their
-    raw lines are logged (``Observer.close`` counts a request in the metrics and logs it
-    in one step, without yielding)."""
-    for _ in range(SETTLE_TRIES):
-        stats = http.get("/_mock/stats", headers=headers)
-        assert stats.status_code == 200, stats.text
-        if stats.json()["totals"].get("trio_mock_requests_total", 0) >= answered:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"the server never counted {answered} requests")
+def settle(server: MockServer, http: httpx.Client, answered: int, **headers: str) -> None:
+    """Return once the server has closed ``answered`` generation requests: their raw lines
+    are logged by then (``Observer.close`` counts a request in the metrics and logs it in
+    one step, without yielding). ``MockServer.requests`` first waits, in the server's own
+    run, until every task there is blocked, so nothing is left half done."""
+    server.requests()
+    stats = http.get("/_mock/stats", headers=headers)
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["totals"].get("trio_mock_requests_total", 0) >= answered, stats.text
 
 
 def raw_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str, logging.LogRecord]:
@@ -231,14 +226,14 @@ def test_raw_log_has_request_and_response_with_secrets_redacted(
     caplog.set_level(logging.INFO, logger="trio_mock.raw")
     payload = json.dumps(chat(stream=stream)).encode()
     with (
-        server_in_thread(fast_settings(log_raw=True, api_keys=SECRET)) as url,
-        httpx.Client(base_url=url, timeout=10) as http,
+        MockServer(fast_settings(log_raw=True, api_keys=SECRET)) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
     ):
         headers = SECRET_HEADERS | {"content-type": "application/json", "x-trace": "t-1"}
         response = http.post(CHAT_PATH, content=payload, headers=headers)
         assert response.status_code == 200, response.text
         rid = response.headers["x-request-id"]
-        settle(http, 1, authorization=f"Bearer {SECRET}")
+        settle(server, http, 1, authorization=f"Bearer {SECRET}")
     lines = raw_lines(caplog, rid)
     assert set(lines) == {"request", "response"}
     assert all(r.levelno == logging.INFO for r in lines.values())
@@ -265,14 +260,14 @@ def test_raw_log_cuts_bodies_at_journal_body_bytes(caplog: pytest.LogCaptureFixt
     limit = 64
     payload = json.dumps(chat(content="many words " * 40)).encode()
     with (
-        server_in_thread(fast_settings(log_raw=True, journal_body_bytes=limit)) as url,
-        httpx.Client(base_url=url, timeout=10) as http,
+        MockServer(fast_settings(log_raw=True, journal_body_bytes=limit)) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
     ):
         plain = http.post(CHAT_PATH, content=payload)
         streamed = http.post(CHAT_PATH, json=chat(stream=True))
         for response in (plain, streamed):
             assert response.status_code == 200, response.text
-        settle(http, 2)
+        settle(server, http, 2)
     lines = raw_lines(caplog, plain.headers["x-request-id"])
     *_, body = parsed_request(lines["request"])
     assert body == f"{payload[:limit].decode()}... [{len(payload) - limit} more bytes]"
@@ -288,7 +283,10 @@ def test_raw_log_cuts_bodies_at_journal_body_bytes(caplog: pytest.LogCaptureFixt
 @pytest.mark.usefixtures("restore_logging")  # a runtime change sets the trio_mock level
 def test_raw_log_switches_on_and_off_at_runtime(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trio_mock.raw")
-    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+    with (
+        MockServer(fast_settings()) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
         sent = 0
 
         def one() -> str:
@@ -296,7 +294,7 @@ def test_raw_log_switches_on_and_off_at_runtime(caplog: pytest.LogCaptureFixture
             response = http.post(CHAT_PATH, json=chat())
             assert response.status_code == 200, response.text
             sent += 1
-            settle(http, sent)
+            settle(server, http, sent)
             rid: str = response.headers["x-request-id"]
             return rid
 
@@ -319,7 +317,10 @@ def test_raw_log_switches_on_and_off_at_runtime(caplog: pytest.LogCaptureFixture
 
 @pytest.mark.usefixtures("restore_logging")
 def test_log_level_changes_at_runtime() -> None:
-    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+    with (
+        MockServer(fast_settings()) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
         for level in ("debug", "error", "info"):
             changed = http.patch("/_mock/config", json={"log_level": level})
             assert changed.status_code == 200, changed.text
@@ -335,7 +336,10 @@ def test_log_level_changes_at_runtime() -> None:
 def test_unrelated_runtime_change_keeps_an_embedders_log_level() -> None:
     """serve() configures no logging; a change that is not log_level must not either."""
     logging.getLogger("trio_mock").setLevel(logging.ERROR)
-    with server_in_thread() as url, httpx.Client(base_url=url, timeout=10) as http:
+    with (
+        MockServer(fast_settings()) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
         changed = http.patch("/_mock/config", json={"ttft_ms": 5})
         assert changed.json()["changed"] == ["ttft_ms"]
     assert logging.getLogger("trio_mock").level == logging.ERROR
@@ -348,13 +352,13 @@ def test_raw_log_has_the_request_line_of_a_refused_request(
     headers redacted, empty body, before its response line."""
     caplog.set_level(logging.INFO, logger="trio_mock.raw")
     with (
-        server_in_thread(fast_settings(log_raw=True, api_keys=SECRET)) as url,
-        httpx.Client(base_url=url, timeout=10) as http,
+        MockServer(fast_settings(log_raw=True, api_keys=SECRET)) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
     ):
         refused = http.post(CHAT_PATH, json=chat(), headers={"authorization": f"Bearer {SECRET}x"})
         assert refused.status_code == 401
         rid = refused.headers["x-request-id"]
-        settle(http, 1, authorization=f"Bearer {SECRET}")
+        settle(server, http, 1, authorization=f"Bearer {SECRET}")
     lines = raw_lines(caplog, rid)
     assert set(lines) == {"request", "response"}
     assert caplog.records.index(lines["request"]) < caplog.records.index(lines["response"])
@@ -373,9 +377,9 @@ def test_log_raw_is_not_silenced_by_a_quiet_log_level(
 ) -> None:
     settings = fast_settings(log_raw=True, log_format="json", log_level="warning")
     configure_logging(settings)
-    with server_in_thread(settings) as url, httpx.Client(base_url=url, timeout=10) as http:
+    with MockServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         assert http.post(CHAT_PATH, json=chat()).status_code == 200
-        settle(http, 1)
+        settle(server, http, 1)
     loggers = [json.loads(line)["logger"] for line in capsys.readouterr().err.splitlines()]
     assert loggers.count("trio_mock.raw") == 2, loggers
 
@@ -383,53 +387,33 @@ def test_log_raw_is_not_silenced_by_a_quiet_log_level(
 # --- the CLI ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-            with suppress(httpx.TransportError):
-                if http.get(url + "/health").status_code == 200:
-                    return
-            time.sleep(0.05)
-    pytest.fail(f"server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
-def test_cli_json_logs_with_access_and_raw_lines_and_no_key(tmp_path: Path) -> None:
+@pytest.mark.slow
+async def test_cli_json_logs_with_access_and_raw_lines_and_no_key(tmp_path: Path) -> None:
     secret = "sk-secret-123456"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "trio_mock", "--port", str(port), "--log-format", "json",
+    args = [sys.executable, "-m", "trio_mock", "--port", "0", "--log-format", "json",
             "--access-log", "--log-raw", "--api-keys", secret,
             "--ttft-ms", "0", "--itl-ms", "0", "--corpus-articles", "64"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_MOCK_")}
     log = tmp_path / "stderr.log"
     with log.open("wb") as err:
-        process = subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        process = await trio.lowlevel.open_process(
+            args, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
         )
     try:
-        wait_serving(url, process, log)
-        with httpx.Client(base_url=url, timeout=10) as http:
-            plain = http.post(CHAT_PATH, json=chat(), headers={"api-key": secret})
-            streamed = http.post(
+        url = await served_url(process, log)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            plain = await http.post(CHAT_PATH, json=chat(), headers={"api-key": secret})
+            streamed = await http.post(
                 CHAT_PATH, json=chat(stream=True), headers={"authorization": f"Bearer {secret}"}
             )
         # The client is closed first: an idle keep-alive connection would hold shutdown.
         process.send_signal(signal.SIGTERM)
-        returncode = process.wait(timeout=STOP_TIMEOUT_S)
+        with trio.fail_after(STOP_TIMEOUT_S):
+            returncode = await process.wait()
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+            with trio.move_on_after(STOP_TIMEOUT_S, shield=True):
+                await process.wait()
     output = log.read_text()
     assert plain.status_code == 200, plain.text
     assert streamed.status_code == 200, streamed.text

@@ -23,8 +23,8 @@ What this file proves:
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from conftest import check_error, fast_settings
 from exposition import Samples, by_label, parse, value
+from helpers import clean_env
 from trio_mock import create_app
 from trio_mock._observe._metrics import ITL_BUCKETS, TTFT_BUCKETS, VLLM_ITL_BUCKETS, observe_many
 
@@ -482,22 +483,6 @@ STOP_TIMEOUT_S = 10
 WORKER_REQUESTS = 40
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without trio-mock's or prometheus-client's variables."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TRIO_MOCK_") and k.upper() != "PROMETHEUS_MULTIPROC_DIR"
-    }
-
-
 class Cluster:
     """``trio-mock --workers 2`` on loopback, and how many requests it was sent."""
 
@@ -566,10 +551,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The real CLI with 2 workers; stopped by SIGTERM (bounded), then its session killed."""
     directory = tmp_path_factory.mktemp("workers")
     log = directory / "server.log"
-    port = free_port()
     fast = "--workers 2 --ttft-ms 0 --itl-ms 0 --corpus-articles 64".split()
     journal = ["--journal-file", str(directory / "journal.jsonl")]
-    args = [str(BIN / "trio-mock"), "--port", str(port), *fast, *journal]
+    args = [str(BIN / "trio-mock"), "--port", "0", *fast, *journal]
     with log.open("wb") as out:
         process = subprocess.Popen(
             args,
@@ -579,14 +563,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             stderr=out,
             start_new_session=True,
         )
-    running = Cluster(process, f"http://127.0.0.1:{port}", directory / "journal.jsonl")
+    running = Cluster(process, "", directory / "journal.jsonl")  # its URL once it is logged
     try:
+        # Port 0: the supervisor binds before it logs, so its line names the real port. The
+        # workers are other processes, so this polls (bounded) rather than waits on an event.
         for _ in range(int(START_TIMEOUT_S / 0.05)):
+            if found := re.search(r"serving on (http://\S+)", log.read_text()):
+                running.url = found.group(1)
+                with suppress(httpx.TransportError):
+                    if httpx.get(running.url + "/health", timeout=2).status_code == 200:
+                        break
             if process.poll() is not None:
                 pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-            with suppress(httpx.TransportError):
-                if httpx.get(running.url + "/health", timeout=2).status_code == 200:
-                    break
             time.sleep(0.05)
         else:
             pytest.fail(f"no /health within {START_TIMEOUT_S} s:\n{log.read_text()}")
@@ -620,6 +608,7 @@ def metric_files(pid: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_two_workers_scrapes_count_every_worker(cluster: Cluster) -> None:
     """Once settled, every scrape, whichever worker answers it, counts both workers'
     requests, tokens and latencies, and no request in flight."""
@@ -644,6 +633,7 @@ def test_two_workers_scrapes_count_every_worker(cluster: Cluster) -> None:
         assert len(metric_files(cluster.process.pid)) == 2  # one per worker, in the CLI's dir
 
 
+@pytest.mark.slow
 def test_two_workers_count_the_other_workers_request_within_a_flush(cluster: Cluster) -> None:
     """A scrape answered by one worker counts a request the other worker served once that
     worker's housekeeping has flushed its batch (four times a second): polled, bounded."""
@@ -710,6 +700,7 @@ async def test_stats_agree_with_metrics(start_server: StartServer) -> None:
     assert stats["totals"]["trio_mock_e2e_request_latency_seconds_sum"] > 0
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_file_line_by_line(cluster: Cluster) -> None:
     """Both workers append to one JSONL file; each line is written whole, so lines longer
     than a pipe's atomic 4 KiB, sent by both workers at once, still parse one by one."""

@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from conftest import fast_settings
+from helpers import on_schedule
 from trio_mock import create_app
 
 Frame = tuple[float, dict[str, Any]]
@@ -61,10 +62,6 @@ async def timed(path: str, body: dict[str, Any], **leaves: Any) -> list[Frame]:
                 if b"data: [DONE]" in data or b"response.completed" in data:
                     break
     return out
-
-
-def on_schedule(count: int, ttft: float, itl: float) -> list[float]:
-    return [ttft + i * itl for i in range(count)]
 
 
 async def test_completions_stream_on_schedule(autojump_clock: trio.testing.MockClock) -> None:

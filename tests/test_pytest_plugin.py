@@ -26,11 +26,10 @@ never mix with ours; inner sessions run with ``-W error`` and ``--strict-markers
 from __future__ import annotations
 
 import importlib.metadata
-import socket
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pytest
+import pytest
+
+from helpers import free_port
 
 pytest_plugins = ["pytester"]
 
@@ -274,13 +273,6 @@ OVERRIDDEN_TESTS = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def read_servers(pytester: pytest.Pytester) -> dict[str, str]:
     lines = (pytester.path / "servers.txt").read_text(encoding="utf-8").splitlines()
     return dict(line.split(" ", 1) for line in lines)
@@ -313,6 +305,7 @@ def test_fixture_is_gone_without_the_plugin(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("plugins:*trio-mock*")
 
 
+@pytest.mark.slow
 def test_fixture_in_sync_trio_and_asyncio_tests_markers_and_isolation(
     pytester: pytest.Pytester,
 ) -> None:
@@ -354,6 +347,7 @@ def test_fixture_in_sync_trio_and_asyncio_tests_markers_and_isolation(
     assert len(dedicated) == 2
 
 
+@pytest.mark.slow
 def test_conftest_overrides_the_settings(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(OVERRIDING_CONFTEST)
     pytester.makepyfile(test_overridden=OVERRIDDEN_TESTS)

