@@ -140,3 +140,18 @@ async def test_a_request_waiting_in_the_socket_counts_from_its_arrival(
         async with httpx.AsyncClient() as http:
             (entry,) = (await http.get(url + "/_mock/requests", params={"limit": 1})).json()["data"]
     assert entry["timing"]["lag_max_ms"] >= 50
+
+
+async def test_every_route_names_its_request_as_the_hot_endpoints_do(
+    start_server: StartServer,
+) -> None:
+    url = await start_server()
+    async with httpx.AsyncClient(base_url=url) as client:
+        for method, path in [("GET", "/v1/models"), ("GET", "/health"), ("GET", "/nowhere"),
+                             ("POST", CHAT)]:  # fmt: skip
+            fresh = await client.request(method, path, json=orjson.loads(chat(1, stream=False)))
+            assert fresh.headers["x-request-id"].startswith("req_"), path
+            echoed = await client.request(method, path, headers={"x-request-id": "trace-42"},
+                                          json=orjson.loads(chat(1, stream=False)))  # fmt: skip
+            assert echoed.headers["x-request-id"] == "trace-42", path
+        assert (await client.get("/nowhere")).status_code == 404  # an error answer too

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from quart import Response, request
@@ -22,6 +22,7 @@ from .._openai._errors import OpenAIError
 from .._openai._frames import new_id
 from .._openai._validate import check_model
 from .._serve._cors import Cors
+from .._serve._endpoint import request_id
 from .._serve._housekeeping import Trimmer
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
@@ -120,6 +121,14 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         live.journal.close()
+
+    @app.after_request
+    async def request_id_header(response: Response) -> Response:
+        """Every answer names its request, as the hot endpoints' do (``request_id``): the
+        client's ``x-request-id``, or a fresh one, as OpenAI sends."""
+        scope = cast("dict[str, Any]", request.scope)
+        response.headers["x-request-id"] = request_id(scope).decode("latin-1")
+        return response
 
     @app.before_request
     async def check_key() -> None:
