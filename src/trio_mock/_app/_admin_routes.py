@@ -5,7 +5,7 @@ With ``--admin-key`` set, ``/_mock/*`` and ``/configure`` need that key (Bearer,
 ``api-key`` or ``x-admin-key``); without it they take the API keys, like every route but
 ``/health``, ``/metrics`` and the dashboard page (which holds no data: it asks for it with
 the key given in its URL fragment). ``--metrics-auth`` guards ``/metrics`` as a control
-route (``_app``'s ``check_key``).
+route (``_quart_app``'s ``check_key``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the app's housekeeping task (``_app``) does between requests, besides flushing:
+"""What the app's housekeeping task (``_app._quart_app``) does between requests, besides flushing:
 enforce the streams' far deadlines, and give memory back once a burst is over.
 
 **Far deadlines.** Trio keeps every cancel scope's deadline in a heap that it cleans
