@@ -106,12 +106,14 @@ def create_app(ttft_s: float, itl_s: float) -> Callable[[Message, Receive, Send]
     return app
 
 
-def main() -> None:
+def run(make_app: Callable[[float, float], Any], doc: str | None, port: int) -> None:
+    """Parse ``--host --port --ttft-ms --itl-ms`` and serve ``make_app(ttft_s, itl_s)`` on
+    Hypercorn's trio worker with trio-mock's transport settings (``baseline_app`` too)."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8002)
+    ap.add_argument("--port", type=int, default=port)
     ap.add_argument("--ttft-ms", type=float, default=0.0)
     ap.add_argument("--itl-ms", type=float, default=0.0)
     args = ap.parse_args()
@@ -119,8 +121,12 @@ def main() -> None:
     config.bind = [f"{args.host}:{args.port}"]
     config.backlog = 2048
     config.keep_alive_max_requests = 1_000_000
-    app = create_app(args.ttft_ms / 1e3, args.itl_ms / 1e3)
+    app = make_app(args.ttft_ms / 1e3, args.itl_ms / 1e3)
     trio.run(partial(serve, app, config, mode="asgi"))
+
+
+def main() -> None:
+    run(create_app, __doc__, 8002)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,10 @@ the server's own code, not its configuration.
 
 from __future__ import annotations
 
-import argparse
-from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
-from bare_asgi import BODY, CHUNK, DONE, MAX_TOKENS, STREAM
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from bare_asgi import BODY, CHUNK, DONE, MAX_TOKENS, STREAM, run
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -61,20 +57,7 @@ def create_app(ttft_s: float, itl_s: float) -> QuartTrio:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8001)
-    ap.add_argument("--ttft-ms", type=float, default=0.0)
-    ap.add_argument("--itl-ms", type=float, default=0.0)
-    args = ap.parse_args()
-    config = Config()
-    config.bind = [f"{args.host}:{args.port}"]
-    config.backlog = 2048
-    config.keep_alive_max_requests = 1_000_000
-    app = create_app(args.ttft_ms / 1e3, args.itl_ms / 1e3)
-    trio.run(partial(serve, app, config, mode="asgi"))
+    run(create_app, __doc__, 8001)
 
 
 if __name__ == "__main__":
