@@ -37,14 +37,11 @@ class Observer:
         self.raw = raw
         self.lag = LagMonitor(itl_s)
         self.open_records = 0
-        self.quiet = trio.Event()  # set while no request is being served
-        self.quiet.set()
+        self.quiet: trio.Event | None = None  # made only while someone waits for it
 
     def open(self, scope: dict[str, Any], start: float, request_id: bytes) -> Record:
         """A record for a request now being served (``close`` must follow)."""
         self.open_records += 1
-        if self.quiet.is_set():
-            self.quiet = trio.Event()
         record = Record(start, scope["path"], scope["headers"], request_id.decode("latin-1"))
         record.method = scope["method"]
         if self.raw:
@@ -69,12 +66,16 @@ class Observer:
 
     async def wait_quiet(self) -> None:
         """Wait until no request is being served: each one served so far is journaled."""
-        await self.quiet.wait()
+        if self.open_records:
+            if self.quiet is None:
+                self.quiet = trio.Event()
+            await self.quiet.wait()
 
     def close(self, record: Record) -> None:
         self.open_records -= 1
-        if self.open_records == 0:
+        if self.open_records == 0 and self.quiet is not None:
             self.quiet.set()
+            self.quiet = None
         record.ended = now = trio.current_time()
         if record.status is None and record.disconnected:
             record.status = CLIENT_CLOSED  # left before any status line went out

@@ -192,10 +192,10 @@ class OpenAIH11(H11Protocol):
                 raise
             return
         if type(event) is h11.Response:
-            self.chunked = b"transfer-encoding: chunked" in data.lower()
             if has_length(event.headers):
-                self.held = data
+                self.chunked, self.held = False, data
                 return
+            self.chunked = b"transfer-encoding: chunked" in data.lower()
         if self.held:
             data, self.held = self.held + data, b""
         await self.send(RawData(data=data))

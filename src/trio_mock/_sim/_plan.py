@@ -26,7 +26,7 @@ import numpy.typing as npt
 import orjson
 from attrs import frozen
 
-from ._latency import FloatArray, draw_itl_s, draw_ttft_s
+from ._latency import FloatArray, constant, draw_itl_s, draw_ttft_s
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -142,13 +142,12 @@ def completion_length(natural: int, limits: Limits) -> tuple[int, Literal["stop"
 def token_offsets(
     n: int, latency: LatencySettings, rng: np.random.Generator, prompt_tokens: int = 0
 ) -> FloatArray:
-    """Seconds after admission at which each of ``n`` tokens is due (at least one entry)."""
+    """Seconds after the schedule's start (arrival) at which each of ``n`` tokens is due (at
+    least one entry)."""
     ttft = draw_ttft_s(latency, prompt_tokens, rng)
     if n <= 1:
         return np.array([ttft])
-    if latency.itl_distribution == "constant" or not (
-        latency.itl_jitter_ms or latency.itl_distribution == "uniform"
-    ):
+    if constant(latency.itl_distribution, latency.itl_jitter_ms):
         itl = min(max(latency.itl_ms, latency.itl_min_ms), latency.itl_max_ms or math.inf)
         return (ttft + itl / 1000 * np.arange(n)).astype(np.float64)  # exact: no summed rounding
     return ttft + np.concatenate(([0.0], np.cumsum(draw_itl_s(latency, n - 1, rng))))
