@@ -8,6 +8,7 @@ deadline now, not a task); and a request's schedule starts when the worker read 
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,14 +33,19 @@ def chat(max_tokens: int, *, stream: bool) -> bytes:
                          "stream": stream})  # fmt: skip
 
 
+def post(client: h11.Connection, body: bytes) -> bytes:
+    """A chat request's bytes, written by h11 (a strict HTTP/1.1 client)."""
+    headers = [("host", "test"), ("content-type", "application/json"),
+               ("content-length", str(len(body)))]  # fmt: skip
+    head = client.send(h11.Request(method="POST", target=CHAT, headers=headers))
+    return head + client.send(h11.Data(data=body)) + client.send(h11.EndOfMessage())
+
+
 async def exchange(
     sock: trio.SocketStream, client: h11.Connection, body: bytes
 ) -> tuple[h11.Response, bytes]:
-    """One request on a kept-alive connection, read with h11 (a strict HTTP/1.1 parser)."""
-    headers = [("host", "test"), ("content-type", "application/json"),
-               ("content-length", str(len(body)))]  # fmt: skip
-    await sock.send_all(client.send(h11.Request(method="POST", target=CHAT, headers=headers)))
-    await sock.send_all(client.send(h11.Data(data=body)) + client.send(h11.EndOfMessage()))
+    """One request on a kept-alive connection, its answer read with h11."""
+    await sock.send_all(post(client, body))
     response: h11.Response | None = None
     data = b""
     while True:
@@ -124,15 +130,15 @@ async def test_a_request_waiting_in_the_socket_counts_from_its_arrival(
     # first token, due 50 ms after, is at least 50 ms late, and the journal says so.
     url = await start_server(ttft_ms=50, itl_ms=1)
     client = h11.Connection(h11.CLIENT)
+    parts = urlsplit(url)
     with trio.fail_after(10):
-        sock = await connect(url)
-        body = chat(2, stream=True)
-        headers = [("host", "test"), ("content-type", "application/json"),
-                   ("content-length", str(len(body)))]  # fmt: skip
-        request = h11.Request(method="POST", target=CHAT, headers=headers)
-        await sock.send_all(client.send(request) + client.send(h11.Data(data=body)))
+        # Connect and send without yielding to the loop (the kernel completes the handshake
+        # and buffers the request), so the server can read nothing before the block.
+        raw = socket.create_connection((parts.hostname, parts.port))
+        raw.sendall(post(client, chat(2, stream=True)))
         time.sleep(0.1)  # ruff: ignore[blocking-sleep-in-async-function] (the point)
-        await sock.send_all(client.send(h11.EndOfMessage()))
+        raw.setblocking(False)
+        sock = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
         received = b""
         while not received.endswith(b"0\r\n\r\n"):
             received += await sock.receive_some(65536)

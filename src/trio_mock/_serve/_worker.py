@@ -339,14 +339,19 @@ class Connection(TCPServer):
     closes, whose failures end only itself."""
 
     def __init__(
-        self, writes: Writes, keep_alive: KeepAlive, raw: socket.socket | None, *args: Any
+        self,
+        writes: Writes,
+        keep_alive: KeepAlive,
+        raw: socket.socket | None,
+        stamped: bool,
+        *args: Any,
     ) -> None:
         super().__init__(*args)
         self.writes = writes
         self.keep_alive = keep_alive
         self.read = trio.CancelScope()  # its deadline is the keep-alive's while idle
         self.raw = raw  # the plain TCP socket under ``stream`` (None under TLS)
-        self.stamped = raw is not None and stamp_arrivals(raw)
+        self.stamped = stamped  # the kernel stamps what ``raw`` receives (``receive``)
 
     async def run(self) -> None:
         """Hypercorn's ``run`` (0.18.0), with ``Protocols`` and its errors kept here."""
@@ -558,12 +563,15 @@ def send_now(raw: socket.socket, data: bytes) -> int:
 async def accept_forever(
     sock: socket.socket,
     tls: ssl.SSLContext | None,
-    handler: Callable[[trio.abc.Stream, socket.socket | None], Awaitable[None]],
+    handler: Callable[[trio.abc.Stream, socket.socket | None, bool], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
     """Accept connections on ``sock`` and start ``handler`` for each in ``nursery``: up to
     ``ACCEPT_BATCH`` per wake-up, pausing briefly when out of descriptors."""
     sock.setblocking(False)
+    # Stamped on the listener: a connection inherits it when accepted, so even a request
+    # that waited in a burst's backlog has its arrival.
+    stamped = tls is None and stamp_arrivals(sock)
     try:
         while True:
             await trio.lowlevel.wait_readable(sock)
@@ -582,7 +590,7 @@ async def accept_forever(
                 stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
                 if tls is not None:
                     stream = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
-                nursery.start_soon(handler, stream, conn if tls is None else None)
+                nursery.start_soon(handler, stream, conn if tls is None else None, stamped)
     finally:  # stop accepting at once: new connections are refused, not queued
         sock.close()
 
@@ -617,9 +625,11 @@ async def worker_serve(
                 binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
             state = ConnectionState(lifespan_state.copy())
 
-            async def handler(stream: trio.abc.Stream, raw: socket.socket | None) -> None:
+            async def handler(
+                stream: trio.abc.Stream, raw: socket.socket | None, stamped: bool
+            ) -> None:
                 connection = Connection(
-                    writes, keep_alive, raw, app, config, context, state, stream
+                    writes, keep_alive, raw, stamped, app, config, context, state, stream
                 )
                 await connection.run()
 
