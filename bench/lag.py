@@ -4,23 +4,21 @@ trio-mock exports ``trio_mock_schedule_lag_seconds``, a Prometheus histogram of 
 paced write went out against its due time. A mock that is late should say so by itself; the
 bench checks that it does by scraping the histogram around each paced run (the difference of
 two scrapes is that run's writes) and printing its p50, p99 and mean next to what the load
-client measured. Parsed here with a regex rather than prometheus-client, so that the bench
-reads any server's text exposition; an older server without the metric gives None, not an
-error.
+client measured. Parsed with prometheus-client's text parser (installed with trio-mock); an
+older server without the metric gives None, not an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 METRIC = "trio_mock_schedule_lag_seconds"
 FLUSH_S = 0.5  # trio-mock hands its metrics to /metrics four times a second
-SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-LE = re.compile(r'(?:^|,)\s*le="(?P<le>[^"]+)"')
 
 
 @dataclass
@@ -70,19 +68,19 @@ def ms(seconds: float | None) -> float | None:
 def parse(text: str, name: str = METRIC) -> Histogram | None:
     """The histogram ``name`` in a text exposition, summed over labels; None if absent."""
     found, hist = False, Histogram()
-    for line in text.splitlines():
-        if line.startswith("#") or not (m := SAMPLE.match(line)):
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
             continue
-        metric, value = m["name"], float(m["value"])
-        if metric == f"{name}_bucket" and (le := LE.search(m["labels"] or "")):
-            bound = float(le["le"])  # "+Inf" parses
-            hist.buckets[bound] = hist.buckets.get(bound, 0.0) + value
-            found = True
-        elif metric == f"{name}_sum":
-            hist.total += value
-        elif metric == f"{name}_count":
-            hist.count += value
-            found = True
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])  # "+Inf" parses
+                hist.buckets[bound] = hist.buckets.get(bound, 0.0) + sample.value
+                found = True
+            elif sample.name == f"{name}_sum":
+                hist.total += sample.value
+            elif sample.name == f"{name}_count":
+                hist.count += sample.value
+                found = True
     return hist if found else None
 
 
