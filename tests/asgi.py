@@ -19,7 +19,7 @@ import trio
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from trio_mock._serve._endpoint import ASGIApp, Message
+    from trio_mock._serve._request import ASGIApp, Message
 
 # Request headers: (name, value) byte pairs as ASGI has them, or a dict of strings.
 Headers = Sequence[tuple[bytes, bytes]] | Mapping[str, str]

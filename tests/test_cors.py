@@ -19,7 +19,7 @@ from trio_mock._serve._cors import Cors
 
 if TYPE_CHECKING:
     from conftest import StartServer
-    from trio_mock._serve._endpoint import Message
+    from trio_mock._serve._request import Message
 
 SITE = "https://app.example"
 OTHER = "https://evil.example"

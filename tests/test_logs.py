@@ -348,8 +348,8 @@ def test_unrelated_runtime_change_keeps_an_embedders_log_level() -> None:
 def test_raw_log_has_the_request_line_of_a_refused_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A request refused before its body is read (wrong key) still gets its request line,
-    headers redacted, empty body, before its response line."""
+    """A refused request (wrong key) still gets its request line, headers redacted, with
+    its body, before its response line."""
     caplog.set_level(logging.INFO, logger="trio_mock.raw")
     with (
         MockServer(fast_settings(log_raw=True, api_keys=SECRET)) as server,
@@ -363,7 +363,8 @@ def test_raw_log_has_the_request_line_of_a_refused_request(
     assert set(lines) == {"request", "response"}
     assert caplog.records.index(lines["request"]) < caplog.records.index(lines["response"])
     got_rid, method, path, logged_headers, body = parsed_request(lines["request"])
-    assert (got_rid, method, path, body) == (rid, "POST", CHAT_PATH, "")
+    assert (got_rid, method, path) == (rid, "POST", CHAT_PATH)
+    assert json.loads(body) == chat()
     assert logged_headers["authorization"] == "[redacted]"
     got_rid, path, status, body = parsed_response(lines["response"])
     assert (got_rid, path, status) == (rid, CHAT_PATH, 401)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from conftest import StartServer
-    from trio_mock._serve._endpoint import ASGIApp, Message
+    from trio_mock._serve._request import ASGIApp, Message
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 # The server's first configured model: what the vLLM gauges are labelled with.

@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from conftest import StartServer
-    from trio_mock._serve._endpoint import ASGIApp
+    from trio_mock._serve._request import ASGIApp
 
 Event = dict[str, Any]
 Message = dict[str, Any]  # an ASGI message

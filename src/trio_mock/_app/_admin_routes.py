@@ -5,17 +5,15 @@ With ``--admin-key`` set, ``/_mock/*`` and ``/configure`` need that key (Bearer,
 ``api-key`` or ``x-admin-key``); without it they take the API keys, like every route but
 ``/health``, ``/metrics`` and the dashboard page (which holds no data: it asks for it with
 the key given in its URL fragment). ``--metrics-auth`` guards ``/metrics`` as a control
-route (``_quart_app``'s ``check_key``).
+route. The keys are checked before any route runs (``_serve._auth``).
 """
 
 from __future__ import annotations
 
-import hmac
 import importlib.resources
 import math
 import re
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,7 +24,6 @@ from .._config._settings import KNOBS
 from .._observe._metrics import CONTENT_TYPE
 from .._openai._convert import parse_json
 from .._openai._errors import OpenAIError, invalid
-from .._serve._auth import presented_key
 from ._json_routes import json_response
 
 if TYPE_CHECKING:
@@ -38,28 +35,6 @@ if TYPE_CHECKING:
 CONFIGURE_ALIASES = {"ttft": "ttft_ms", "itl": "itl_ms"}
 CONFIGURE_IGNORED = frozenset({"tokenizer_models"})  # AIPerf's; one tokenizer serves here
 FLAG = re.compile(r"--([a-z0-9-]+)")
-
-
-def is_admin_path(path: str) -> bool:
-    return (path.startswith("/_mock/") and path != "/_mock/ui") or path == "/configure"
-
-
-def check_admin(admin_key: str | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
-    """Raises: OpenAIError: 401 when the admin key is set and not presented."""
-    if admin_key is None:
-        return
-    listed = list(headers)
-    given = presented_key(listed)
-    for name, value in listed:
-        if name.lower() == b"x-admin-key":
-            given = value.decode("latin-1").strip()
-    if given is None or not hmac.compare_digest(given.encode(), admin_key.encode()):
-        raise OpenAIError(
-            401,
-            "This endpoint needs the server's admin key (Authorization: Bearer, api-key or "
-            "x-admin-key).",
-            code="invalid_admin_key",
-        )
 
 
 def setting_error(error: SettingsError) -> OpenAIError:
@@ -98,9 +73,6 @@ def install_control_routes(app: QuartTrio, live: Live) -> None:
             changed = await live.update(leaves)
         except SettingsError as error:
             raise setting_error(error) from None
-        server = live.settings.server  # Quart's own routes read these from its config
-        app.config["MAX_CONTENT_LENGTH"] = server.max_body_bytes
-        app.config["BODY_TIMEOUT"] = server.body_timeout_s
         return changed
 
     def config_view(changed: list[str] | None = None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from .._serve._scripts import Scripts
 
 if TYPE_CHECKING:
     from .._config._settings import Settings
-    from .._serve._endpoint import ASGIApp
+    from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
 
 log = logging.getLogger("trio_mock")
@@ -98,10 +98,11 @@ class Live:
         """Endpoints for the current settings, swapped in at once; each also without the
         /v1 prefix, as vLLM serves them."""
         settings = self.settings
+        obs = settings.observability
         services = Services(
             settings=settings,
             load=self.load,
-            auth=Auth(settings.server.api_keys),
+            auth=Auth(settings.server.api_keys, obs.admin_key, obs.metrics_auth),
             limiter=self.limiter,
             faults=self.faults,
             observer=self.observer,

@@ -12,22 +12,20 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from quart import Response, request
 from quart_trio import QuartTrio
 
 from .._config._settings import Settings
 from .._observe._logs import configure_logging
 from .._observe._metrics import multiprocess
 from .._openai._errors import OpenAIError
-from .._openai._frames import new_id
 from .._openai._validate import check_model
 from .._serve._cors import Cors
-from .._serve._endpoint import request_id
 from .._serve._housekeeping import Trimmer
+from .._serve._request import front
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from .._version import __version__
-from ._admin_routes import check_admin, install_control_routes, is_admin_path
+from ._admin_routes import install_control_routes
 from ._json_routes import install_error_handlers, json_response
 from ._live import Live
 from ._vllm import install_vllm_routes
@@ -36,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from quart.typing import ResponseReturnValue
+
+    from .._serve._request import ASGIApp
 
 log = logging.getLogger("trio_mock")
 
@@ -87,9 +87,8 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     install_vllm_routes(app, lambda: live.settings, tokenizer)
     install_control_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
-    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
-    app.config["BODY_TIMEOUT"] = settings.server.body_timeout_s
     install_error_handlers(app)
+    app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
 
     def model_object(model_id: str) -> dict[str, object]:
         """OpenAI's model object, with vLLM's ``root``, ``parent`` and ``max_model_len``
@@ -121,38 +120,6 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         live.journal.close()
-
-    @app.after_request
-    async def request_id_header(response: Response) -> Response:
-        """Every answer names its request, as the hot endpoints' do (``request_id``): the
-        client's ``x-request-id``, or a fresh one, as OpenAI sends."""
-        scope = cast("dict[str, Any]", request.scope)
-        response.headers["x-request-id"] = request_id(scope).decode("latin-1")
-        return response
-
-    @app.before_request
-    async def check_key() -> None:
-        """The admin key guards the control routes when one is set; the API keys (which
-        leave OPEN_PATHS open) guard the rest. With ``--metrics-auth``, /metrics is a
-        control route that the API keys open when no admin key is set."""
-        obs = live.settings.observability
-        admin_key = obs.admin_key
-        closed_metrics = obs.metrics_auth and request.path == "/metrics"
-        guarded_by_admin = admin_key is not None and (is_admin_path(request.path) or closed_metrics)
-        if not guarded_by_admin and not live.auth.enabled:
-            return
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-        if guarded_by_admin:
-            check_admin(admin_key, headers)
-        elif closed_metrics:
-            live.auth.require(headers)
-        else:
-            live.auth.check(request.path, headers)
-
-    @app.after_request
-    async def add_request_id(response: Response) -> Response:
-        response.headers["x-request-id"] = request.headers.get("x-request-id") or new_id("req_")
-        return response
 
     @app.get("/health")
     async def health() -> ResponseReturnValue:
@@ -225,13 +192,20 @@ async def housekeeping(live: Live, scope: trio.CancelScope) -> None:
 
 class TrioMockApp(QuartTrio):
     """QuartTrio, with the hot endpoints served as raw ASGI (see ``_endpoint``), looked up in
-    the live routes so that a runtime config change takes effect at the next request."""
+    the live routes so that a runtime config change takes effect at the next request. The
+    other routes meet the same front (``_request.front``: key, body, request id) before
+    Quart routes them."""
 
     live: Live
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (route := self.live.routes.get(scope["path"])):
-            await route(scope, receive, send)
+        if scope["type"] == "http":
+            live = self.live
+            if route := live.routes.get(scope["path"]):
+                await route(scope, receive, send)
+            else:
+                quart = cast("ASGIApp", super().__call__)
+                await front(quart, live.auth, live.settings.server, scope, receive, send)
         elif scope["type"] == "websocket" and (socket := self.live.sockets.get(scope["path"])):
             await socket(scope, receive, send)
         else:

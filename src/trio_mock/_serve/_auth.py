@@ -1,5 +1,10 @@
-"""API keys, checked as OpenAI checks them: ``Authorization: Bearer <key>`` or Azure's
-``api-key`` header, a 401 ``invalid_api_key`` otherwise.
+"""Who may call what, for every route (hot endpoint, Quart route or WebSocket alike).
+
+API keys are checked as OpenAI checks them: ``Authorization: Bearer <key>`` or Azure's
+``api-key`` header, a 401 ``invalid_api_key`` otherwise. With ``--admin-key`` set,
+``/_mock/*`` and ``/configure`` need that key (Bearer, ``api-key`` or ``x-admin-key``);
+without it they take the API keys, like every route but ``OPEN_PATHS``. ``--metrics-auth``
+guards ``/metrics`` as a control route, which the API keys open when no admin key is set.
 
 Keys are compared in constant time (``hmac.compare_digest``, against every key) and never
 logged; an error message shows only a masked form, as OpenAI's does.
@@ -41,21 +46,47 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return api_key
 
 
+def is_admin_path(path: str) -> bool:
+    return (path.startswith("/_mock/") and path != "/_mock/ui") or path == "/configure"
+
+
+def check_admin(admin_key: str, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raises: OpenAIError: 401 when the admin key is not presented."""
+    listed = list(headers)
+    given = presented_key(listed)
+    for name, value in listed:
+        if name.lower() == b"x-admin-key":
+            given = value.decode("latin-1").strip()
+    if given is None or not hmac.compare_digest(given.encode(), admin_key.encode()):
+        raise OpenAIError(
+            401,
+            "This endpoint needs the server's admin key (Authorization: Bearer, api-key or "
+            "x-admin-key).",
+            code="invalid_admin_key",
+        )
+
+
 class Auth:
     """Checks requests against the configured keys; with none, every request passes."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(
+        self, keys: Iterable[str], admin_key: str | None = None, metrics_auth: bool = False
+    ) -> None:
         self.keys = [k.encode() for k in keys]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.keys)
+        self.admin_key = admin_key
+        self.metrics_auth = metrics_auth
+        self.enabled = bool(self.keys) or admin_key is not None
 
     def check(self, path: str, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Raises:
         OpenAIError: 401 when a key is needed and missing or wrong.
         """
-        if path not in OPEN_PATHS:
+        if not self.enabled:
+            return
+        closed_metrics = self.metrics_auth and path == "/metrics"
+        if self.admin_key is not None and (closed_metrics or is_admin_path(path)):
+            check_admin(self.admin_key, headers)
+        elif closed_metrics or path not in OPEN_PATHS:
             self.require(headers)
 
     def require(self, headers: Iterable[tuple[bytes, bytes]]) -> None:

@@ -20,7 +20,7 @@ from .._openai._errors import OpenAIError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._endpoint import ASGIApp, Message, Receive, Send
+    from ._request import ASGIApp, Message, Receive, Send
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -28,17 +28,24 @@ from attrs import frozen
 from .._config._faults import CUTS
 from .._openai._convert import parse_json
 from .._openai._errors import (
-    BODY_TIMEOUT,
     INJECTED_ERROR,
     METHOD_NOT_ALLOWED,
     SERVER_ERROR,
-    TOO_LARGE,
     OpenAIError,
     status_error,
 )
-from .._openai._frames import new_id
 from .._openai._overrides import parse_overrides
 from ._pacing import Built, Event, cut_after, cut_at, paced, schedule, then
+from ._request import (
+    JSON_HEADERS,
+    ClientGone,
+    Message,
+    Receive,
+    Send,
+    read_body,
+    request_id,
+    send_body,
+)
 from ._scripts import merged
 from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
 
@@ -58,14 +65,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_mock")
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 ItlScale = Callable[[], float] | None
 Write = Callable[[bytes], Awaitable[None]]
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -76,51 +78,10 @@ SSE_HEADERS = [
 CANCEL_MARGIN_S = 1.0
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request was served."""
-
-
 def too_long(limit_s: float) -> OpenAIError:
     return OpenAIError(
         504, f"The request exceeded the server's maximum duration of {limit_s:g} s.", code="timeout"
     )
-
-
-async def read_body(scope: Message, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refused with a 413 as soon as it passes ``limit`` bytes."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise TOO_LARGE
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body = message.get("body", b"")
-        size += len(body)
-        if size > limit:
-            raise TOO_LARGE
-        chunks.append(body)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def request_id(scope: Message) -> bytes:
-    """The client's ``x-request-id`` if it sent one, else a fresh OpenAI-style one."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id" and value:
-            return bytes(value)
-    return new_id("req_").encode()
-
-
-async def send_body(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    """A whole body with its length, as OpenAI sends it (and in one write, see ``_worker``)."""
-    length = (b"content-length", b"%d" % len(body))
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def body_writer(scope: Message, send: Send) -> Write:
@@ -266,15 +227,12 @@ class Endpoint:
     ) -> None:
         fault = self.faults.draw()  # on arrival, so a seed gives the same faults in order
         try:
+            # The body first, whatever the answer: one left unread would close the connection.
+            body = await read_body(scope, receive, self.settings.server)
+            self.observer.received(record, body)
             self.auth.check(scope["path"], scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
-            body = None
-            with trio.move_on_after(self.settings.server.body_timeout_s):
-                body = await read_body(scope, receive, self.settings.server.max_body_bytes)
-            if body is None:
-                raise BODY_TIMEOUT
-            self.observer.received(record, body)
             overrides = parse_overrides(scope["headers"])
             data = parse_json(body)
             model = data.get("model")

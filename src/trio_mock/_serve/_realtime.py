@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
     from .._sim._tokens import Tokenizer
-    from ._endpoint import Message, Receive, Send, Services
+    from ._endpoint import Services
     from ._load import Admission
+    from ._request import Message, Receive, Send
 
 log = logging.getLogger("trio_mock")
 GA_NAMES = {
