@@ -29,7 +29,8 @@ from .._serve._auth import Auth
 from .._serve._chat import ChatHandler
 from .._serve._completions import CompletionsHandler
 from .._serve._embeddings import EmbeddingsHandler
-from .._serve._endpoint import Endpoint, Handler, Services
+from .._serve._endpoint import Endpoint
+from .._serve._exchange import Handler, Services
 from .._serve._housekeeping import Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop

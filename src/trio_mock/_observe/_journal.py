@@ -96,7 +96,7 @@ class Record:
     due: array[float] = field(factory=lambda: array("d"), repr=False)  # each event's deadline
     sent: array[float] = field(factory=lambda: array("d"), repr=False)  # when each was written
     # Whether the last event written carried no token: a stream's closing, a time-limit
-    # or an error frame. Only the last one can be such a frame (``_pacing.Built``).
+    # or an error frame. Only the last one can be such a frame (``_sim._schedule.Ending``).
     ends_with_frame: bool = False
     omitted: int = 0  # events whose times ``trim`` left out, between the first and the last
     # How late its events went out after their due times (``_lag``), set when it closed.

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -31,8 +32,10 @@ from .._openai._frames import ID_TABLE, new_id
 from .._openai._model import Ask
 from .._openai._overrides import parse_overrides
 from .._sim._plan import Limits
+from .._sim._schedule import Ending
+from .._sim._timeline import Clock, timeline
 from ._offload import off_loop
-from ._pacing import WRITE_BYTES, schedule
+from ._pacing import paced
 from ._scripts import content_text, merged
 
 if TYPE_CHECKING:
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
     from .._sim._tokens import Tokenizer
-    from ._endpoint import Services
+    from ._exchange import Services
     from ._load import Admission
     from ._request import Message, Receive, Send
 
@@ -596,37 +599,33 @@ class Connection:
         """The text deltas, each on its deadline (as ``_pacing`` schedules the HTTP
         streams, from admission), noting when each went out.
 
-        As ``_pacing.paced`` does for SSE, deltas due together (or overdue, behind a slow
-        client) are drawn together and sent back to back under one hold of the lock, with
-        one wait for the group: a WebSocket message carries one event, so each is still a
-        message of its own, but no scheduler round is spent between them."""
+        The same timeline and pacing loop as the HTTP streams (``_sim._timeline``,
+        ``_pacing.paced``): deltas due together (or overdue, behind a slow client) are drawn
+        together and sent back to back under one hold of the lock, with one wait for the
+        group: a WebSocket message carries one event, so each is still a message of its
+        own, but no scheduler round is spent between them."""
         ends = plan.event_ends
         frames = self.delta_frames(plan, ids)
-        timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
-        pending = schedule([(plan.offsets, frames)], *timing)
+        clock = Clock(admitted, ttft_scale=admission.ttft_scale, itl_scale=endpoint.itl_scale,
+                      on_first=admission.first_token)  # fmt: skip
+        events = timeline([(plan.offsets, frames)], [ends], clock, Ending(bytes), Ending(bytes))
         sleep_until = endpoint.services.pacer.sleep_until  # the HTTP streams' timer too
-        nxt = next(pending, None)
         sent = 0  # delta events sent
-        while nxt is not None:
-            await sleep_until(nxt[0])  # a past deadline is just a checkpoint
-            now = trio.current_time()
-            due, batch = [nxt[0]], [next(nxt[1]).decode()]
-            size = len(batch[0])
-            nxt = next(pending, None)
-            while nxt is not None and nxt[0] <= now and size < WRITE_BYTES:
-                due.append(nxt[0])
-                batch.append(next(nxt[1]).decode())
-                size += len(batch[-1])
-                nxt = next(pending, None)
-            first = sent
-            try:
-                async with self.sending:
-                    for text in batch:
-                        await self.socket_send({"type": "websocket.send", "text": text})
-                        response.sent_tokens = ends[sent]
-                        sent += 1
-            finally:  # a cancel may land between two sends: count what went
-                record.wrote(due[: sent - first], trio.current_time())
+        async with aclosing(paced(events, sleep_until, list)) as batches:
+            async for due, ending, batch in batches:
+                if ending is not None:  # the end of the deltas: no message of its own
+                    del batch[-1], due[-1]
+                first = sent
+                try:
+                    async with self.sending:
+                        for frame in batch:
+                            await self.socket_send(
+                                {"type": "websocket.send", "text": frame.decode()}
+                            )
+                            response.sent_tokens = ends[sent]
+                            sent += 1
+                finally:  # a cancel may land between two sends: count what went
+                    record.wrote(due[: sent - first], trio.current_time())
 
     def delta_frames(self, plan: ChoicePlan, ids: dict[str, Any]) -> Iterator[bytes]:
         """Each event's ``response.text.delta``, built as it goes out from a template made

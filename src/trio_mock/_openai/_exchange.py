@@ -1,0 +1,68 @@
+"""One request's exchange, decided before a byte of the answer goes out.
+
+A generation request passes its stages (body, key, scripted rule, the handler's plan, rate
+limit, fault, admission: ``_serve._exchange``); together they make one ``Exchange``,
+immutable: a refusal, or a reply with when it is due. The transport (``_serve._endpoint``)
+plays it, and the journal notes it in one call (``_observe._observer``). Pure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+
+from .._config._faults import CUTS
+
+if TYPE_CHECKING:
+    from .._config._faults import Fault
+    from ._errors import OpenAIError
+    from ._frames import Reply
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@frozen(kw_only=True)
+class Exchange:
+    """A request, planned. Times are the server's clock (``trio.current_time()``)."""
+
+    headers: Headers  # the answer's own: request id, rule, fault, rate limits, the plan
+    start: float  # arrival: the TTFT and the time limit count from here
+    model: str | None = None
+    rule: str | None = None  # the scripted rule that matched, as the journal names it
+    fault: Fault | None = None
+    refusal: OpenAIError | None = None  # answered at once with this error ...
+    reply: Reply | None = None  # ... or with this reply, on its schedule
+    admitted: float = 0.0  # the schedule's start: arrival, later after a queue or slow headers
+    ttft_scale: float = 1.0  # the load model's stretch of the first token, fixed at admission
+    limit: float = 0.0  # when the request's time is up
+    http2: bool = False
+
+    @property
+    def cutting_fault(self) -> Fault | None:
+        """The fault, when it cuts the reply (``disconnect``, ``error``, ``stall``)."""
+        fault = self.fault
+        return fault if fault is not None and fault.kind in CUTS else None
+
+    def planned_ttft_s(self) -> float:
+        """The first token's moment after arrival, as planned (the queue included)."""
+        assert self.reply is not None
+        ttft_s = self.admitted - self.start
+        offsets = self.reply.offsets[0] if self.reply.offsets else ()
+        return ttft_s + offsets[0] * self.ttft_scale if offsets else ttft_s
+
+    def planned_itl_s(self) -> float:
+        """The mean gap between the first choice's token events, as planned."""
+        assert self.reply is not None
+        offsets = self.reply.offsets[0] if self.reply.offsets else ()
+        return (offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0
+
+    def plan_headers(self) -> Headers:
+        """The plan, told to the client (``x-mock-ttft-ms`` counts from arrival)."""
+        assert self.reply is not None
+        return (
+            (b"x-mock-ttft-ms", b"%.3f" % (self.planned_ttft_s() * 1000)),
+            (b"x-mock-itl-ms", b"%.3f" % (self.planned_itl_s() * 1000)),
+            (b"x-mock-prompt-tokens", b"%d" % self.reply.prompt_tokens),
+            (b"x-mock-output-tokens", b"%d" % self.reply.completion_tokens),
+        )
