@@ -43,7 +43,7 @@ import pytest
 import trio
 import trio.testing
 
-import trio_mock._app._live
+import trio_mock._app._runtime
 from asgi import Answer, Headers, call, chat_content, token_times
 from conftest import check_error, fast_settings
 from helpers import on_schedule
@@ -458,7 +458,7 @@ async def test_fault_draws_carry_on_across_other_changes() -> None:
 
 async def test_corpus_rebuild_at_runtime_answers_the_next_request() -> None:
     app = app_with()
-    live = cast("trio_mock._app._live.Live", app.live)  # type: ignore[attr-defined]
+    live = cast("trio_mock._app._runtime.Live", app.live)  # type: ignore[attr-defined]
     corpus = live.model.corpus
     assert corpus is not None
     await change(app, {"ttft_ms": 1})
@@ -924,7 +924,7 @@ async def test_concurrent_changes_are_not_lost(monkeypatch: pytest.MonkeyPatch) 
         gate.wait(10)
         return real(*args)
 
-    monkeypatch.setattr(trio_mock._app._live, "MockModel", held_model)
+    monkeypatch.setattr(trio_mock._app._runtime, "MockModel", held_model)
     out: dict[str, Answer] = {}
 
     async def patch(name: str, body: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from ._json_routes import json_response
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from ._live import Live
+    from ._runtime import Live
 
 # AIPerf's mock names these in its POST /configure; both are milliseconds.
 CONFIGURE_ALIASES = {"ttft": "ttft_ms", "itl": "itl_ms"}

@@ -22,7 +22,8 @@ from .._config._settings import KNOBS, Settings
 from .._observe._logs import configure_logging
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
-from ._server import raise_open_files_limit, serve, wait_for_signal
+from ._running import serve
+from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
 
 log = logging.getLogger("trio_mock")

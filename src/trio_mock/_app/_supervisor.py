@@ -30,7 +30,7 @@ import trio
 from .._observe._metrics import MULTIPROC_DIR
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
-from ._quart_app import create_app
+from ._runtime import create_app
 from ._server import hypercorn_config, listen, serve_sockets, sockets
 
 if TYPE_CHECKING:

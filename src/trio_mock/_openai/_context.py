@@ -1,5 +1,5 @@
-"""The context window: how long each model's is, and the refusal, in each API's words,
-when a prompt and the output asked for do not fit."""
+"""The context window: how long each model's is, how a prompt's tokens are counted, and
+the refusal, in each API's words, when a prompt and the output asked for do not fit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ if TYPE_CHECKING:
     from .._config._settings import ModelSettings
 
 Api = Literal["chat", "completions", "responses"]
+
+# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
+# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+TOKENS_PER_IMAGE = 85
 
 
 def context_window(settings: ModelSettings, model: str) -> int:

@@ -21,7 +21,9 @@ from attrs import field, frozen
 from .._sim._corpus import WORDS, Corpus, shared_corpus
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
-from .._sim._schema import SchemaError, check_schema, sample_json, sample_json_object
+from .._sim._schema_check import check_schema
+from .._sim._schema_rules import SchemaError
+from .._sim._schema_values import sample_json, sample_json_object
 from .._sim._text import CorpusText, PaddedText, RepeatedText, TextSource
 from ._context import check_context, context_window
 from ._errors import invalid
@@ -71,6 +73,9 @@ HOSTED_TOOLS = frozenset(
         "shell",
     }
 )
+
+
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}  # a tool without any
 
 
 @frozen
@@ -320,9 +325,7 @@ class MockModel:
         if calls := self.tool_calls(ask, rng):
             return calls
         if ask.json is not None:
-            value = (
-                sample_json(ask.schema or {}, rng, checked=True) if ask.json == "schema" else None
-            )
+            value = sample_json(ask.schema or {}, rng) if ask.json == "schema" else None
             text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
             pieces = self.tokenizer.pieces(text.decode())
             return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
@@ -358,7 +361,7 @@ class MockModel:
             chosen = [ask.tools[int(i)] for i in rng.choice(len(ask.tools), count, replace=False)]
         segments = []
         for k, tool in enumerate(chosen):
-            arguments = orjson.dumps(sample_json(tool.parameters, rng, checked=True)).decode()
+            arguments = orjson.dumps(sample_json(tool.parameters, rng)).decode()
             pieces = self.tokenizer.pieces(arguments)
             call = ToolCall(new_id("call_", 24), tool.name, k)
             segments.append(

@@ -192,3 +192,11 @@ def at_least(name: str, value: float, low: float, kind: str = "integer") -> None
             name,
             f"{kind}_below_min_value",
         )
+
+
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    found = (stop,) if isinstance(stop, str) else tuple(stop)
+    at_most("stop", len(found), 4, "array")
+    return found

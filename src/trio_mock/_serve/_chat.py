@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._openai._context import REPLY_PRIMING, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_NAME
 from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import ChatEmitter
-from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from .._openai._model import (
+    EMPTY_PARAMETERS,
+    Ask,
+    FunctionTool,
+    check_effort,
+    output_schema,
+    pick_tool,
+)
 from .._openai._protocol import ChatCompletionRequest
-from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat
+from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat, stops
 from .._sim._plan import Limits
 from ._offload import off_loop
 
@@ -22,28 +30,12 @@ if TYPE_CHECKING:
     from .._openai._overrides import Overrides
     from .._openai._protocol import ChatMessage
 
-# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
-# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_NAME = 1
-REPLY_PRIMING = 3
-TOKENS_PER_IMAGE = 85
-EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
-
 
 def message_text(message: ChatMessage) -> str:
     content = message.content
     if content is None or isinstance(content, str):
         return content or ""
     return "".join(part.text or "" for part in content if part.type == "text")
-
-
-def stops(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    found = (stop,) if isinstance(stop, str) else tuple(stop)
-    at_most("stop", len(found), 4, "array")
-    return found
 
 
 def chat_tools(chat: ChatCompletionRequest) -> tuple[FunctionTool, ...]:

@@ -18,10 +18,9 @@ from .._openai._errors import invalid
 from .._openai._frames import ChoicesEmitter
 from .._openai._model import Ask
 from .._openai._protocol import CompletionRequest
-from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling
+from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
 from .._sim._tokens import unknown_token
-from ._chat import stops
 from ._offload import off_loop
 
 if TYPE_CHECKING:

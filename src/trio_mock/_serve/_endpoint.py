@@ -25,7 +25,6 @@ import trio
 from .._openai._errors import INJECTED_ERROR, OpenAIError
 from .._sim._schedule import Ending
 from .._sim._timeline import Clock, timeline
-from ._exchange import Handler, Services, Stages
 from ._pacing import joined, paced
 from ._request import JSON_HEADERS, Message, Receive, Send, request_id, send_body
 from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from .._openai._exchange import Exchange
     from .._openai._frames import Reply
     from .._sim._schedule import Event
+    from ._exchange import Services, Stages
     from ._load import Admission
 
 Headers = list[tuple[bytes, bytes]]
@@ -101,8 +101,8 @@ def error_ending(reply: Reply, error: OpenAIError, cut: str) -> Ending:
 class Endpoint:
     """A generation endpoint as an ASGI callable: decide the exchange, then play it."""
 
-    def __init__(self, handler: Handler, services: Services) -> None:
-        self.stages = Stages(handler, services)
+    def __init__(self, stages: Stages, services: Services) -> None:
+        self.stages = stages
         self.observer = services.observer
         self.watchdog = services.watchdog
         self.pacer = services.pacer

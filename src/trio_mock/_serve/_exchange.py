@@ -20,9 +20,8 @@ from attrs import frozen
 from .._openai._convert import parse_json
 from .._openai._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, OpenAIError, status_error
 from .._openai._exchange import Exchange
-from .._openai._overrides import parse_overrides
+from .._openai._overrides import merged, parse_overrides
 from ._request import ClientGone, Message, Receive, read_body
-from ._scripts import merged
 
 if TYPE_CHECKING:
     from .._config._faults import FaultInjector

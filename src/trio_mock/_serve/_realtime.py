@@ -27,16 +27,16 @@ import orjson
 import trio
 from attrs import define, field
 
+from .._openai._convert import content_text
 from .._openai._errors import OpenAIError
 from .._openai._frames import ID_TABLE, new_id
 from .._openai._model import Ask
-from .._openai._overrides import parse_overrides
+from .._openai._overrides import merged, parse_overrides
 from .._sim._plan import Limits
 from .._sim._schedule import Ending
 from .._sim._timeline import Clock, timeline
 from ._offload import off_loop
 from ._pacing import paced
-from ._scripts import content_text, merged
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from .._openai._context import REPLY_PRIMING, TOKENS_PER_MESSAGE
 from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import charged, new_id
-from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from .._openai._model import (
+    EMPTY_PARAMETERS,
+    Ask,
+    FunctionTool,
+    check_effort,
+    output_schema,
+    pick_tool,
+)
 from .._openai._protocol import ResponsesRequest
 from .._openai._validate import (
     MAX_TOP_LOGPROBS,
@@ -31,7 +39,6 @@ from .._openai._validate import (
     listed,
 )
 from .._sim._plan import Limits
-from ._chat import EMPTY_PARAMETERS, REPLY_PRIMING, TOKENS_PER_MESSAGE
 from ._offload import off_loop
 
 if TYPE_CHECKING:

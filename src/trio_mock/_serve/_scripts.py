@@ -25,7 +25,7 @@ import orjson
 from attrs import define, field, frozen
 
 from .._config._faults import parse_fault
-from .._openai._convert import converter, shape_error
+from .._openai._convert import content_text, converter, shape_error
 from .._openai._errors import OpenAIError, invalid, status_error
 from .._openai._overrides import OVERRIDE_RANGES, Overrides, ScriptedCall
 
@@ -234,19 +234,6 @@ def answered_text(data: Mapping[str, Any]) -> str:
     return ""
 
 
-def content_text(content: Any) -> str:
-    """Text out of a string, a list of strings, or a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [
-            p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else ""
-            for p in content
-        ]
-        return " ".join(p for p in parts if isinstance(p, str) and p)
-    return ""
-
-
 class Scripts:
     """The ordered rules of one app."""
 
@@ -322,9 +309,3 @@ class Scripts:
                 rule.hits += 1
                 return rule
         return None
-
-
-def merged(scripted: Overrides, asked: Overrides) -> Overrides:
-    """A scripted answer under the request's own ``x-mock-*`` headers, which win."""
-    given = {k: v for k, v in attrs.asdict(asked, recurse=False).items() if v is not None}
-    return attrs.evolve(scripted, **given) if given else scripted

@@ -1,4 +1,5 @@
-"""The app's current settings and everything built from them, changeable while serving.
+"""The app at run time: built from settings (``create_app``), with its live state
+(``Live``): the current settings and everything built from them, changeable while serving.
 
 A runtime change (``PATCH /_mock/config``) is checked by the same ``Settings`` schema as
 start-up, then builds anew only what it touches and swaps the endpoints in one
@@ -11,6 +12,7 @@ their own knobs change.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -19,9 +21,9 @@ import trio
 
 from .._config._faults import FaultInjector
 from .._config._knobs import SettingsError
-from .._config._settings import KNOBS, describe, flatten
+from .._config._settings import KNOBS, Settings, describe, flatten
 from .._observe._journal import Journal
-from .._observe._logs import LEVELLED_LOGGERS
+from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
 from .._openai._model import MockModel
@@ -30,8 +32,8 @@ from .._serve._chat import ChatHandler
 from .._serve._completions import CompletionsHandler
 from .._serve._embeddings import EmbeddingsHandler
 from .._serve._endpoint import Endpoint
-from .._serve._exchange import Handler, Services
-from .._serve._housekeeping import Watchdog
+from .._serve._exchange import Handler, Services, Stages
+from .._serve._housekeeping import Trimmer, Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop
 from .._serve._pacing import Pacer
@@ -39,14 +41,22 @@ from .._serve._ratelimit import RateLimiter
 from .._serve._realtime import RealtimeEndpoint
 from .._serve._responses import ResponsesHandler
 from .._serve._scripts import Scripts
+from .._sim._corpus import release_free_memory
+from .._sim._tokens import load_tokenizer
+from ._admin_routes import install_control_routes
+from ._json_routes import install_error_handlers
+from ._quart_app import CorsApp, TrioMockApp, install_info_routes
+from ._vllm import install_vllm_routes
 
 if TYPE_CHECKING:
-    from .._config._settings import Settings
+    from quart_trio import QuartTrio
+
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
 
 log = logging.getLogger("trio_mock")
 SECRETS = ("api_keys", "admin_key")  # shown masked by Settings.public()
+HOUSEKEEPING_S = 0.25
 
 
 def build_handlers(
@@ -114,7 +124,7 @@ class Live:
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
         for path, handler in build_handlers(settings, self.model, self.tokenizer).items():
-            endpoint = Endpoint(handler, services)
+            endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
         realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
@@ -175,6 +185,31 @@ class Live:
             log.info("runtime config changed: %s", ", ".join(changed))
         return changed
 
+    async def housekeeping(self, scope: trio.CancelScope) -> None:
+        """Four times a second: streams past their time limit are cut (``Watchdog``); the
+        journal file's lines reach the disk; batched metrics reach the registry, so a burst's
+        figures do not wait for the next request or scrape (with several workers, each one's
+        gauges too reach its files: any worker's /metrics sums them, so each must keep its own
+        current even when another one is scraped); and once a burst is over, the memory it
+        freed goes back to the system (``Trimmer``)."""
+        watchdog, trimmer = self.watchdog, Trimmer(self.load)
+        watchdog.running = True
+        try:
+            with scope:
+                while True:
+                    now = trio.current_time()
+                    watchdog.expire(now)
+                    self.journal.flush()
+                    if self.metrics is not None:
+                        self.metrics.flush()
+                        if multiprocess():
+                            self.metrics.refresh()
+                    if trimmer.due(now):
+                        await trimmer.trim(now)
+                    await trio.sleep(HOUSEKEEPING_S)
+        finally:
+            watchdog.running = False
+
     async def reset(self, settings: Settings) -> None:
         """Back to ``settings`` with nothing remembered: no journal, no scripts, zeroed
         metrics, full rate-limit buckets, fault draws from their seed. What a server
@@ -194,3 +229,78 @@ class Live:
             self.journal.clear()
             self.scripts.clear()
             self.build_routes()
+
+
+def create_app(settings: Settings | None = None) -> TrioMockApp:
+    """Build the app for ``settings`` (from the environment when None).
+
+    Raises:
+      SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    obs = settings.observability
+    if obs.metrics_auth and obs.admin_key is None and not settings.server.api_keys:
+        log.warning("--metrics-auth: no --admin-key or --api-keys set, so /metrics stays open")
+    tokenizer = load_tokenizer(settings.output.tokenizer)
+
+    origins = settings.server.cors_origins
+    app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
+    live = app.live = Live(settings, tokenizer)
+    install_info_routes(app, live, tokenizer)
+    install_vllm_routes(app, lambda: live.settings, tokenizer)
+    install_control_routes(app, live)
+    release_free_memory()  # the corpus build's temporaries are gone by now
+    install_error_handlers(app)
+    app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
+
+    chores, pacing = trio.CancelScope(), trio.CancelScope()
+
+    async def pace() -> None:
+        with pacing:
+            await live.pacer.run()
+
+    @app.before_serving
+    async def mark_start() -> None:
+        live.limiter.start()  # rate_limit_after_s counts from here
+        app.nursery.start_soon(live.housekeeping, chores)
+        app.nursery.start_soon(pace)
+
+    @app.after_serving
+    async def close_journal() -> None:
+        chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
+        pacing.cancel()
+        live.journal.close()
+
+    return app
+
+
+SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"
+
+
+def app_from_environment() -> QuartTrio:
+    """Build the app for ``hypercorn -k trio trio_mock:app``.
+
+    Exact settings may come as JSON in one variable (``TRIO_MOCK_SETTINGS_JSON``), else
+    from the ``TRIO_MOCK_*`` variables. (The CLI's workers are forked with their settings.)
+    """
+    exact = os.environ.get(SETTINGS_JSON)
+    settings = Settings.from_json(exact) if exact else Settings.from_env()
+    if not logging.getLogger().handlers:  # a spawned worker, or a bare hypercorn
+        configure_logging(settings)
+    return create_app(settings)
+
+
+class EnvironmentApp:
+    """``trio_mock.app``: an ASGI app built from the environment on first use.
+
+    Hypercorn finds ``app`` in the module's namespace, so it must exist at import; building
+    the real app (tokenizer, corpus) only when served keeps ``import trio_mock`` cheap.
+    """
+
+    def __init__(self) -> None:
+        self._app: QuartTrio | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            self._app = app_from_environment()
+        await self._app(scope, receive, send)
