@@ -20,7 +20,6 @@ from ._lag import LagMonitor
 
 if TYPE_CHECKING:
     from .._openai._exchange import Exchange
-    from .._sim._schedule import Ending
     from ._journal import Journal
     from ._metrics import Metrics
 
@@ -68,7 +67,7 @@ class Observer:
                 extra={"request_id": record.request_id, "direction": "request"},
             )
 
-    def planned(self, record: Record, exchange: Exchange) -> None:
+    def planned(self, record: Record, exchange: Exchange[Any]) -> None:
         """What the request's stages decided (``_serve._exchange``)."""
         record.model, record.rule = exchange.model, exchange.rule
         if exchange.fault is not None:
@@ -95,12 +94,17 @@ class Observer:
                 record.response.append(body)
 
     @staticmethod
-    def cut(record: Record, ending: Ending) -> None:
-        """The server ends the reply early (``ending.cut``), telling the client
-        ``ending.error`` if anything."""
-        record.cut = ending.cut
-        if ending.error is not None:
-            record.error = ending.error
+    def refused(record: Record, status: int, error: dict[str, Any]) -> None:
+        """Refused with ``error``, told otherwise than in a body (a Realtime event)."""
+        record.status, record.error = status, error
+
+    @staticmethod
+    def cut(record: Record, reason: str, error: dict[str, Any] | None = None) -> None:
+        """The server ends the reply early (``"fault"``, ``"time_limit"``, ``"cancelled"``),
+        telling the client ``error`` if anything."""
+        record.cut = reason
+        if error is not None:
+            record.error = error
 
     @staticmethod
     def gone(record: Record) -> None:

@@ -8,25 +8,26 @@ plays it, and the journal notes it in one call (``_observe._observer``). Pure.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from attrs import frozen
 
 from .._config._faults import CUTS
+from ._frames import Planned
 
 if TYPE_CHECKING:
     from .._config._faults import Fault
     from ._errors import OpenAIError
-    from ._frames import Reply
 
 Headers = tuple[tuple[bytes, bytes], ...]
+Reply = TypeVar("Reply", bound=Planned)  # an HTTP endpoint's, or a Realtime response's
 
 
 @frozen(kw_only=True)
-class Exchange:
+class Exchange(Generic[Reply]):
     """A request, planned. Times are the server's clock (``trio.current_time()``)."""
 
-    headers: Headers  # the answer's own: request id, rule, fault, rate limits, the plan
+    headers: Headers = ()  # the answer's own: request id, rule, fault, rate limits, the plan
     start: float  # arrival: the TTFT and the time limit count from here
     model: str | None = None
     rule: str | None = None  # the scripted rule that matched, as the journal names it

@@ -33,8 +33,8 @@ def new_id(prefix: str, length: int = 29) -> str:
     return prefix + os.urandom(length).translate(ID_TABLE).decode()
 
 
-class Reply(Protocol):
-    """A planned answer, as the ASGI layer serves it: a body, or frames on a schedule."""
+class Planned(Protocol):
+    """What the journal and the plan's headers read of any planned reply."""
 
     @property
     def stream(self) -> bool: ...
@@ -42,16 +42,6 @@ class Reply(Protocol):
     @property
     def offsets(self) -> list[Sequence[float]]:
         """Each choice's event due times, seconds after admission."""
-        ...
-
-    @property
-    def event_ends(self) -> list[Sequence[int]]:
-        """Each choice's tokens sent by the end of each event (as ``offsets``)."""
-        ...
-
-    @property
-    def charge(self) -> int:
-        """Tokens a rate limit charges: the prompt plus the most output asked for."""
         ...
 
     @property
@@ -65,6 +55,20 @@ class Reply(Protocol):
     @property
     def finish_reason(self) -> str | None:
         """The first choice's; None for embeddings."""
+        ...
+
+
+class PlannedReply(Planned, Protocol):
+    """A planned answer, as the ASGI layer serves it: a body, or frames on a schedule."""
+
+    @property
+    def event_ends(self) -> list[Sequence[int]]:
+        """Each choice's tokens sent by the end of each event (as ``offsets``)."""
+        ...
+
+    @property
+    def charge(self) -> int:
+        """Tokens a rate limit charges: the prompt plus the most output asked for."""
         ...
 
     def body(self) -> bytes: ...

@@ -302,7 +302,7 @@ class RenderedEmbeddings:
     def body(self) -> bytes:
         return self.data
 
-    # A non-streamed reply has no frames; these complete the Reply protocol.
+    # A non-streamed reply has no frames; these complete the PlannedReply protocol.
     def opening(self) -> bytes:
         return b""
 

@@ -32,7 +32,7 @@ from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
 if TYPE_CHECKING:
     from .._observe._journal import Record
     from .._openai._exchange import Exchange
-    from .._openai._frames import Reply
+    from .._openai._frames import PlannedReply
     from .._sim._schedule import Event
     from ._exchange import Services, Stages
     from ._load import Admission
@@ -69,13 +69,13 @@ def body_writer(scope: Message, send: Send) -> Write:
     return write
 
 
-def unfinished(exchange: Exchange) -> Headers:
+def unfinished(exchange: Exchange[PlannedReply]) -> Headers:
     """Headers for a response that will be cut: on HTTP/2 a length it never reaches, since
     ASGI cannot reset a stream (on HTTP/1.1 the connection closes mid-body)."""
     return [(b"content-length", b"2147483647")] if exchange.http2 else []
 
 
-async def hang_up(send: Send, exchange: Exchange) -> None:
+async def hang_up(send: Send, exchange: Exchange[PlannedReply]) -> None:
     """Cut the response short. On HTTP/1.1 the caller returns without ending the body and
     Hypercorn closes the connection; on HTTP/2 the stream ends short of its length, which
     the client takes as a protocol error and drops the connection, streams and all."""
@@ -93,7 +93,7 @@ async def cancel_on_disconnect(
     scope.cancel()
 
 
-def error_ending(reply: Reply, error: OpenAIError, cut: str) -> Ending:
+def error_ending(reply: PlannedReply, error: OpenAIError, cut: str) -> Ending:
     """The frame that cuts ``reply`` short with ``error``, built only if it goes out."""
     return Ending(partial(reply.late, error), cut, error.to_body()["error"])  # type: ignore[arg-type]
 
@@ -140,13 +140,13 @@ class Endpoint:
             observer.close(record)
 
     async def send_whole(
-        self, send: Send, record: Record, status: int, body: bytes, exchange: Exchange
+        self, send: Send, record: Record, status: int, body: bytes, exchange: Exchange[PlannedReply]
     ) -> None:
         """A JSON answer in one piece, noted in the record."""
         await send_body(send, status, body, [*JSON_HEADERS, *exchange.headers])
         self.observer.answered(record, status, body)
 
-    def timeline(self, exchange: Exchange, admission: Admission) -> Iterator[Event]:
+    def timeline(self, exchange: Exchange[PlannedReply], admission: Admission) -> Iterator[Event]:
         """The reply's events on schedule, cut by its fault or its time limit; a body's
         events carry no frames (only its last moment matters)."""
         reply = exchange.reply
@@ -164,7 +164,7 @@ class Endpoint:
 
     async def play(
         self,
-        exchange: Exchange,
+        exchange: Exchange[PlannedReply],
         admission: Admission,
         scope: Message,
         receive: Receive,
@@ -200,7 +200,7 @@ class Endpoint:
             await self.send_whole(send, record, *last, exchange)
 
     async def body(
-        self, send: Send, exchange: Exchange, events: Iterator[Event], record: Record
+        self, send: Send, exchange: Exchange[PlannedReply], events: Iterator[Event], record: Record
     ) -> tuple[int, bytes] | None:
         """Wait until the reply's last token is due, as the stream would have sent it; then
         its answer: the body, or the fault's or the time limit's error, or (a
@@ -220,7 +220,7 @@ class Endpoint:
         await trio.sleep_until(deadline)
         if source.cut is None:
             return 200, exchange.reply.body()
-        self.observer.cut(record, source)
+        self.observer.cut(record, source.cut, source.error)
         if source.cut == "time_limit":
             return self.late.status, self.late.to_json()
         if source.error is not None:
@@ -232,7 +232,7 @@ class Endpoint:
         return None  # the body never comes
 
     async def stream(
-        self, scope: Message, send: Send, exchange: Exchange, events: Iterator[Event],
+        self, scope: Message, send: Send, exchange: Exchange[PlannedReply], events: Iterator[Event],
         record: Record,
     ) -> tuple[int, bytes] | None:  # fmt: skip
         """Send the SSE frames on schedule, noting when each went out; the caller ends the
@@ -256,7 +256,7 @@ class Endpoint:
             async with aclosing(paced(events, self.pacer.sleep_until, joined)) as batches:
                 async for due, ending, data in batches:
                     if ending is not None and ending.cut is not None:
-                        self.observer.cut(record, ending)
+                        self.observer.cut(record, ending.cut, ending.error)
                     if not data:  # a cut's empty ending: nothing goes out
                         continue
                     await write(data)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .._config._faults import FaultInjector
     from .._config._settings import Settings
     from .._observe._observer import Observer
-    from .._openai._frames import Reply
+    from .._openai._frames import PlannedReply
     from .._openai._overrides import Overrides
     from ._auth import Auth
     from ._housekeeping import Watchdog
@@ -43,7 +43,7 @@ class Handler(Protocol):
     """One endpoint's sans-IO side: a decoded body in, a planned reply out (or an
     OpenAIError)."""
 
-    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> Reply: ...
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> PlannedReply: ...
 
 
 @frozen
@@ -106,7 +106,7 @@ class Stages:
         start: float,
         headers: list[tuple[bytes, bytes]],
         received: Callable[[bytes], None],
-    ) -> tuple[Exchange, Admission | None] | None:
+    ) -> tuple[Exchange[PlannedReply], Admission | None] | None:
         """The request's exchange, and its admission unless it is refused; None when the
         client left first.
 
@@ -155,12 +155,12 @@ class Stages:
         except ClientGone:
             return None
         except OpenAIError as error:
-            refused = Exchange(headers=(*headers, *error.headers), start=start, model=model,
+            refused: Exchange[PlannedReply] = Exchange(headers=(*headers, *error.headers), start=start, model=model,
                                rule=rule_label, fault=fault, refusal=error)  # fmt: skip
             return refused, None
         except Exception:  # a bug must not reach the client as a traceback
             log.exception("unexpected error while handling %s", scope["path"])
-            failed = Exchange(headers=tuple(headers), start=start, model=model,
+            failed: Exchange[PlannedReply] = Exchange(headers=tuple(headers), start=start, model=model,
                               rule=rule_label, refusal=SERVER_ERROR)  # fmt: skip
             return failed, None
         planned = Exchange(
