@@ -114,6 +114,11 @@ class Record:
         if closing:
             self.ends_with_frame = True
 
+    def was_due(self, times: Iterable[float]) -> None:
+        """A body's token events came due at ``times`` (a body's tokens are never written
+        one by one: it goes whole after the last)."""
+        self.due.extend(times)
+
     def tokens_sent(self) -> int:
         """Tokens that reached the client: all that were planned unless the reply was
         cut, else the planned count in proportion to the token events written."""

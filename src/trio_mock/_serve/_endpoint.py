@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
 from functools import partial
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -26,8 +26,8 @@ from .._openai._errors import INJECTED_ERROR, OpenAIError
 from .._sim._schedule import Ending
 from .._sim._timeline import Clock, timeline
 from ._pacing import joined, paced
+from ._protocols import ARRIVAL_EXTENSION, BODY_EXTENSION
 from ._request import JSON_HEADERS, Message, Receive, Send, request_id, send_body
-from ._worker import ARRIVAL_EXTENSION, BODY_EXTENSION
 
 if TYPE_CHECKING:
     from .._observe._journal import Record
@@ -93,9 +93,13 @@ async def cancel_on_disconnect(
     scope.cancel()
 
 
-def error_ending(reply: PlannedReply, error: OpenAIError, cut: str) -> Ending:
-    """The frame that cuts ``reply`` short with ``error``, built only if it goes out."""
-    return Ending(partial(reply.late, error), cut, error.to_body()["error"])  # type: ignore[arg-type]
+def error_object(error: OpenAIError) -> dict[str, Any]:
+    """The ``error`` object of an error's body, as the journal keeps it."""
+    body: dict[str, Any] = error.to_body()["error"]  # type: ignore[assignment]
+    return body
+
+
+INJECTED = error_object(INJECTED_ERROR)
 
 
 class Endpoint:
@@ -107,6 +111,7 @@ class Endpoint:
         self.watchdog = services.watchdog
         self.pacer = services.pacer
         self.late = too_long(services.settings.server.max_request_s)
+        self.late_error = error_object(self.late)
         # Under the load model each ITL step is stretched by the decode count at that moment.
         factor = services.settings.latency.itl_load_factor
         self.itl_scale = partial(services.load.itl_scale, factor) if factor else None
@@ -157,8 +162,8 @@ class Endpoint:
             choices = reply.streams()
         else:
             choices = [(offsets, repeat(b"")) for offsets in reply.offsets]
-        late = error_ending(reply, self.late, "time_limit")
-        injected = error_ending(reply, INJECTED_ERROR, "fault")
+        late = Ending(partial(reply.late, self.late), "time_limit", self.late_error)
+        injected = Ending(partial(reply.late, INJECTED_ERROR), "fault", INJECTED)
         return timeline(choices, reply.event_ends, clock, Ending(reply.closing), late,
                         exchange.cutting_fault, injected)  # fmt: skip
 
@@ -176,7 +181,7 @@ class Endpoint:
         assert reply is not None
         if exchange.fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0:
             admission.first_token()  # nothing to wait for
-            record.due.extend(repeat(exchange.admitted, record.planned_events))
+            record.was_due(repeat(exchange.admitted, record.planned_events))
             await self.send_whole(send, record, 200, reply.body(), exchange)
             return
         events = self.timeline(exchange, admission)
@@ -213,7 +218,7 @@ class Endpoint:
         deadline, source = next(events)
         await trio.sleep_until(deadline)  # the first token's moment
         while type(source) is not Ending:
-            record.due.append(deadline)
+            record.was_due((deadline,))
             deadline, source = next(events)
             if self.itl_scale is not None:  # under load, each step needs its moment
                 await trio.sleep_until(deadline)

@@ -24,7 +24,7 @@ from .._openai._overrides import merged, parse_overrides
 from ._request import ClientGone, Message, Receive, read_body
 
 if TYPE_CHECKING:
-    from .._config._faults import FaultInjector
+    from .._config._faults import Fault, FaultInjector
     from .._config._settings import Settings
     from .._observe._observer import Observer
     from .._openai._frames import PlannedReply
@@ -116,7 +116,8 @@ class Stages:
           received: told the body once it is read (for the journal and the raw log).
         """
         services = self.services
-        fault = services.faults.draw()  # on arrival, so a seed gives the same faults in order
+        drawn = services.faults.draw()  # on arrival, so a seed gives the same faults in order
+        fault: Fault | None = None
         model: str | None = None
         rule_label: str | None = None
         try:
@@ -140,7 +141,7 @@ class Stages:
             reply = await self.handler.prepare(data, overrides)
             if services.limiter.active:
                 headers += services.limiter.charge(scope["headers"], str(named), reply.charge)
-            fault = services.faults.decide(fault, overrides.fault)
+            fault = services.faults.decide(drawn, overrides.fault)
             if fault is not None:
                 headers.append((b"x-mock-fault", fault.spec.encode()))
                 if fault.kind == "status":
@@ -155,24 +156,27 @@ class Stages:
         except ClientGone:
             return None
         except OpenAIError as error:
-            refused: Exchange[PlannedReply] = Exchange(headers=(*headers, *error.headers), start=start, model=model,
-                               rule=rule_label, fault=fault, refusal=error)  # fmt: skip
-            return refused, None
+            headers += error.headers
+            refusal: OpenAIError = error
         except Exception:  # a bug must not reach the client as a traceback
             log.exception("unexpected error while handling %s", scope["path"])
-            failed: Exchange[PlannedReply] = Exchange(headers=tuple(headers), start=start, model=model,
-                              rule=rule_label, refusal=SERVER_ERROR)  # fmt: skip
-            return failed, None
-        planned = Exchange(
-            headers=tuple(headers),
-            start=start,
-            model=model,
-            rule=rule_label,
-            fault=fault,
-            reply=reply,
-            admitted=anchor + (fault.delay_s if fault is not None else 0.0),
-            ttft_scale=admission.ttft_scale,
-            limit=start + self.limit_s,
-            http2=scope["http_version"] == "2",
-        )
-        return attrs.evolve(planned, headers=(*headers, *planned.plan_headers())), admission
+            refusal = SERVER_ERROR
+        else:
+            planned = Exchange(
+                headers=tuple(headers),
+                start=start,
+                model=model,
+                rule=rule_label,
+                fault=fault,
+                reply=reply,
+                admitted=anchor + (fault.delay_s if fault is not None else 0.0),
+                ttft_scale=admission.ttft_scale,
+                limit=start + self.limit_s,
+                http2=scope["http_version"] == "2",
+            )
+            return attrs.evolve(planned, headers=(*headers, *planned.plan_headers())), admission
+        refused: Exchange[PlannedReply] = Exchange(
+            headers=tuple(headers), start=start, model=model, rule=rule_label, fault=fault,
+            refusal=refusal,
+        )  # fmt: skip
+        return refused, None
