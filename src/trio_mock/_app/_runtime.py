@@ -27,6 +27,7 @@ from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
 from .._openai._model import MockModel
+from .._openai._openrouter import Prices, error_body as openrouter_error
 from .._serve._auth import Auth
 from .._serve._chat import ChatHandler
 from .._serve._completions import CompletionsHandler
@@ -36,6 +37,7 @@ from .._serve._exchange import Handler, Services, Stages
 from .._serve._housekeeping import Trimmer, Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop
+from .._serve._openrouter import OpenRouterChatHandler, OpenRouterCompletionsHandler, WithExtras
 from .._serve._pacing import Pacer
 from .._serve._ratelimit import RateLimiter
 from .._serve._realtime import RealtimeEndpoint
@@ -67,6 +69,19 @@ def build_handlers(
         "/completions": CompletionsHandler(model),
         "/responses": ResponsesHandler(model),
         "/embeddings": EmbeddingsHandler(settings, tokenizer),
+    }
+
+
+def build_openrouter_handlers(
+    settings: Settings, model: MockModel, tokenizer: Tokenizer
+) -> dict[str, Handler]:
+    """The same APIs under OpenRouter's ``/api/v1``, in its dialect."""
+    prices, models = Prices(settings.models.model_prices), settings.models
+    return {
+        "/chat/completions": OpenRouterChatHandler(model, prices),
+        "/completions": OpenRouterCompletionsHandler(model, prices),
+        "/responses": WithExtras(ResponsesHandler(model), models, "keep"),
+        "/embeddings": WithExtras(EmbeddingsHandler(settings, tokenizer), models, "drop"),
     }
 
 
@@ -107,7 +122,7 @@ class Live:
 
     def build_routes(self) -> None:
         """Endpoints for the current settings, swapped in at once; each also without the
-        /v1 prefix, as vLLM serves them."""
+        /v1 prefix, as vLLM serves them, and under OpenRouter's /api/v1 in its dialect."""
         settings = self.settings
         obs = settings.observability
         services = Services(
@@ -126,6 +141,11 @@ class Live:
         for path, handler in build_handlers(settings, self.model, self.tokenizer).items():
             endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
+        for path, handler in build_openrouter_handlers(
+            settings, self.model, self.tokenizer
+        ).items():
+            stages = Stages(handler, services)
+            routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error)
         realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 

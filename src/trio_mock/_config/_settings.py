@@ -104,6 +104,25 @@ def origin_problem(origin: str) -> str | None:
     )
 
 
+MAX_PRICE = 1_000_000.0  # USD per million tokens: far above any real model's
+
+
+def price_entry_problem(entry: str) -> str | None:
+    """Why ``name=prompt:completion`` (USD per million tokens) is not a price, or None."""
+    name, _, prices = entry.partition("=")
+    parts = prices.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not name or len(values) != 2 or not all(0 <= v <= MAX_PRICE for v in values):
+        return (
+            "expected name=prompt:completion in USD per million tokens, each 0 to "
+            f"{MAX_PRICE:g}, got {entry!r}"
+        )
+    return None
+
+
 def context_entry_problem(entry: str) -> str | None:
     name, _, tokens = entry.partition("=")
     if not name or not tokens.isdigit() or int(tokens) not in SOME_TOKENS:
@@ -202,6 +221,13 @@ class ModelSettings:
         "per-model context lengths as name=tokens, names may use * (e.g. gpt-4=8192,gpt-3.5*=16385)",
         lambda v: next(filter(None, map(context_entry_problem, v)), None),
     )
+    model_prices: tuple[str, ...] = knob(
+        (),
+        "per-model prices for OpenRouter's usage.cost and /api/v1/models, as "
+        "name=prompt:completion in USD per million tokens, names may use * (unlisted: free)",
+        lambda v: next(filter(None, map(price_entry_problem, v)), None),
+    )
+    provider_name: str = knob("trio-mock", "provider named in replies on the /api/v1 routes")
 
 
 @frozen(kw_only=True)

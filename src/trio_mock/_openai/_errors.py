@@ -38,10 +38,19 @@ class OpenAIError(Exception):
     type: str | None = None  # derived from status when None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # sent with it (retry-after, rate limits)
 
+    @property
+    def kind(self) -> str:
+        """OpenAI's ``type``: the one given, else the status's."""
+        return self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
+
     def to_body(self) -> dict[str, object]:
-        kind = self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
         return {
-            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
         }
 
     def to_json(self) -> bytes:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .._openai._model import MockModel
     from .._openai._overrides import Overrides
     from .._openai._protocol import ChatMessage
+    from .._sim._plan import ChoicePlan
 
 
 def message_text(message: ChatMessage) -> str:
@@ -119,6 +120,10 @@ class ChatHandler:
         self.model = model
         self.settings = model.settings
 
+    def render(self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any) -> ChatEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return ChatEmitter(choices, prompt_tokens, **common)
+
     def count_messages(self, messages: list[ChatMessage]) -> int:
         total = REPLY_PRIMING
         encode = self.model.tokenizer.encode
@@ -141,7 +146,7 @@ class ChatHandler:
         ask = chat_ask(chat)
         prompt_tokens = await self.prompt_tokens(chat)
         choices = await self.model.plan(ask, prompt_tokens, overrides)
-        return ChatEmitter(
+        return self.render(
             choices,
             prompt_tokens,
             model=chat.model,

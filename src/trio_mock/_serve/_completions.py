@@ -68,6 +68,12 @@ class CompletionsHandler:
         self.model = model
         self.settings = model.settings
 
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> CompletionEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return CompletionEmitter(choices, prompt_tokens, **common)
+
     def texts(self, prompts: list[str | list[int]]) -> list[tuple[str, int]]:
         """Each prompt's text and token count."""
         tokenizer = self.model.tokenizer
@@ -125,7 +131,7 @@ class CompletionsHandler:
             )
             choices += await self.model.plan(ask, tokens, overrides, first_index=p * request.n)
         echoes = [text for text, _ in texts] if request.echo else None
-        return CompletionEmitter(
+        return self.render(
             choices,
             sum(tokens for _, tokens in texts),
             model=request.model,
@@ -202,28 +208,26 @@ class CompletionEmitter(ChoicesEmitter):
             "text_offset": starts,
         }
 
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": self.fingerprint,
-                "choices": [
-                    {
-                        "text": self.echo(c) + c.text,
-                        "index": c.index,
-                        "logprobs": None
-                        if c.logprobs is None
-                        else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
-                        "finish_reason": c.finish_reason,
-                    }
-                    for c in self.choices
-                ],
-                "usage": self.usage(),
-            }
-        )
+    def body_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": [
+                {
+                    "text": self.echo(c) + c.text,
+                    "index": c.index,
+                    "logprobs": None
+                    if c.logprobs is None
+                    else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
+                    "finish_reason": c.finish_reason,
+                }
+                for c in self.choices
+            ],
+            "usage": self.usage(),
+        }
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
