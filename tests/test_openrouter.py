@@ -18,8 +18,8 @@ from conftest import check_error, server_in_thread, sync_client
 from helpers import HTTP_TIMEOUT_S, post, tokens
 from trio_mock._config._knobs import SettingsError
 from trio_mock._config._settings import Settings
-from trio_mock._openai._errors import OpenAIError
-from trio_mock._openai._openrouter import Price, Prices, error_body, per_token
+from trio_mock._openai._errors import OpenAIError, openrouter_error_body as error_body
+from trio_mock._openai._openrouter import Price, Prices, per_token
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam

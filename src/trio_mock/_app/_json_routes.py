@@ -15,8 +15,14 @@ import orjson
 from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
-from .._openai._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
-from .._openai._openrouter import error_body_for
+from .._openai._errors import (
+    BODY_TIMEOUT,
+    METHOD_NOT_ALLOWED,
+    SERVER_ERROR,
+    TOO_LARGE,
+    OpenAIError,
+    error_body_for,
+)
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio

@@ -26,18 +26,18 @@ from .._observe._journal import Journal
 from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
+from .._openai._errors import openrouter_error_body
 from .._openai._model import MockModel
-from .._openai._openrouter import Prices, error_body as openrouter_error
+from .._openai._openrouter import Prices
 from .._serve._auth import Auth
-from .._serve._chat import ChatHandler
-from .._serve._completions import CompletionsHandler
+from .._serve._chat import ChatHandler, OpenRouterChatHandler
+from .._serve._completions import CompletionsHandler, OpenRouterCompletionsHandler
 from .._serve._embeddings import EmbeddingsHandler
 from .._serve._endpoint import Endpoint
-from .._serve._exchange import Handler, Services, Stages
+from .._serve._exchange import Handler, Services, Stages, WithExtras
 from .._serve._housekeeping import Trimmer, Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop
-from .._serve._openrouter import OpenRouterChatHandler, OpenRouterCompletionsHandler, WithExtras
 from .._serve._pacing import Pacer
 from .._serve._ratelimit import RateLimiter
 from .._serve._realtime import RealtimeEndpoint
@@ -145,7 +145,7 @@ class Live:
             settings, self.model, self.tokenizer
         ).items():
             stages = Stages(handler, services)
-            routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error)
+            routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error_body)
         realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 

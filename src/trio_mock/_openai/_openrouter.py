@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from attrs import frozen
 
-from ._errors import OpenAIError, invalid
+from ._errors import OpenAIError, invalid, openrouter_error_body
 from ._frames import ChatEmitter, ChoicesEmitter, error_frame
 from ._validate import at_least, at_most, check_model
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from .._config._settings import ModelSettings
     from .._sim._plan import ChoicePlan
@@ -47,30 +47,6 @@ PROVIDER_CHOICES = {
 MAX_PRICE_KEYS = ("prompt", "completion", "image", "audio", "request")
 # https://openrouter.ai/docs/use-cases/reasoning-tokens
 EFFORTS = ("xhigh", "high", "medium", "low", "minimal", "none")
-
-
-def error_body(error: OpenAIError) -> dict[str, object]:
-    """OpenRouter's error shape (https://openrouter.ai/docs/errors): ``code`` is the HTTP
-    status; OpenAI's ``type``, ``param`` and ``code`` ride in ``metadata``, so a client of
-    either API finds them."""
-    metadata: dict[str, object] = {"type": error.kind}
-    if error.param is not None:
-        metadata["param"] = error.param
-    if error.code is not None:
-        metadata["code"] = error.code
-    return {"error": {"code": error.status, "message": error.message, "metadata": metadata}}
-
-
-def error_json(error: OpenAIError) -> bytes:
-    return orjson.dumps(error_body(error))
-
-
-PREFIX = "/api/v1"  # OpenRouter's base URL is https://openrouter.ai/api/v1
-
-
-def error_body_for(path: str) -> Callable[[OpenAIError], dict[str, object]]:
-    """The error shape of a route that is not a hot endpoint (those are built with theirs)."""
-    return error_body if path.startswith(PREFIX) else OpenAIError.to_body
 
 
 def names(param: str, value: Any) -> list[str]:
@@ -341,7 +317,7 @@ class OpenRouterChoices(ChoicesEmitter):
         return {"provider": self.provider} | super().body_object()
 
     def late(self, error: OpenAIError) -> bytes:
-        return error_frame(error_json(error))
+        return error_frame(orjson.dumps(openrouter_error_body(error)))
 
 
 class OpenRouterChat(OpenRouterChoices, ChatEmitter):

@@ -17,6 +17,7 @@ from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import ChoicesEmitter
 from .._openai._model import Ask
+from .._openai._openrouter import OpenRouterChoices, openai_request
 from .._openai._protocol import CompletionRequest
 from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
@@ -25,6 +26,7 @@ from ._offload import off_loop
 
 if TYPE_CHECKING:
     from .._openai._model import MockModel
+    from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan, Logprobs
 
@@ -255,3 +257,28 @@ class CompletionEmitter(ChoicesEmitter):
                 + b"}]"
                 + tail
             )
+
+
+class OpenRouterCompletion(OpenRouterChoices, CompletionEmitter):
+    """A text completion as OpenRouter sends it."""
+
+
+class OpenRouterCompletionsHandler(CompletionsHandler):
+    """Text completions on ``/api/v1/completions``."""
+
+    def __init__(self, model: MockModel, prices: Prices) -> None:
+        super().__init__(model)
+        self.prices = prices
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> OpenRouterCompletion:
+        price = self.prices.of(common["model"])
+        provider = self.settings.models.provider_name
+        return OpenRouterCompletion(
+            choices, prompt_tokens, provider=provider, price=price, **common
+        )
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> CompletionEmitter:
+        body = openai_request(data, self.settings.models, "drop")
+        return await super().prepare(body, overrides)

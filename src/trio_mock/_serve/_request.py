@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from .._openai._errors import BODY_TIMEOUT, TOO_LARGE, OpenAIError
+from .._openai._errors import BODY_TIMEOUT, TOO_LARGE, OpenAIError, error_body_for
 from .._openai._frames import new_id
-from .._openai._openrouter import error_body_for
 
 if TYPE_CHECKING:
     from .._config._settings import ServerSettings
