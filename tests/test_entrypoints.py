@@ -1,5 +1,6 @@
 """Entry points: ``python -m trio_mock``, the ``trio-mock`` script, ``hypercorn -k trio
-trio_mock:app``, ``--workers``, settings precedence, and embedding ``serve``.
+trio_mock:app`` (plain ``hypercorn trio_mock:app`` is refused), ``--workers``, settings
+precedence, and embedding ``serve``.
 
 Subprocess tests run real servers on loopback; every wait is bounded, and every process
 (with its children: each runs in its own session) is killed in ``finally``.
@@ -7,6 +8,7 @@ Subprocess tests run real servers on loopback; every wait is bounded, and every 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -367,6 +369,43 @@ async def test_hypercorn_serves_app_from_env(tmp_path: Path) -> None:
     assert [m["id"] for m in models["data"]] == ["a", "b"]
     assert returncode == 0, output
     assert "Error in ASGI Framework" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [[], ["--workers", "0"]], ids=["spawned", "in-process"])
+async def test_plain_hypercorn_refuses_before_serving(workers: list[str]) -> None:
+    """Without ``-k trio``, Hypercorn's asyncio worker would serve empty 500s: the app
+    stops it at start-up, in one line naming the command to use."""
+    args = [str(BIN / "hypercorn"), *workers, "trio_mock:app", "--bind", "127.0.0.1:0"]
+    with trio.fail_after(START_TIMEOUT_S):
+        done = await trio.run_process(args, env=clean_env(), capture_stderr=True, check=False)
+    output = done.stderr.decode()
+    assert output.splitlines() == [
+        "trio-mock runs on Trio, not on this server's event loop:"
+        " use `hypercorn -k trio trio_mock:app` (or the `trio-mock` command)"
+    ]
+    # Hypercorn drops a spawned worker's exit code (``run._join_exited`` runs twice).
+    assert done.returncode == (1 if workers else 0)
+
+
+def test_app_outside_trio_refuses_in_one_line() -> None:
+    """Under asyncio, the lifespan ends the server with the line; a request that arrives
+    without a lifespan (a server that skipped it) gets the line as its 500."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body is never read")
+
+    app = trio_mock.app
+    with pytest.raises(SystemExit, match=r"use `hypercorn -k trio trio_mock:app`"):
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+    asyncio.run(app({"type": "http", "path": "/health"}, receive, send))
+    start, body = sent
+    assert start["status"] == 500
+    assert body["body"].decode().startswith("trio-mock runs on Trio")
 
 
 # --- --workers 2 ---------------------------------------------------------------------------------

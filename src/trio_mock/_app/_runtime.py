@@ -11,6 +11,7 @@ their own knobs change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -310,17 +311,48 @@ def app_from_environment() -> QuartTrio:
     return create_app(settings)
 
 
+TRIO_COMMAND = "hypercorn -k trio trio_mock:app"
+NOT_TRIO = (
+    f"trio-mock runs on Trio, not on this server's event loop: use `{TRIO_COMMAND}`"
+    " (or the `trio-mock` command)"
+)
+
+
 class EnvironmentApp:
     """``trio_mock.app``: an ASGI app built from the environment on first use.
 
     Hypercorn finds ``app`` in the module's namespace, so it must exist at import; building
     the real app (tokenizer, corpus) only when served keeps ``import trio_mock`` cheap.
+
+    Served by an asyncio server (plain ``hypercorn trio_mock:app``), it refuses at start-up
+    with one line naming the Trio command: else Hypercorn would swallow the lifespan error
+    and answer every request with an empty 500.
     """
 
     def __init__(self) -> None:
         self._app: QuartTrio | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not trio.lowlevel.in_trio_run():
+            await refuse(scope, send)
+            return
         if self._app is None:
             self._app = app_from_environment()
         await self._app(scope, receive, send)
+
+
+async def refuse(scope: Mapping[str, Any], send: Any) -> None:
+    """Stop an asyncio server before it serves: ``SystemExit`` leaves asyncio's loop at
+    once and prints its one line. Should a server skip the lifespan, each request gets the
+    line as a 500, never an empty one.
+    """
+    if scope["type"] == "lifespan":
+        task = asyncio.current_task()
+        if task is not None:  # retrieve the exit, else asyncio logs it again with a traceback
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        raise SystemExit(NOT_TRIO)
+    if scope["type"] == "http":
+        body = NOT_TRIO.encode() + b"\n"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
