@@ -31,6 +31,7 @@ from ._ranges import (
     LOAD_FACTOR,
     PER_TOKEN_MS,
     PERCENT,
+    RETRY_AFTER_S,
     SECONDS,
     SEED,
     SHARE,
@@ -308,6 +309,12 @@ class FaultSettings:
         None,
         "seed of the fault draws: the same requests meet the same faults",
         SEED,
+    )
+    fault_retry_after_s: float = knob(
+        2.0,
+        "retry-after of injected 429 and 503 answers, in seconds; "
+        "the official SDKs honour up to 60",
+        RETRY_AFTER_S,
     )
 
 

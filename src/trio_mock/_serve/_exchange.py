@@ -22,6 +22,7 @@ from .._openai._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, OpenAIError, sta
 from .._openai._exchange import Exchange
 from .._openai._openrouter import openai_request
 from .._openai._overrides import merged, parse_overrides
+from ._ratelimit import injected
 from ._request import ClientGone, Message, Receive, read_body
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class Stages:
         self.handler = handler
         self.services = services
         self.limit_s = services.settings.server.max_request_s
+        self.retry_after_s = services.settings.faults.fault_retry_after_s
 
     async def decide(
         self,
@@ -152,7 +154,7 @@ class Stages:
                 rule_label = rule.label
                 headers.append((b"x-mock-rule", b"%d" % rule.id))
                 if rule.error is not None:
-                    raise rule.error
+                    raise injected(rule.error, self.retry_after_s, headers)
                 overrides = merged(rule.overrides, overrides)
             reply = await self.handler.prepare(data, overrides)
             if services.limiter.active:
@@ -161,7 +163,7 @@ class Stages:
             if fault is not None:
                 headers.append((b"x-mock-fault", fault.spec.encode()))
                 if fault.kind == "status":
-                    raise status_error(fault.status)
+                    raise injected(status_error(fault.status), self.retry_after_s, headers)
             # The schedule runs from arrival: our own work so far is absorbed into the
             # TTFT. Only a modelled wait (the capacity queue, a slow-headers fault) moves it.
             anchor = start

@@ -6,6 +6,7 @@ charged one request and its prompt tokens plus the output it may ask for (``max_
 or the planned reply when it sets none), as OpenAI estimates it before generating. Every
 answer carries the ``x-ratelimit-*`` headers; a refusal is a 429 with ``retry-after`` and
 ``retry-after-ms`` saying when the request would fit, which the official SDKs honour.
+Injected 429s and 503s (faults, scripted errors) get the same headers (``injected``).
 
 Time is ``trio.current_time()``, so tests drive the buckets with a MockClock.
 """
@@ -16,6 +17,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._openai._errors import OpenAIError
@@ -218,3 +220,32 @@ def retry_headers(wait_s: float) -> Headers:
     """``retry-after`` in whole seconds (rounded up) and ``retry-after-ms``, both > 0."""
     ms = max(1, math.ceil(wait_s * 1000))
     return [(b"retry-after", b"%d" % math.ceil(ms / 1000)), (b"retry-after-ms", b"%d" % ms)]
+
+
+RETRIED = (429, 503)  # the statuses a real server sends with a retry time
+
+
+def injected(error: OpenAIError, retry_after_s: float, answer: Headers) -> OpenAIError:
+    """An injected 429 or 503 as a real one comes: with ``retry-after`` and
+    ``retry-after-ms``, and for a 429 the ``x-ratelimit-*`` headers of an empty requests
+    bucket, unless the limiter already put its own in ``answer``. So a client's retry
+    logic can be tested with injected faults alone.
+
+    Args:
+      retry_after_s: ``--fault-retry-after-s``.
+      answer: the headers the answer carries so far.
+    """
+    if error.status not in RETRIED:
+        return error
+    added = retry_headers(retry_after_s)
+    if error.status == 429 and not any(name.startswith(b"x-ratelimit-") for name, _ in answer):
+        added = empty_bucket_headers(retry_after_s) + added
+    return attrs.evolve(error, headers=(*error.headers, *added))
+
+
+def empty_bucket_headers(refill_s: float) -> Headers:
+    """The headers of an empty requests bucket that refills one request in ``refill_s``
+    (a limit of 60 / ``refill_s`` a minute), so they agree with ``retry-after``."""
+    bucket = Bucket(max(1, math.floor(60 / refill_s)), now=0.0)
+    bucket.level = 0.0
+    return bucket.headers(b"requests")
