@@ -330,8 +330,10 @@ class RateLimitSettings:
         "tokens per minute allowed, counting prompt plus requested max output (429 beyond)",
         Range(1, 10**12),
     )
-    rate_limit_scope: Literal["key", "global"] = knob(
-        "key", "one bucket per API key, or one for everybody"
+    rate_limit_scope: Literal["key", "ip", "global"] = knob(
+        "key",
+        "one bucket per API key, per client address (ip), or one for everybody; at most "
+        "10000 kept, the idle then the oldest dropped beyond",
     )
     rate_limit_after_s: float | None = knob(
         None, "from this many seconds after start, every request gets 429", SECONDS

@@ -158,7 +158,8 @@ class Stages:
                 overrides = merged(rule.overrides, overrides)
             reply = await self.handler.prepare(data, overrides)
             if services.limiter.active:
-                headers += services.limiter.charge(scope["headers"], str(named), reply.charge)
+                peer = scope["client"][0] if scope.get("client") else ""
+                headers += services.limiter.charge(scope["headers"], str(named), reply.charge, peer)
             fault = services.faults.decide(drawn, overrides.fault)
             if fault is not None:
                 headers.append((b"x-mock-fault", fault.spec.encode()))

@@ -1,4 +1,5 @@
-"""Rate limits as OpenAI applies them: requests and tokens per minute, per key or global.
+"""Rate limits as OpenAI applies them: requests and tokens per minute, per key, per client
+address or global.
 
 Each limit is a bucket that holds a minute's allowance and refills continuously (limit/60
 per second), so a client that paces itself is never refused and a burst is. A request is
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 ORGANIZATION = "org-trio-mock"
 LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
-# Above this many per-key bucket pairs, the full (idle) ones are dropped, then the oldest
-# until half are left: without API keys a client picks its key, so it could pick many.
+# Above this many bucket pairs (one per key, or per client address), the full (idle) ones
+# are dropped, then the oldest until half are left: without API keys a client picks its
+# key, and clients come from many addresses, so the table must not grow without end.
 MAX_KEYS = 10_000
 
 
@@ -91,8 +93,13 @@ class RateLimiter:
         counts."""
         self.started = trio.current_time() if at is None else at
 
-    def charge(self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int) -> Headers:
+    def charge(
+        self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int, peer: str = ""
+    ) -> Headers:
         """Take one request and ``tokens`` from the caller's buckets.
+
+        Args:
+          peer: the client's address, whose buckets ``rate_limit_scope = "ip"`` charges.
 
         Returns:
           The ``x-ratelimit-*`` headers for the answer.
@@ -104,8 +111,7 @@ class RateLimiter:
         if self.started is None:
             self.started = now
         self.check_window(now, model)
-        key = (presented_key(headers) or "") if self.settings.rate_limit_scope == "key" else ""
-        requests, budget = self.buckets_for(key, now)
+        requests, budget = self.buckets_for(self.caller(headers, peer), now)
         for bucket in (requests, budget):
             if bucket is not None:
                 bucket.refill(now)
@@ -119,6 +125,15 @@ class RateLimiter:
         if budget is not None:
             budget.level -= tokens
         return limit_headers(requests, budget)
+
+    def caller(self, headers: Iterable[tuple[bytes, bytes]], peer: str) -> str:
+        """Whose buckets a request takes from: its key's (no key: the anonymous ones), its
+        address's (the connection's peer: a forwarded-for header would let a client pick
+        its own), or everybody's."""
+        scope = self.settings.rate_limit_scope
+        if scope == "key":
+            return presented_key(headers) or ""
+        return peer if scope == "ip" else ""
 
     def buckets_for(self, key: str, now: float) -> tuple[Bucket | None, Bucket | None]:
         found = self.buckets.get(key)
