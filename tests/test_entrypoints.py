@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -30,6 +31,7 @@ from helpers import clean_env, served_url
 from trio_mock._config._cpus import usable_cpus
 from trio_mock._config._knobs import SettingsError
 from trio_mock._config._settings import KNOBS, Settings
+from trio_mock.testing import MockServer
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
@@ -524,3 +526,25 @@ async def test_embedded_serve_reports_real_url() -> None:
         # serve returned, so the nursery closed: nothing listens on the port any more.
         with pytest.raises(OSError, match="all attempts to connect"):
             await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_urls_are_named_alike_everywhere() -> None:
+    """``base_url`` is the root, as ``serve`` reports it; ``url`` the OpenAI base below it,
+    on ``running()``'s server and on ``MockServer`` alike (README: "Two URLs, two names")."""
+    async with trio_mock.running(fast_settings()) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        assert not server.base_url.endswith("/v1")
+        assert server.url == server.base_url + "/v1"
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(server.base_url + "/health")).status_code == 200
+            assert (await http.get(server.url + "/models")).status_code == 200
+        async with openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0) as sdk:
+            assert [m.id async for m in sdk.models.list()] == ["trio-mock"]
+
+    def in_thread() -> tuple[str, str]:
+        with MockServer(fast_settings()) as mock:
+            return mock.base_url, mock.url
+
+    base_url, url = await trio.to_thread.run_sync(in_thread)
+    assert base_url.startswith("http://127.0.0.1:")
+    assert url == base_url + "/v1"

@@ -37,8 +37,9 @@ async def serve(
     Args:
       shutdown_trigger: awaited; when it returns, shut down gracefully. None: run until
         cancelled.
-      task_status: for ``nursery.start``: receives the bound URLs, e.g.
-        ``["http://127.0.0.1:41234"]``.
+      task_status: for ``nursery.start``: receives the bound root URLs, e.g.
+        ``["http://127.0.0.1:41234"]`` (``RunningServer.base_url``; the OpenAI SDK wants
+        them with ``/v1``, as ``RunningServer.url`` gives them).
     """
     await serve_app(
         create_app(settings), settings, shutdown_trigger=shutdown_trigger, task_status=task_status
@@ -46,10 +47,14 @@ async def serve(
 
 
 class RunningServer:
-    """A served trio-mock: where it listens, and its live journal, config and scripts."""
+    """A served trio-mock: where it listens, and its live journal, config and scripts.
+
+    Two URLs, named as ``MockServer`` names them: ``base_url`` is the root (what ``serve``
+    reports; ``/health``, ``/metrics``, ``/_mock/*``), ``url`` the OpenAI base URL below it.
+    """
 
     def __init__(self, base_url: str, app: TrioMockApp) -> None:
-        self.base_url = base_url  # e.g. "http://127.0.0.1:41234"
+        self.base_url = base_url  # the root, e.g. "http://127.0.0.1:41234": no /v1
         self.app = app
 
     @property
