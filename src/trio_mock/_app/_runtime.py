@@ -27,6 +27,7 @@ from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
 from .._openai._model import MockModel
+from .._openai._voice import model_tokenizers
 from .._serve._auth import Auth
 from .._serve._chat import ChatHandler
 from .._serve._completions import CompletionsHandler
@@ -59,14 +60,13 @@ SECRETS = ("api_keys", "admin_key")  # shown masked by Settings.public()
 HOUSEKEEPING_S = 0.25
 
 
-def build_handlers(
-    settings: Settings, model: MockModel, tokenizer: Tokenizer
-) -> dict[str, Handler]:
+def build_handlers(settings: Settings, model: MockModel) -> dict[str, Handler]:
+    tokenizers = {name: voice.tokenizer for name, voice in model.voices.items()}
     return {
         "/chat/completions": ChatHandler(model),
         "/completions": CompletionsHandler(model),
         "/responses": ResponsesHandler(model),
-        "/embeddings": EmbeddingsHandler(settings, tokenizer),
+        "/embeddings": EmbeddingsHandler(settings, model.tokenizer, tokenizers),
     }
 
 
@@ -80,7 +80,8 @@ class Live:
 
     def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
         """Raises:
-        SettingsError: the scripts file holds a bad rule.
+        SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
+          cannot be loaded.
         """
         obs = settings.observability
         self.settings = settings
@@ -96,7 +97,8 @@ class Live:
                 self.scripts.load(obs.scripts_file)
             except ValueError as error:
                 raise SettingsError(f"{describe('scripts_file')}: {error}") from None
-        self.model = MockModel(settings, tokenizer, offload=off_loop)
+        self.tokenizers = model_tokenizers(settings.models)  # a model's own, by name
+        self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
@@ -123,7 +125,7 @@ class Live:
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
-        for path, handler in build_handlers(settings, self.model, self.tokenizer).items():
+        for path, handler in build_handlers(settings, self.model).items():
             endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
         realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
@@ -155,13 +157,17 @@ class Live:
             raise SettingsError(
                 f"{describe(fixed[0])}: read at start-up only; restart the server to change it"
             )
+        tokenizers = self.tokenizers
+        if "tokenizer_models" in changed:  # loaded (or refused) before anything changes
+            tokenizers = await trio.to_thread.run_sync(model_tokenizers, new.models)
         groups = {KNOBS[name].group for name in changed}
         if groups & {"output", "models", "latency"}:
             corpus = self.model.corpus if same_corpus(old, new) else None
             # A new corpus takes seconds to build: in a thread, so streams keep pace.
             self.model = await trio.to_thread.run_sync(
-                partial(MockModel, new, self.tokenizer, corpus, off_loop)
+                partial(MockModel, new, self.tokenizer, corpus, off_loop, tokenizers)
             )
+        self.tokenizers = tokenizers
         if "rate_limits" in groups:
             started = self.limiter.started
             self.limiter = RateLimiter(new.rate_limits)
@@ -247,7 +253,7 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
     live = app.live = Live(settings, tokenizer)
     install_info_routes(app, live, tokenizer)
-    install_vllm_routes(app, lambda: live.settings, tokenizer)
+    install_vllm_routes(app, lambda: live.settings, lambda model: live.model.tokenizer_for(model))
     install_control_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     install_error_handlers(app)

@@ -11,10 +11,12 @@ it never starts anything.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tomllib
+import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +113,35 @@ def context_entry_problem(entry: str) -> str | None:
     return None
 
 
+MAX_TOKENIZER_MODELS = 64  # each loads a tokenizer and builds a corpus
+MAX_MODEL_NAME = 256  # longer than any real model id; such a name is not echoed back whole
+
+
+def tokenizer_entry_problem(entry: str) -> str | None:
+    name, _, source = entry.partition("=")
+    name, source = name.strip(), source.strip()
+    if not name or len(name) > MAX_MODEL_NAME or not name.isprintable() or "=" in source:
+        return f"expected name=source or a hub id, got {entry!r}"
+    return None
+
+
+def tokenizer_models_problem(entries: tuple[str, ...]) -> str | None:
+    if len(entries) > MAX_TOKENIZER_MODELS:
+        return f"at most {MAX_TOKENIZER_MODELS} models, got {len(entries)}"
+    return next(filter(None, map(tokenizer_entry_problem, entries)), None)
+
+
+@functools.lru_cache(maxsize=16)  # read per request with --no-any-model; settings are few
+def tokenizer_sources(entries: tuple[str, ...]) -> Mapping[str, str]:
+    """``--tokenizer-models`` as model name -> tokenizer source; a bare entry (a hub id,
+    as AIPerf's ``--tokenizer-models`` takes) is both. Read only: it is shared."""
+    sources = {}
+    for entry in entries:
+        name, _, source = entry.partition("=")
+        sources[name.strip()] = source.strip() or name.strip()
+    return types.MappingProxyType(sources)
+
+
 @frozen(kw_only=True)
 class ServerSettings:
     """Where and how the HTTP server listens."""
@@ -201,6 +232,14 @@ class ModelSettings:
         (),
         "per-model context lengths as name=tokens, names may use * (e.g. gpt-4=8192,gpt-3.5*=16385)",
         lambda v: next(filter(None, map(context_entry_problem, v)), None),
+    )
+    tokenizer_models: tuple[str, ...] = knob(
+        (),
+        "models with their own tokenizer as name=source (comma-separated; source: a "
+        "tokenizer.json, a model folder, a hub id in the local Hugging Face cache, or a "
+        "--tokenizer value); a bare hub id names both. Listed by /v1/models, accepted with "
+        "--no-any-model; never downloaded (needs the hf extra)",
+        tokenizer_models_problem,
     )
 
 

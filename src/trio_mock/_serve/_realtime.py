@@ -362,7 +362,8 @@ class Connection:
         scripted rule may decide it), or with the rule that refuses it and the refusal."""
         services = endpoint.services
         prompt = "\n".join([instructions, *map(item_text, context)])
-        prompt_tokens = len(await off_loop(len(prompt), endpoint.tokenizer.encode, prompt))
+        encode = endpoint.model.tokenizer_for(self.session.model).encode
+        prompt_tokens = len(await off_loop(len(prompt), encode, prompt))
         overrides = self.overrides
         messages = [{"role": i.get("role", "user"), "content": item_text(i)} for i in context]
         data = {"model": self.session.model, "messages": messages}

@@ -11,7 +11,6 @@ unless asked for an encoding that is neither bundled nor cached. Hugging Face to
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Protocol
 
