@@ -390,7 +390,8 @@ class OutputSettings:
     )
     tokenizer: str = knob(
         "cl100k_base",
-        "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",
+        "tiktoken encoding name, a .tiktoken file, a Hugging Face tokenizer.json, model folder "
+        "or hub id in the local cache (hf extra), or 'approx' (~4 characters a token)",
         non_empty,
         live=False,
     )

@@ -96,7 +96,7 @@ def load_hub_tokenizer(hub_id: str, env: Mapping[str, str] | None = None) -> HFT
     found = cached_file(repo)
     if found is None:
         raise TokenizerError(
-            f"tokenizer {hub_id!r} is not in the Hugging Face cache (looked for "
+            f"hub id {hub_id!r} is not in the Hugging Face cache (looked for "
             f"{str(repo / 'snapshots' / '*' / TOKENIZER_FILE)!r}); trio-mock never downloads: "
             f"fetch it first (hf download {hub_id} {TOKENIZER_FILE}), or give a "
             f"{TOKENIZER_FILE} path or a model folder"

