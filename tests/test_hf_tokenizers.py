@@ -35,9 +35,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from asgi import call, chat_content, token_times
 from conftest import check_error, fast_settings
 from helpers import on_schedule, post, tokens
-from trio_mock import create_app
+from trio_mock import Settings, create_app
 from trio_mock._app._cli import main
 from trio_mock._config._knobs import SettingsError
+from trio_mock._config._settings import tokenizer_sources
 from trio_mock._serve._offload import INLINE_CHARS
 from trio_mock._sim._corpus import WORDS
 from trio_mock._sim._hf_tokens import HFTokenizer, hub_cache, load_hub_tokenizer
@@ -178,12 +179,43 @@ def test_the_cli_refuses_a_missing_tokenizer_before_serving(
     assert str(tmp_path / "models--meta-llama--Absent-1B") in line
 
 
+def test_the_knob_reads_from_every_surface(tmp_path: Path) -> None:
+    toml = tmp_path / "mock.toml"
+    toml.write_text('[models]\ntokenizer_models = ["llama=/models/llama", "Qwen/Qwen3-0.6B"]\n')
+    env = {"TRIO_MOCK_TOKENIZER_MODELS": "a=/x/tokenizer.json, org/b"}
+    from_env = Settings.load(env=env).models.tokenizer_models
+    from_toml = Settings.load(env={}, config=toml).models.tokenizer_models
+    from_cli = Settings.load(cli={"tokenizer_models": "c=cl100k_base"}, env=env)
+    assert tokenizer_sources(from_env) == {"a": "/x/tokenizer.json", "org/b": "org/b"}
+    assert tokenizer_sources(from_toml) == {
+        "llama": "/models/llama",
+        "Qwen/Qwen3-0.6B": "Qwen/Qwen3-0.6B",
+    }
+    assert tokenizer_sources(from_cli.models.tokenizer_models) == {"c": "cl100k_base"}
+
+
 def test_bad_entries_are_refused_by_the_knob() -> None:
     for entry in ("=x", "a=b=c", "x" * 300):
         with pytest.raises(SettingsError, match="--tokenizer-models"):
             fast_settings(tokenizer_models=[entry])
     with pytest.raises(SettingsError, match="at most 64"):
         fast_settings(tokenizer_models=[f"m{i}=approx" for i in range(65)])
+
+
+def test_a_tokenizer_with_no_whole_words_cannot_serve_the_corpus(tmp_path: Path) -> None:
+    """Bytes only (no merges): corpus replies could not be cut into its tokens, so the model
+    is refused by name rather than served with wrong counts; echo works."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet), initial_alphabet=alphabet)
+    tokenizer.train_from_iterator(["x"], trainer)
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    with pytest.raises(SettingsError, match=r"bytes: .* no corpus word is one token"):
+        create_app(fast_settings(tokenizer_models=[f"bytes={path}"]))
+    create_app(fast_settings(tokenizer_models=[f"bytes={path}"], output_mode="echo"))
 
 
 @hypothesis_settings(max_examples=200, deadline=None)

@@ -128,7 +128,7 @@ class Live:
         for path, handler in build_handlers(settings, self.model).items():
             endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
-        realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
+        realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 
     def latest_realtime(self) -> RealtimeEndpoint:

@@ -19,19 +19,16 @@ import numpy as np
 import orjson
 from attrs import field, frozen
 
-from .._config._knobs import SettingsError
-from .._config._settings import describe
 from .._sim._latency import draw_one
 from .._sim._plan import ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from .._sim._schema_check import check_schema
 from .._sim._schema_rules import SchemaError
 from .._sim._schema_values import sample_json, sample_json_object
 from .._sim._text import PaddedText, RepeatedText, TextSource
-from .._sim._tokens import TokenizerError
 from ._context import check_context, context_window
 from ._errors import invalid
 from ._frames import new_id
-from ._voice import Voice
+from ._voice import Voice, own_voice
 
 if TYPE_CHECKING:
     from .._config._settings import Settings
@@ -209,18 +206,6 @@ async def inline(chars: int, func: Callable[..., T], *args: Any) -> T:
     return func(*args)
 
 
-def own_voice(settings: Settings, name: str, tokenizer: Tokenizer) -> Voice:
-    """The voice of a model with its own tokenizer.
-
-    Raises:
-      SettingsError: its corpus cannot be cut into that tokenizer's tokens.
-    """
-    try:
-        return Voice(settings.output, tokenizer)
-    except TokenizerError as error:
-        raise SettingsError(f"{describe('tokenizer_models')}: {name}: {error}") from None
-
-
 class MockModel:
     """Decides what each reply holds and plans it; shared by all generation endpoints."""
 
@@ -246,7 +231,7 @@ class MockModel:
         self.voices: dict[str, Voice] = {}
         for name, own in (tokenizers or {}).items():
             if id(own) not in voices:
-                voices[id(own)] = own_voice(settings, name, own)
+                voices[id(own)] = own_voice(settings.output, name, own)
             self.voices[name] = voices[id(own)]
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
         self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons

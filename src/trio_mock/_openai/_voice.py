@@ -49,6 +49,18 @@ class Voice:
             self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
 
 
+def own_voice(out: OutputSettings, name: str, tokenizer: Tokenizer) -> Voice:
+    """The voice of ``name``, a model with its own tokenizer.
+
+    Raises:
+      SettingsError: its corpus cannot be cut into that tokenizer's tokens.
+    """
+    try:
+        return Voice(out, tokenizer)
+    except TokenizerError as error:
+        raise SettingsError(f"{describe('tokenizer_models')}: {name}: {error}") from None
+
+
 def model_tokenizers(models: ModelSettings) -> dict[str, Tokenizer]:
     """Each ``--tokenizer-models`` model's tokenizer, loaded from local files (slow: seconds
     for a large one the first time; a thread's job while serving).

@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from .._openai._model import MockModel
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
-    from .._sim._tokens import Tokenizer
     from ._exchange import Services
     from ._load import Admission
     from ._request import Message, Receive, Send
@@ -84,14 +83,12 @@ class RealtimeEndpoint:
         self,
         model: MockModel,
         services: Services,
-        tokenizer: Tokenizer,
         latest: Callable[[], RealtimeEndpoint] | None = None,
     ) -> None:
         """``latest``: the endpoint of the settings now in force. A session outlives
         runtime config changes, so each response takes its model and services from it."""
         self.model = model
         self.services = services
-        self.tokenizer = tokenizer
         self.latest = latest or (lambda: self)
         # As the HTTP endpoints: each ITL step stretched by the decode count at that moment.
         factor = services.settings.latency.itl_load_factor
