@@ -8,7 +8,7 @@ sentences (byte-level BPE, a BOS template; nothing downloaded):
   refused naming the path looked for, at start-up by the CLI in one line, and at run time.
 - Its ``pieces`` are one per token and join back to the text (hypothesis).
 - Through the real server: a model with its own tokenizer counts prompts with it (chat,
-  completions, responses, embeddings), echoes token by token (each streamed chunk is one of
+  completions, responses, embeddings, OpenRouter's /api/v1), echoes token by token (each streamed chunk is one of
   its tokens and they join back to the prompt), cuts corpus replies into its tokens (the
   library re-counts ``completion_tokens`` exactly), and answers ``/tokenize`` (with BOS by
   default, as vLLM) and ``/detokenize`` as the library does; other models keep cl100k.
@@ -38,7 +38,9 @@ from helpers import on_schedule, post, tokens
 from trio_mock import Settings, create_app
 from trio_mock._app._cli import main
 from trio_mock._config._knobs import SettingsError
-from trio_mock._config._settings import tokenizer_sources
+from trio_mock._config._settings import describe
+from trio_mock._config._tokenizer_models import tokenizer_sources
+from trio_mock._openai._model import OWN_TOKENIZERS_KNOB
 from trio_mock._serve._offload import INLINE_CHARS
 from trio_mock._sim._corpus import WORDS
 from trio_mock._sim._hf_tokens import HFTokenizer, hub_cache, load_hub_tokenizer
@@ -213,6 +215,7 @@ def test_a_tokenizer_with_no_whole_words_cannot_serve_the_corpus(tmp_path: Path)
     tokenizer.train_from_iterator(["x"], trainer)
     path = tmp_path / "tokenizer.json"
     tokenizer.save(str(path))
+    assert describe("tokenizer_models") == OWN_TOKENIZERS_KNOB  # spelled out in _model
     with pytest.raises(SettingsError, match=r"bytes: .* no corpus word is one token"):
         create_app(fast_settings(tokenizer_models=[f"bytes={path}"]))
     create_app(fast_settings(tokenizer_models=[f"bytes={path}"], output_mode="echo"))
@@ -278,12 +281,14 @@ async def test_every_api_counts_the_prompt_with_the_models_tokenizer(
         embeddings = await client.post("/v1/embeddings", json={"model": TINY, "input": PROMPT})
         ids = library.encode(PROMPT, add_special_tokens=False).ids
         as_ids = await client.post("/v1/embeddings", json={"model": TINY, "input": ids})
+        openrouter = await client.post("/api/v1/chat/completions", json=chat(TINY, PROMPT))
     body = completion.json()
     assert body["usage"]["prompt_tokens"] == count
     assert body["choices"][0]["text"] == PROMPT + PROMPT  # echo, then the echoed reply
     assert len(body["choices"][0]["logprobs"]["tokens"]) == 2 * count
     assert responses.json()["usage"]["input_tokens"] == REPLY_PRIMING + PER_MESSAGE + count
     assert embeddings.json()["usage"]["prompt_tokens"] == count
+    assert openrouter.json()["usage"]["prompt_tokens"] == REPLY_PRIMING + PER_MESSAGE + count
     assert as_ids.json()["data"][0]["embedding"] == embeddings.json()["data"][0]["embedding"]
 
 

@@ -20,7 +20,8 @@ import orjson
 from quart import Response, request
 
 from .._config._knobs import SettingsError
-from .._config._settings import KNOBS, tokenizer_sources
+from .._config._settings import KNOBS
+from .._config._tokenizer_models import tokenizer_sources
 from .._observe._metrics import CONTENT_TYPE
 from .._openai._convert import parse_json
 from .._openai._errors import OpenAIError, invalid

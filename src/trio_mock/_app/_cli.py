@@ -21,12 +21,12 @@ from .._config._knobs import ENV_PREFIX, SettingsError
 from .._config._settings import KNOBS, Settings
 from .._observe._logs import configure_logging
 from .._openai._model import MockModel
-from .._openai._voice import model_tokenizers
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
 from ._running import serve
 from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
+from ._tokenizers import model_tokenizers
 
 log = logging.getLogger("trio_mock")
 

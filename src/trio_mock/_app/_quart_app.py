@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from quart_trio import QuartTrio
 
 from .._openai._errors import OpenAIError
+from .._openai._openrouter import Prices, model_object as openrouter_model
 from .._openai._validate import check_model, served_models
 from .._serve._cors import Cors
 from .._serve._request import front
@@ -36,6 +37,12 @@ ENDPOINTS = [
     "POST /v1/responses",
     "POST /v1/embeddings",
     "GET /v1/realtime (WebSocket)",
+    "GET /api/v1/models",
+    "GET /api/v1/models/{model}",
+    "POST /api/v1/chat/completions",
+    "POST /api/v1/completions",
+    "POST /api/v1/responses",
+    "POST /api/v1/embeddings",
     "POST /tokenize",
     "POST /detokenize",
     "GET /version",
@@ -114,6 +121,26 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
     async def get_model(model_id: str) -> ResponseReturnValue:
         check_model(model_id, live.settings.models)
         return json_response(model_object(model_id))
+
+    def listed_on_openrouter(model_id: str, prices: Prices) -> dict[str, object]:
+        model = live.model
+        return openrouter_model(model_id, created=started, price=prices.of(model_id),
+                                context_length=model.context_window(model_id),
+                                reasons=model.reasons(model_id))  # fmt: skip
+
+    @app.get("/api/v1/models")
+    async def list_openrouter_models() -> ResponseReturnValue:
+        models = live.settings.models
+        prices = Prices(models.model_prices)
+        listed = served_models(models)
+        return json_response({"data": [listed_on_openrouter(m, prices) for m in listed]})
+
+    @app.get("/api/v1/models/<path:model_id>")
+    async def get_openrouter_model(model_id: str) -> ResponseReturnValue:
+        """Not in OpenRouter's reference, but what ``client.models.retrieve`` asks for."""
+        models = live.settings.models
+        check_model(model_id, models)
+        return json_response(listed_on_openrouter(model_id, Prices(models.model_prices)))
 
 
 class TrioMockApp(QuartTrio):

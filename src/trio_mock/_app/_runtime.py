@@ -26,14 +26,15 @@ from .._observe._journal import Journal
 from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
+from .._openai._errors import openrouter_error_body
 from .._openai._model import MockModel
-from .._openai._voice import model_tokenizers
+from .._openai._openrouter import Prices
 from .._serve._auth import Auth
-from .._serve._chat import ChatHandler
-from .._serve._completions import CompletionsHandler
+from .._serve._chat import ChatHandler, OpenRouterChatHandler
+from .._serve._completions import CompletionsHandler, OpenRouterCompletionsHandler
 from .._serve._embeddings import EmbeddingsHandler
 from .._serve._endpoint import Endpoint
-from .._serve._exchange import Handler, Services, Stages
+from .._serve._exchange import Handler, Services, Stages, WithExtras
 from .._serve._housekeeping import Trimmer, Watchdog
 from .._serve._load import Load
 from .._serve._offload import off_loop
@@ -47,6 +48,7 @@ from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
+from ._tokenizers import model_tokenizers
 from ._vllm import install_vllm_routes
 
 if TYPE_CHECKING:
@@ -61,13 +63,30 @@ HOUSEKEEPING_S = 0.25
 
 
 def build_handlers(settings: Settings, model: MockModel) -> dict[str, Handler]:
-    tokenizers = {name: voice.tokenizer for name, voice in model.voices.items()}
+    tokenizers = own_tokenizers(model)
     return {
         "/chat/completions": ChatHandler(model),
         "/completions": CompletionsHandler(model),
         "/responses": ResponsesHandler(model),
         "/embeddings": EmbeddingsHandler(settings, model.tokenizer, tokenizers),
     }
+
+
+def build_openrouter_handlers(settings: Settings, model: MockModel) -> dict[str, Handler]:
+    """The same APIs under OpenRouter's ``/api/v1``, in its dialect."""
+    prices, models = Prices(settings.models.model_prices), settings.models
+    embeddings = EmbeddingsHandler(settings, model.tokenizer, own_tokenizers(model))
+    return {
+        "/chat/completions": OpenRouterChatHandler(model, prices),
+        "/completions": OpenRouterCompletionsHandler(model, prices),
+        "/responses": WithExtras(ResponsesHandler(model), models, "keep"),
+        "/embeddings": WithExtras(embeddings, models, "drop"),
+    }
+
+
+def own_tokenizers(model: MockModel) -> dict[str, Tokenizer]:
+    """Model name -> its own tokenizer (``--tokenizer-models``)."""
+    return {name: voice.tokenizer for name, voice in model.voices.items()}
 
 
 def same_corpus(old: Settings, new: Settings) -> bool:
@@ -109,7 +128,7 @@ class Live:
 
     def build_routes(self) -> None:
         """Endpoints for the current settings, swapped in at once; each also without the
-        /v1 prefix, as vLLM serves them."""
+        /v1 prefix, as vLLM serves them, and under OpenRouter's /api/v1 in its dialect."""
         settings = self.settings
         obs = settings.observability
         services = Services(
@@ -128,6 +147,9 @@ class Live:
         for path, handler in build_handlers(settings, self.model).items():
             endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
+        for path, handler in build_openrouter_handlers(settings, self.model).items():
+            stages = Stages(handler, services)
+            routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error_body)
         realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._observe._metrics import MULTIPROC_DIR
-from .._openai._voice import model_tokenizers
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
 from ._runtime import create_app
 from ._server import hypercorn_config, listen, serve_sockets, sockets
+from ._tokenizers import model_tokenizers
 
 if TYPE_CHECKING:
     import socket

@@ -11,12 +11,10 @@ it never starts anything.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import tomllib
-import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +39,7 @@ from ._ranges import (
     TOKENS,
     Range,
 )
+from ._tokenizer_models import MAX_MODEL_NAME as MAX_MODEL_NAME, tokenizer_models_problem
 
 OutputMode = Literal["corpus", "echo", "fixed"]
 Distribution = Literal["constant", "normal", "lognormal", "uniform"]
@@ -106,40 +105,30 @@ def origin_problem(origin: str) -> str | None:
     )
 
 
+MAX_PRICE = 1_000_000.0  # USD per million tokens: far above any real model's
+
+
+def price_entry_problem(entry: str) -> str | None:
+    """Why ``name=prompt:completion`` (USD per million tokens) is not a price, or None."""
+    name, _, prices = entry.partition("=")
+    parts = prices.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not name or len(values) != 2 or not all(0 <= v <= MAX_PRICE for v in values):
+        return (
+            "expected name=prompt:completion in USD per million tokens, each 0 to "
+            f"{MAX_PRICE:g}, got {entry!r}"
+        )
+    return None
+
+
 def context_entry_problem(entry: str) -> str | None:
     name, _, tokens = entry.partition("=")
     if not name or not tokens.isdigit() or int(tokens) not in SOME_TOKENS:
         return f"expected name=tokens with tokens {SOME_TOKENS.span()}, got {entry!r}"
     return None
-
-
-MAX_TOKENIZER_MODELS = 64  # each loads a tokenizer and builds a corpus
-MAX_MODEL_NAME = 256  # longer than any real model id; such a name is not echoed back whole
-
-
-def tokenizer_entry_problem(entry: str) -> str | None:
-    name, _, source = entry.partition("=")
-    name, source = name.strip(), source.strip()
-    if not name or len(name) > MAX_MODEL_NAME or not name.isprintable() or "=" in source:
-        return f"expected name=source or a hub id, got {entry!r}"
-    return None
-
-
-def tokenizer_models_problem(entries: tuple[str, ...]) -> str | None:
-    if len(entries) > MAX_TOKENIZER_MODELS:
-        return f"at most {MAX_TOKENIZER_MODELS} models, got {len(entries)}"
-    return next(filter(None, map(tokenizer_entry_problem, entries)), None)
-
-
-@functools.lru_cache(maxsize=16)  # read per request with --no-any-model; settings are few
-def tokenizer_sources(entries: tuple[str, ...]) -> Mapping[str, str]:
-    """``--tokenizer-models`` as model name -> tokenizer source; a bare entry (a hub id,
-    as AIPerf's ``--tokenizer-models`` takes) is both. Read only: it is shared."""
-    sources = {}
-    for entry in entries:
-        name, _, source = entry.partition("=")
-        sources[name.strip()] = source.strip() or name.strip()
-    return types.MappingProxyType(sources)
 
 
 @frozen(kw_only=True)
@@ -241,6 +230,13 @@ class ModelSettings:
         "--no-any-model; never downloaded (needs the hf extra)",
         tokenizer_models_problem,
     )
+    model_prices: tuple[str, ...] = knob(
+        (),
+        "per-model prices for OpenRouter's usage.cost and /api/v1/models, as "
+        "name=prompt:completion in USD per million tokens, names may use * (unlisted: free)",
+        lambda v: next(filter(None, map(price_entry_problem, v)), None),
+    )
+    provider_name: str = knob("trio-mock", "provider named in replies on the /api/v1 routes")
 
 
 @frozen(kw_only=True)

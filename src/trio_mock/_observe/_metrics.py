@@ -32,7 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .._config._settings import tokenizer_sources
+from .._config._tokenizer_models import tokenizer_sources
 from ._lag import LAG_BUCKETS
 
 if TYPE_CHECKING:

@@ -19,24 +19,26 @@ import numpy as np
 import orjson
 from attrs import field, frozen
 
+from .._config._knobs import ENV_PREFIX, SettingsError
+from .._sim._corpus import WORDS, Corpus, CorpusError, shared_corpus
 from .._sim._latency import draw_one
-from .._sim._plan import ChoicePlan, Limits, Segment, ToolCall, plan_reply
+from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
 from .._sim._schema_check import check_schema
 from .._sim._schema_rules import SchemaError
 from .._sim._schema_values import sample_json, sample_json_object
-from .._sim._text import PaddedText, RepeatedText, TextSource
+from .._sim._text import CorpusText, PaddedText, RepeatedText, TextSource
 from ._context import check_context, context_window
 from ._errors import invalid
 from ._frames import new_id
-from ._voice import Voice, own_voice
 
 if TYPE_CHECKING:
-    from .._config._settings import Settings
-    from .._sim._corpus import Corpus
+    from .._config._settings import OutputSettings, Settings
     from .._sim._tokens import Tokenizer
     from ._context import Api
     from ._overrides import Overrides
 
+# describe("tokenizer_models"), spelled out: _settings sits too deep in the import chain.
+OWN_TOKENIZERS_KNOB = f"--tokenizer-models ({ENV_PREFIX}TOKENIZER_MODELS)"
 # Per-model answers are cached for names a client sends again; the name is the key, so
 # both the count and each name's length are bounded (a name is whatever a client sends).
 MAX_CACHED = 10_000
@@ -204,6 +206,45 @@ Offload = Callable[..., Awaitable[Any]]  # ``_offload.off_loop``'s shape: (chars
 async def inline(chars: int, func: Callable[..., T], *args: Any) -> T:
     """Tokenizer work where it is asked for (``MockModel``'s default ``offload``)."""
     return func(*args)
+
+
+class Voice:
+    """What replies are made of for one tokenizer.
+
+    Args:
+      corpus: one already built for this tokenizer and these settings (a runtime change
+        that leaves the corpus knobs alone reuses it); built (or shared) when None.
+    """
+
+    def __init__(
+        self, out: OutputSettings, tokenizer: Tokenizer, corpus: Corpus | None = None
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.corpus: Corpus | None = None
+        # The reply's text source, the same for every request; None in echo mode.
+        self.text: TextSource | None = None
+        # Logprob alternatives: the corpus's pieces, or common words in the other modes.
+        self.alternatives: list[str] = [*COMMON_TOKENS, *(f" {w}" for w in WORDS[:256])]
+        if out.output_mode == "corpus":
+            if corpus is None:
+                corpus = shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+            self.corpus = corpus
+            self.text = CorpusText(corpus, out)
+            self.alternatives = corpus.pieces[:256]
+        elif out.output_mode == "fixed":
+            self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
+
+
+def own_voice(out: OutputSettings, name: str, tokenizer: Tokenizer) -> Voice:
+    """The voice of ``name``, a model with its own tokenizer.
+
+    Raises:
+      SettingsError: its corpus cannot be cut into that tokenizer's tokens.
+    """
+    try:
+        return Voice(out, tokenizer)
+    except CorpusError as error:
+        raise SettingsError(f"{OWN_TOKENIZERS_KNOB}: {name}: {error}") from None
 
 
 class MockModel:

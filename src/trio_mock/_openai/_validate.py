@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._config._ranges import shown
-from .._config._settings import MAX_MODEL_NAME, tokenizer_sources
+from .._config._tokenizer_models import MAX_MODEL_NAME, tokenizer_sources
 from ._errors import OpenAIError, invalid
 
 if TYPE_CHECKING:

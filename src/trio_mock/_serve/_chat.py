@@ -20,6 +20,7 @@ from .._openai._model import (
     output_schema,
     pick_tool,
 )
+from .._openai._openrouter import OpenRouterChat, openai_request
 from .._openai._protocol import ChatCompletionRequest
 from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat, stops
 from .._sim._plan import Limits
@@ -27,8 +28,10 @@ from ._offload import off_loop
 
 if TYPE_CHECKING:
     from .._openai._model import MockModel
+    from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
     from .._openai._protocol import ChatMessage
+    from .._sim._plan import ChoicePlan
 
 
 def message_text(message: ChatMessage) -> str:
@@ -119,6 +122,10 @@ class ChatHandler:
         self.model = model
         self.settings = model.settings
 
+    def render(self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any) -> ChatEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return ChatEmitter(choices, prompt_tokens, **common)
+
     def count_messages(self, messages: list[ChatMessage], model: str) -> int:
         """The prompt's tokens, with ``model``'s tokenizer."""
         total = REPLY_PRIMING
@@ -142,7 +149,7 @@ class ChatHandler:
         ask = chat_ask(chat)
         prompt_tokens = await self.prompt_tokens(chat)
         choices = await self.model.plan(ask, prompt_tokens, overrides)
-        return ChatEmitter(
+        return self.render(
             choices,
             prompt_tokens,
             model=chat.model,
@@ -151,3 +158,24 @@ class ChatHandler:
             include_usage=chat.include_usage,
             max_tokens=chat.token_limit,
         )
+
+
+class OpenRouterChatHandler(ChatHandler):
+    """Chat on ``/api/v1/chat/completions``."""
+
+    def __init__(self, model: MockModel, prices: Prices) -> None:
+        super().__init__(model)
+        self.prices = prices
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> OpenRouterChat:
+        price = self.prices.of(common["model"])
+        provider = self.settings.models.provider_name
+        return OpenRouterChat(choices, prompt_tokens, provider=provider, price=price, **common)
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> OpenRouterChat:
+        body = openai_request(data, self.settings.models, "reasoning_effort")
+        reply = await super().prepare(body, overrides)
+        assert isinstance(reply, OpenRouterChat)
+        return reply

@@ -17,6 +17,7 @@ from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import ChoicesEmitter
 from .._openai._model import Ask
+from .._openai._openrouter import OpenRouterChoices, openai_request
 from .._openai._protocol import CompletionRequest
 from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
@@ -24,9 +25,9 @@ from .._sim._tokens import unknown_token
 from ._offload import off_loop
 
 if TYPE_CHECKING:
-    from .._openai._model import MockModel
+    from .._openai._model import MockModel, Voice
+    from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
-    from .._openai._voice import Voice
     from .._sim._plan import ChoicePlan, Logprobs
     from .._sim._tokens import Tokenizer
 
@@ -69,6 +70,12 @@ class CompletionsHandler:
     def __init__(self, model: MockModel) -> None:
         self.model = model
         self.settings = model.settings
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> CompletionEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return CompletionEmitter(choices, prompt_tokens, **common)
 
     def texts(self, prompts: list[str | list[int]], tokenizer: Tokenizer) -> list[tuple[str, int]]:
         """Each prompt's text and token count."""
@@ -130,7 +137,7 @@ class CompletionsHandler:
         logprobs = None
         if request.echo:
             logprobs = await off_loop(chars, self.echo_logprobs, prompts, request.logprobs, voice)
-        return CompletionEmitter(
+        return self.render(
             choices,
             sum(tokens for _, tokens in texts),
             model=request.model,
@@ -207,28 +214,26 @@ class CompletionEmitter(ChoicesEmitter):
             "text_offset": starts,
         }
 
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": self.fingerprint,
-                "choices": [
-                    {
-                        "text": self.echo(c) + c.text,
-                        "index": c.index,
-                        "logprobs": None
-                        if c.logprobs is None
-                        else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
-                        "finish_reason": c.finish_reason,
-                    }
-                    for c in self.choices
-                ],
-                "usage": self.usage(),
-            }
-        )
+    def body_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": [
+                {
+                    "text": self.echo(c) + c.text,
+                    "index": c.index,
+                    "logprobs": None
+                    if c.logprobs is None
+                    else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
+                    "finish_reason": c.finish_reason,
+                }
+                for c in self.choices
+            ],
+            "usage": self.usage(),
+        }
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
@@ -256,3 +261,28 @@ class CompletionEmitter(ChoicesEmitter):
                 + b"}]"
                 + tail
             )
+
+
+class OpenRouterCompletion(OpenRouterChoices, CompletionEmitter):
+    """A text completion as OpenRouter sends it."""
+
+
+class OpenRouterCompletionsHandler(CompletionsHandler):
+    """Text completions on ``/api/v1/completions``."""
+
+    def __init__(self, model: MockModel, prices: Prices) -> None:
+        super().__init__(model)
+        self.prices = prices
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> OpenRouterCompletion:
+        price = self.prices.of(common["model"])
+        provider = self.settings.models.provider_name
+        return OpenRouterCompletion(
+            choices, prompt_tokens, provider=provider, price=price, **common
+        )
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> CompletionEmitter:
+        body = openai_request(data, self.settings.models, "drop")
+        return await super().prepare(body, overrides)

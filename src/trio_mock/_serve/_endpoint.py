@@ -20,6 +20,7 @@ from functools import partial
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from .._openai._errors import INJECTED_ERROR, OpenAIError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 Write = Callable[[bytes], Awaitable[None]]
+ErrorBody = Callable[[OpenAIError], dict[str, object]]  # an API's error shape
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -93,25 +95,30 @@ async def cancel_on_disconnect(
     scope.cancel()
 
 
-def error_object(error: OpenAIError) -> dict[str, Any]:
+def error_object(error: OpenAIError, shape: ErrorBody = OpenAIError.to_body) -> dict[str, Any]:
     """The ``error`` object of an error's body, as the journal keeps it."""
-    body: dict[str, Any] = error.to_body()["error"]  # type: ignore[assignment]
+    body: dict[str, Any] = shape(error)["error"]  # type: ignore[assignment]
     return body
 
 
-INJECTED = error_object(INJECTED_ERROR)
-
-
 class Endpoint:
-    """A generation endpoint as an ASGI callable: decide the exchange, then play it."""
+    """A generation endpoint as an ASGI callable: decide the exchange, then play it.
 
-    def __init__(self, stages: Stages, services: Services) -> None:
+    Args:
+      error_body: the route's error shape (OpenAI's, or OpenRouter's on ``/api/v1``).
+    """
+
+    def __init__(
+        self, stages: Stages, services: Services, error_body: ErrorBody = OpenAIError.to_body
+    ) -> None:
+        self.error_body = error_body
+        self.injected = error_object(INJECTED_ERROR, error_body)
         self.stages = stages
         self.observer = services.observer
         self.watchdog = services.watchdog
         self.pacer = services.pacer
         self.late = too_long(services.settings.server.max_request_s)
-        self.late_error = error_object(self.late)
+        self.late_error = error_object(self.late, error_body)
         # Under the load model each ITL step is stretched by the decode count at that moment.
         factor = services.settings.latency.itl_load_factor
         self.itl_scale = partial(services.load.itl_scale, factor) if factor else None
@@ -135,7 +142,8 @@ class Endpoint:
             if admission is None:
                 assert exchange.refusal is not None
                 error = exchange.refusal
-                await self.send_whole(send, record, error.status, error.to_json(), exchange)
+                body = orjson.dumps(self.error_body(error))
+                await self.send_whole(send, record, error.status, body, exchange)
                 return
             try:
                 await self.play(exchange, admission, scope, receive, send, record)
@@ -163,7 +171,7 @@ class Endpoint:
         else:
             choices = [(offsets, repeat(b"")) for offsets in reply.offsets]
         late = Ending(partial(reply.late, self.late), "time_limit", self.late_error)
-        injected = Ending(partial(reply.late, INJECTED_ERROR), "fault", INJECTED)
+        injected = Ending(partial(reply.late, INJECTED_ERROR), "fault", self.injected)
         return timeline(choices, reply.event_ends, clock, Ending(reply.closing), late,
                         exchange.cutting_fault, injected)  # fmt: skip
 
@@ -227,9 +235,9 @@ class Endpoint:
             return 200, exchange.reply.body()
         self.observer.cut(record, source.cut, source.error)
         if source.cut == "time_limit":
-            return self.late.status, self.late.to_json()
+            return self.late.status, orjson.dumps(self.error_body(self.late))
         if source.error is not None:
-            return INJECTED_ERROR.status, INJECTED_ERROR.to_json()
+            return INJECTED_ERROR.status, orjson.dumps(self.error_body(INJECTED_ERROR))
         head = [*JSON_HEADERS, *exchange.headers, *unfinished(exchange)]
         await send({"type": "http.response.start", "status": 200, "headers": head})
         self.observer.answered(record, 200)

@@ -20,14 +20,16 @@ from attrs import frozen
 from .._openai._convert import parse_json
 from .._openai._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, OpenAIError, status_error
 from .._openai._exchange import Exchange
+from .._openai._openrouter import openai_request
 from .._openai._overrides import merged, parse_overrides
 from ._request import ClientGone, Message, Receive, read_body
 
 if TYPE_CHECKING:
     from .._config._faults import Fault, FaultInjector
-    from .._config._settings import Settings
+    from .._config._settings import ModelSettings, Settings
     from .._observe._observer import Observer
     from .._openai._frames import PlannedReply
+    from .._openai._openrouter import Reasoning
     from .._openai._overrides import Overrides
     from ._auth import Auth
     from ._housekeeping import Watchdog
@@ -44,6 +46,20 @@ class Handler(Protocol):
     OpenAIError)."""
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> PlannedReply: ...
+
+
+class WithExtras:
+    """Another API's handler behind OpenRouter's extras (embeddings, responses): they are
+    checked and taken out, the model chosen; the reply is the OpenAI one."""
+
+    def __init__(self, handler: Handler, models: ModelSettings, reasoning: Reasoning) -> None:
+        self.handler = handler
+        self.models = models
+        self.reasoning: Reasoning = reasoning
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> PlannedReply:
+        body = openai_request(data, self.models, self.reasoning)
+        return await self.handler.prepare(body, overrides)
 
 
 @frozen

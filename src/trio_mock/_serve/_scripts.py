@@ -130,7 +130,8 @@ class Rule:
     def matches(self, path: str, model: str, text: str, headers: Mapping[bytes, bytes]) -> bool:
         m = self.spec.match
         return (
-            (self.path is None or path.removeprefix("/v1") == self.path)
+            # OpenRouter's /api/v1 routes are the same endpoints
+            (self.path is None or path.removeprefix("/api").removeprefix("/v1") == self.path)
             and (m.model is None or fnmatch.fnmatchcase(model, m.model))
             and (m.text is None or m.text in text)
             and (self.regex is None or self.regex.search(text) is not None)

@@ -17,8 +17,6 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ._tokens import TokenizerError
-
 if TYPE_CHECKING:
     from ._tokens import Tokenizer
 
@@ -50,6 +48,10 @@ data study model value network energy history science music story process langua
 ZIPF_SHIFT = 2.7  # flattens the head so "the" is common but not every other word
 
 
+class CorpusError(ValueError):
+    """The corpus cannot be cut into this tokenizer's tokens."""
+
+
 class Corpus:
     """A pool of generated articles as one long array of piece ids.
 
@@ -61,11 +63,11 @@ class Corpus:
 
     def __init__(self, tokenizer: Tokenizer, articles: int, seed: int) -> None:
         """Raises:
-        TokenizerError: no word is one token of ``tokenizer`` in each of its forms.
+        CorpusError: no word is one token of ``tokenizer`` in each of its forms.
         """
         words = list(dict.fromkeys(w for w in WORDS if one_token_each(tokenizer, w)))
         if not words:
-            raise TokenizerError(
+            raise CorpusError(
                 f"{tokenizer.name}: no corpus word is one token (as ' word', ' Word' and "
                 "'Word'), so corpus replies cannot be cut into its tokens; use "
                 "--output-mode echo or fixed"
