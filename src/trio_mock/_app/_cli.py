@@ -20,11 +20,13 @@ import trio
 from .._config._knobs import ENV_PREFIX, SettingsError
 from .._config._settings import KNOBS, Settings
 from .._observe._logs import configure_logging
+from .._openai._model import MockModel
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
 from ._running import serve
 from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
+from ._tokenizers import model_tokenizers
 
 log = logging.getLogger("trio_mock")
 
@@ -119,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
         tokenizer = load_tokenizer(settings.output.tokenizer)
+        # Each model's own tokenizer and its corpus, built now (shared with the app and any
+        # forked worker), so a missing one is a one-line error before serving.
+        model = MockModel(settings, tokenizer, tokenizers=model_tokenizers(settings.models))
     except (SettingsError, TokenizerError) as error:
         detail = (
             str(error)
@@ -130,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings)
     raise_open_files_limit()  # workers inherit it
     log.info(
-        "trio-mock %s: tokenizer %s; output %s; ttft %g ms, itl %g ms; models %s%s",
+        "trio-mock %s: tokenizer %s%s; output %s; ttft %g ms, itl %g ms; models %s%s",
         __version__,
         tokenizer.description,
+        "".join(f"; {name}: {v.tokenizer.description}" for name, v in model.voices.items()),
         settings.output.output_mode,
         settings.latency.ttft_ms,
         settings.latency.itl_ms,

@@ -12,7 +12,7 @@ from quart_trio import QuartTrio
 
 from .._openai._errors import OpenAIError
 from .._openai._openrouter import Prices, model_object as openrouter_model
-from .._openai._validate import check_model
+from .._openai._validate import check_model, served_models
 from .._serve._cors import Cors
 from .._serve._request import front
 from .._version import __version__
@@ -90,6 +90,9 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
                 "name": "trio-mock",
                 "version": __version__,
                 "tokenizer": tokenizer.description,
+                "model_tokenizers": {
+                    name: voice.tokenizer.description for name, voice in live.model.voices.items()
+                },
                 "load": live.load.snapshot(),
                 "endpoints": ENDPOINTS,
                 "settings": live.settings.public(),
@@ -110,7 +113,7 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
     @app.get("/v1/models")
     @app.get("/models")
     async def list_models() -> ResponseReturnValue:
-        models = live.settings.models.models
+        models = served_models(live.settings.models)
         return json_response({"object": "list", "data": [model_object(m) for m in models]})
 
     @app.get("/v1/models/<path:model_id>")
@@ -129,7 +132,8 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
     async def list_openrouter_models() -> ResponseReturnValue:
         models = live.settings.models
         prices = Prices(models.model_prices)
-        return json_response({"data": [listed_on_openrouter(m, prices) for m in models.models]})
+        listed = served_models(models)
+        return json_response({"data": [listed_on_openrouter(m, prices) for m in listed]})
 
     @app.get("/api/v1/models/<path:model_id>")
     async def get_openrouter_model(model_id: str) -> ResponseReturnValue:

@@ -49,6 +49,7 @@ from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
+from ._tokenizers import model_tokenizers
 from ._vllm import install_vllm_routes
 
 if TYPE_CHECKING:
@@ -62,28 +63,31 @@ SECRETS = ("api_keys", "admin_key")  # shown masked by Settings.public()
 HOUSEKEEPING_S = 0.25
 
 
-def build_handlers(
-    settings: Settings, model: MockModel, tokenizer: Tokenizer
-) -> dict[str, Handler]:
+def build_handlers(settings: Settings, model: MockModel) -> dict[str, Handler]:
+    tokenizers = own_tokenizers(model)
     return {
         "/chat/completions": ChatHandler(model),
         "/completions": CompletionsHandler(model),
         "/responses": ResponsesHandler(model),
-        "/embeddings": EmbeddingsHandler(settings, tokenizer),
+        "/embeddings": EmbeddingsHandler(settings, model.tokenizer, tokenizers),
     }
 
 
-def build_openrouter_handlers(
-    settings: Settings, model: MockModel, tokenizer: Tokenizer
-) -> dict[str, Handler]:
+def build_openrouter_handlers(settings: Settings, model: MockModel) -> dict[str, Handler]:
     """The same APIs under OpenRouter's ``/api/v1``, in its dialect."""
     prices, models = Prices(settings.models.model_prices), settings.models
+    embeddings = EmbeddingsHandler(settings, model.tokenizer, own_tokenizers(model))
     return {
         "/chat/completions": OpenRouterChatHandler(model, prices),
         "/completions": OpenRouterCompletionsHandler(model, prices),
         "/responses": WithExtras(ResponsesHandler(model), models, "keep"),
-        "/embeddings": WithExtras(EmbeddingsHandler(settings, tokenizer), models, "drop"),
+        "/embeddings": WithExtras(embeddings, models, "drop"),
     }
+
+
+def own_tokenizers(model: MockModel) -> dict[str, Tokenizer]:
+    """Model name -> its own tokenizer (``--tokenizer-models``)."""
+    return {name: voice.tokenizer for name, voice in model.voices.items()}
 
 
 def same_corpus(old: Settings, new: Settings) -> bool:
@@ -96,7 +100,8 @@ class Live:
 
     def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
         """Raises:
-        SettingsError: the scripts file holds a bad rule.
+        SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
+          cannot be loaded.
         """
         obs = settings.observability
         self.settings = settings
@@ -112,7 +117,8 @@ class Live:
                 self.scripts.load(obs.scripts_file)
             except ValueError as error:
                 raise SettingsError(f"{describe('scripts_file')}: {error}") from None
-        self.model = MockModel(settings, tokenizer, offload=off_loop)
+        self.tokenizers = model_tokenizers(settings.models)  # a model's own, by name
+        self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
@@ -139,15 +145,13 @@ class Live:
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
-        for path, handler in build_handlers(settings, self.model, self.tokenizer).items():
+        for path, handler in build_handlers(settings, self.model).items():
             endpoint = Endpoint(Stages(handler, services), services)
             routes |= {"/v1" + path: endpoint, path: endpoint}
-        for path, handler in build_openrouter_handlers(
-            settings, self.model, self.tokenizer
-        ).items():
+        for path, handler in build_openrouter_handlers(settings, self.model).items():
             stages = Stages(handler, services)
             routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error_body)
-        realtime = RealtimeEndpoint(self.model, services, self.tokenizer, self.latest_realtime)
+        realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 
     def latest_realtime(self) -> RealtimeEndpoint:
@@ -176,13 +180,17 @@ class Live:
             raise SettingsError(
                 f"{describe(fixed[0])}: read at start-up only; restart the server to change it"
             )
+        tokenizers = self.tokenizers
+        if "tokenizer_models" in changed:  # loaded (or refused) before anything changes
+            tokenizers = await trio.to_thread.run_sync(model_tokenizers, new.models)
         groups = {KNOBS[name].group for name in changed}
         if groups & {"output", "models", "latency"}:
             corpus = self.model.corpus if same_corpus(old, new) else None
             # A new corpus takes seconds to build: in a thread, so streams keep pace.
             self.model = await trio.to_thread.run_sync(
-                partial(MockModel, new, self.tokenizer, corpus, off_loop)
+                partial(MockModel, new, self.tokenizer, corpus, off_loop, tokenizers)
             )
+        self.tokenizers = tokenizers
         if "rate_limits" in groups:
             started = self.limiter.started
             self.limiter = RateLimiter(new.rate_limits)
@@ -268,7 +276,7 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
     live = app.live = Live(settings, tokenizer)
     install_info_routes(app, live, tokenizer)
-    install_vllm_routes(app, lambda: live.settings, tokenizer)
+    install_vllm_routes(app, lambda: live.settings, lambda model: live.model.tokenizer_for(model))
     install_control_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     install_error_handlers(app)

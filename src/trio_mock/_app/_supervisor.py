@@ -32,6 +32,7 @@ from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
 from ._runtime import create_app
 from ._server import hypercorn_config, listen, serve_sockets, sockets
+from ._tokenizers import model_tokenizers
 
 if TYPE_CHECKING:
     import socket
@@ -76,9 +77,10 @@ def preload(settings: Settings) -> None:
     to every object's header and so copy the pages it sits on into each worker.
     """
     out = settings.output
-    tokenizer = load_tokenizer(out.tokenizer)
+    tokenizers = [load_tokenizer(out.tokenizer), *model_tokenizers(settings.models).values()]
     if out.output_mode == "corpus":
-        shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+        for tokenizer in tokenizers:
+            shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
     gc.collect()
     release_free_memory()
     gc.freeze()

@@ -40,6 +40,7 @@ from ._ranges import (
     TOKENS,
     Range,
 )
+from ._tokenizer_models import MAX_MODEL_NAME as MAX_MODEL_NAME, tokenizer_models_problem
 
 OutputMode = Literal["corpus", "echo", "fixed"]
 Distribution = Literal["constant", "normal", "lognormal", "uniform"]
@@ -222,6 +223,14 @@ class ModelSettings:
         "per-model context lengths as name=tokens, names may use * (e.g. gpt-4=8192,gpt-3.5*=16385)",
         lambda v: next(filter(None, map(context_entry_problem, v)), None),
     )
+    tokenizer_models: tuple[str, ...] = knob(
+        (),
+        "models with their own tokenizer as name=source (comma-separated; source: a "
+        "tokenizer.json, a model folder, a hub id in the local Hugging Face cache, or a "
+        "--tokenizer value); a bare hub id names both. Listed by /v1/models, accepted with "
+        "--no-any-model; never downloaded (needs the hf extra)",
+        tokenizer_models_problem,
+    )
     model_prices: tuple[str, ...] = knob(
         (),
         "per-model prices for OpenRouter's usage.cost and /api/v1/models, as "
@@ -386,7 +395,8 @@ class OutputSettings:
     )
     tokenizer: str = knob(
         "cl100k_base",
-        "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",
+        "tiktoken encoding name, a .tiktoken file, a Hugging Face tokenizer.json, model folder "
+        "or hub id in the local cache (hf extra), or 'approx' (~4 characters a token)",
         non_empty,
         live=False,
     )

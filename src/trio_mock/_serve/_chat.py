@@ -126,9 +126,10 @@ class ChatHandler:
         """The reply's renderer, in this route's dialect."""
         return ChatEmitter(choices, prompt_tokens, **common)
 
-    def count_messages(self, messages: list[ChatMessage]) -> int:
+    def count_messages(self, messages: list[ChatMessage], model: str) -> int:
+        """The prompt's tokens, with ``model``'s tokenizer."""
         total = REPLY_PRIMING
-        encode = self.model.tokenizer.encode
+        encode = self.model.tokenizer_for(model).encode
         for m in messages:
             total += TOKENS_PER_MESSAGE + len(encode(message_text(m))) + 1  # + the role
             if m.name:
@@ -140,7 +141,7 @@ class ChatHandler:
     async def prompt_tokens(self, chat: ChatCompletionRequest) -> int:
         """Count the prompt; a long one is tokenized in a thread so streams keep pace."""
         chars = sum(len(message_text(m)) for m in chat.messages)
-        return await off_loop(chars, self.count_messages, chat.messages)
+        return await off_loop(chars, self.count_messages, chat.messages, chat.model)
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ChatEmitter:
         chat = structure(data, ChatCompletionRequest)

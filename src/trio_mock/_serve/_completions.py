@@ -25,10 +25,11 @@ from .._sim._tokens import unknown_token
 from ._offload import off_loop
 
 if TYPE_CHECKING:
-    from .._openai._model import MockModel
+    from .._openai._model import MockModel, Voice
     from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan, Logprobs
+    from .._sim._tokens import Tokenizer
 
 MAX_PROMPTS = 2048
 MAX_LOGPROBS = 5
@@ -76,9 +77,8 @@ class CompletionsHandler:
         """The reply's renderer, in this route's dialect."""
         return CompletionEmitter(choices, prompt_tokens, **common)
 
-    def texts(self, prompts: list[str | list[int]]) -> list[tuple[str, int]]:
+    def texts(self, prompts: list[str | list[int]], tokenizer: Tokenizer) -> list[tuple[str, int]]:
         """Each prompt's text and token count."""
-        tokenizer = self.model.tokenizer
         out = []
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
@@ -112,7 +112,8 @@ class CompletionsHandler:
             )
         check_model(request.model, self.settings.models)
         chars = sum(len(p) for p in prompts)
-        texts = await off_loop(chars, self.texts, prompts)
+        voice = self.model.voice_for(request.model)
+        texts = await off_loop(chars, self.texts, prompts, voice.tokenizer)
         limits = Limits(
             max_tokens=request.max_tokens,
             min_tokens=request.min_tokens,
@@ -133,6 +134,9 @@ class CompletionsHandler:
             )
             choices += await self.model.plan(ask, tokens, overrides, first_index=p * request.n)
         echoes = [text for text, _ in texts] if request.echo else None
+        logprobs = None
+        if request.echo:
+            logprobs = await off_loop(chars, self.echo_logprobs, prompts, request.logprobs, voice)
         return self.render(
             choices,
             sum(tokens for _, tokens in texts),
@@ -143,24 +147,24 @@ class CompletionsHandler:
             max_tokens=request.max_tokens,
             echoes=echoes,
             n=request.n,
-            echo_logprobs=self.echo_logprobs(prompts, request.logprobs) if request.echo else None,
+            echo_logprobs=logprobs,
         )
 
     def echo_logprobs(
-        self, prompts: list[str | list[int]], top: int | None
+        self, prompts: list[str | list[int]], top: int | None, voice: Voice
     ) -> list[tuple[list[str], Logprobs]] | None:
         """The echoed prompts' tokens (the ids as sent, for token prompts) and their
-        logprobs (the first token of each has none)."""
+        logprobs (the first token of each has none), in the model's ``voice``."""
         if top is None:
             return None
-        tokenizer, rng = self.model.tokenizer, self.model.unseeded
+        tokenizer, rng = voice.tokenizer, self.model.unseeded
         out = []
         for prompt in prompts:
             if isinstance(prompt, str):
                 pieces = tokenizer.pieces(prompt)
             else:
                 pieces = [tokenizer.decode([t]) for t in prompt]
-            out.append((pieces, token_logprobs(pieces, top, self.model.alternatives, rng)))
+            out.append((pieces, token_logprobs(pieces, top, voice.alternatives, rng)))
         return out
 
 

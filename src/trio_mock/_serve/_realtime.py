@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from .._openai._model import MockModel
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
-    from .._sim._tokens import Tokenizer
     from ._exchange import Services
     from ._load import Admission
     from ._request import Message, Receive, Send
@@ -84,14 +83,12 @@ class RealtimeEndpoint:
         self,
         model: MockModel,
         services: Services,
-        tokenizer: Tokenizer,
         latest: Callable[[], RealtimeEndpoint] | None = None,
     ) -> None:
         """``latest``: the endpoint of the settings now in force. A session outlives
         runtime config changes, so each response takes its model and services from it."""
         self.model = model
         self.services = services
-        self.tokenizer = tokenizer
         self.latest = latest or (lambda: self)
         # As the HTTP endpoints: each ITL step stretched by the decode count at that moment.
         factor = services.settings.latency.itl_load_factor
@@ -362,7 +359,8 @@ class Connection:
         scripted rule may decide it), or with the rule that refuses it and the refusal."""
         services = endpoint.services
         prompt = "\n".join([instructions, *map(item_text, context)])
-        prompt_tokens = len(await off_loop(len(prompt), endpoint.tokenizer.encode, prompt))
+        encode = endpoint.model.tokenizer_for(self.session.model).encode
+        prompt_tokens = len(await off_loop(len(prompt), encode, prompt))
         overrides = self.overrides
         messages = [{"role": i.get("role", "user"), "content": item_text(i)} for i in context]
         data = {"model": self.session.model, "messages": messages}
