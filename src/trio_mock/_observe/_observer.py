@@ -78,9 +78,9 @@ class Observer:
             record.prompt_tokens = reply.prompt_tokens
             record.completion_tokens = reply.completion_tokens
             record.finish_reason = reply.finish_reason
-            record.planned_ttft_s = exchange.planned_ttft_s()
-            record.planned_itl_s = exchange.planned_itl_s()
-            record.planned_events = sum(map(len, reply.offsets))
+            record.planned_ttft_s = exchange.planned_ttft_s
+            record.planned_itl_s = exchange.planned_itl_s
+            record.planned_events = exchange.planned_events
             record.admitted = exchange.admitted
 
     @staticmethod

@@ -38,6 +38,10 @@ class Exchange(Generic[Reply]):
     ttft_scale: float = 1.0  # the load model's stretch of the first token, fixed at admission
     limit: float = 0.0  # when the request's time is up
     http2: bool = False
+    # The plan, as the client is told it (``plan_headers``) and the journal keeps it:
+    planned_ttft_s: float = 0.0  # the first token's moment after arrival (the queue included)
+    planned_itl_s: float = 0.0  # the mean gap between the first choice's token events
+    planned_events: int = 0  # token events, over all choices
 
     @property
     def cutting_fault(self) -> Fault | None:
@@ -45,25 +49,24 @@ class Exchange(Generic[Reply]):
         fault = self.fault
         return fault if fault is not None and fault.kind in CUTS else None
 
-    def planned_ttft_s(self) -> float:
-        """The first token's moment after arrival, as planned (the queue included)."""
-        assert self.reply is not None
-        ttft_s = self.admitted - self.start
-        offsets = self.reply.offsets[0] if self.reply.offsets else ()
-        return ttft_s + offsets[0] * self.ttft_scale if offsets else ttft_s
 
-    def planned_itl_s(self) -> float:
-        """The mean gap between the first choice's token events, as planned."""
-        assert self.reply is not None
-        offsets = self.reply.offsets[0] if self.reply.offsets else ()
-        return (offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0
+def planned_times(
+    reply: Planned, start: float, admitted: float, ttft_scale: float
+) -> tuple[float, float, int]:
+    """A reply's planned TTFT from arrival, mean ITL and token events (``Exchange``'s
+    ``planned_*``), read off its offsets once."""
+    offsets = reply.offsets
+    first = offsets[0] if offsets else ()
+    ttft_s = admitted - start + (first[0] * ttft_scale if first else 0.0)
+    itl_s = (first[-1] - first[0]) / (len(first) - 1) if len(first) > 1 else 0.0
+    return ttft_s, itl_s, sum(map(len, offsets))
 
-    def plan_headers(self) -> Headers:
-        """The plan, told to the client (``x-mock-ttft-ms`` counts from arrival)."""
-        assert self.reply is not None
-        return (
-            (b"x-mock-ttft-ms", b"%.3f" % (self.planned_ttft_s() * 1000)),
-            (b"x-mock-itl-ms", b"%.3f" % (self.planned_itl_s() * 1000)),
-            (b"x-mock-prompt-tokens", b"%d" % self.reply.prompt_tokens),
-            (b"x-mock-output-tokens", b"%d" % self.reply.completion_tokens),
-        )
+
+def plan_headers(reply: Planned, ttft_s: float, itl_s: float) -> Headers:
+    """The plan, told to the client (``x-mock-ttft-ms`` counts from arrival)."""
+    return (
+        (b"x-mock-ttft-ms", b"%.3f" % (ttft_s * 1000)),
+        (b"x-mock-itl-ms", b"%.3f" % (itl_s * 1000)),
+        (b"x-mock-prompt-tokens", b"%d" % reply.prompt_tokens),
+        (b"x-mock-output-tokens", b"%d" % reply.completion_tokens),
+    )

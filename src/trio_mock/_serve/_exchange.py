@@ -13,13 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import attrs
 import trio
 from attrs import frozen
 
 from .._openai._convert import parse_json
 from .._openai._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, OpenAIError, status_error
-from .._openai._exchange import Exchange
+from .._openai._exchange import Exchange, plan_headers, planned_times
 from .._openai._openrouter import openai_request
 from .._openai._overrides import merged, parse_overrides
 from ._ratelimit import injected
@@ -181,6 +180,9 @@ class Stages:
             log.exception("unexpected error while handling %s", scope["path"])
             refusal = SERVER_ERROR
         else:
+            admitted = anchor + (fault.delay_s if fault is not None else 0.0)
+            ttft_s, itl_s, events = planned_times(reply, start, admitted, admission.ttft_scale)
+            headers += plan_headers(reply, ttft_s, itl_s)
             planned = Exchange(
                 headers=tuple(headers),
                 start=start,
@@ -188,12 +190,15 @@ class Stages:
                 rule=rule_label,
                 fault=fault,
                 reply=reply,
-                admitted=anchor + (fault.delay_s if fault is not None else 0.0),
+                admitted=admitted,
                 ttft_scale=admission.ttft_scale,
                 limit=start + self.limit_s,
                 http2=scope["http_version"] == "2",
+                planned_ttft_s=ttft_s,
+                planned_itl_s=itl_s,
+                planned_events=events,
             )
-            return attrs.evolve(planned, headers=(*headers, *planned.plan_headers())), admission
+            return planned, admission
         refused: Exchange[PlannedReply] = Exchange(
             headers=tuple(headers), start=start, model=model, rule=rule_label, fault=fault,
             refusal=refusal,

@@ -27,7 +27,7 @@ import trio
 from attrs import define, field
 
 from .._openai._errors import OpenAIError
-from .._openai._exchange import Exchange
+from .._openai._exchange import Exchange, planned_times
 from .._openai._frames import new_id
 from .._openai._model import Ask
 from .._openai._overrides import merged, parse_overrides
@@ -316,9 +316,12 @@ class Connection:
                         admission = await services.load.admit()
             except OpenAIError as error:  # the queue is full
                 refusal = event_error(error)
-            if admission is not None:
-                exchange = attrs.evolve(exchange, admitted=trio.current_time(),
-                                        ttft_scale=admission.ttft_scale)  # fmt: skip
+            if admission is not None and exchange.reply is not None:
+                admitted, scale = trio.current_time(), admission.ttft_scale
+                ttft_s, itl_s, events = planned_times(exchange.reply, start, admitted, scale)
+                exchange = attrs.evolve(exchange, admitted=admitted, ttft_scale=scale,
+                                        planned_ttft_s=ttft_s, planned_itl_s=itl_s,
+                                        planned_events=events)  # fmt: skip
             observer.planned(record, exchange)
             if refusal is None and admission is None:  # cancelled while queued
                 observer.answered(record, 200)
