@@ -44,7 +44,9 @@ def install_anthropic_routes(app: QuartTrio, live: Live) -> None:
         """The prompt's tokens, counted as ``/v1/messages`` counts them."""
         check_version(request.scope["headers"])
         handler = live.messages
-        checked = handler.checked(parse_json(await request.get_data(as_text=False)), counting=True)
+        data = await request.get_data()
+        body = parse_json(data if isinstance(data, bytes) else data.encode())
+        checked = handler.checked(body, counting=True)
         return json_response({"input_tokens": await handler.prompt_tokens(checked)})
 
 
