@@ -153,7 +153,7 @@ def anthropic_error_body(error: OpenAIError) -> dict[str, object]:
     status = error.status
     kind = ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     message = error.message
-    if status in ANTHROPIC_MESSAGES and error == status_error(status):
+    if status in ANTHROPIC_MESSAGES and error.message == status_error(status).message:
         message = ANTHROPIC_MESSAGES[status]
     return {"type": "error", "error": {"type": kind, "message": message}}
 
