@@ -10,6 +10,8 @@ reference (https://docs.anthropic.com/en/api/messages, /messages-streaming, /err
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -24,6 +26,7 @@ from conftest import SDK_TIMEOUT_S, fast_settings, server_in_thread
 from helpers import HTTP_TIMEOUT_S, on_schedule, tokens
 from trio_mock import create_app, running
 from trio_mock._openai._errors import OpenAIError, anthropic_error_body, status_error
+from trio_mock._serve._messages import AnthropicDialect, seconds_of
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam, ToolParam
@@ -611,3 +614,32 @@ async def timed_body(body: dict[str, Any], **leaves: Any) -> float:
         assert response.status_code == 200
         assert (await response.get_json())["usage"]["output_tokens"] == 4
         return trio.current_time() - start
+
+
+async def test_the_journal_redacts_x_api_key() -> None:
+    async with running(fast_settings()) as server:
+        await post(server.base_url, "/v1/messages", BODY, {"x-api-key": "sk-ant-secret"})
+        (entry,) = await server.requests()
+    assert entry["headers"]["x-api-key"] == "[redacted]"
+    assert "sk-ant-secret" not in orjson.dumps(entry).decode()
+
+
+def test_rate_limit_headers_renamed() -> None:
+    """The limiter's OpenAI headers as Anthropic names them; a reset becomes a UTC time."""
+    renamed = dict(AnthropicDialect().renamed([
+        (b"x-ratelimit-limit-requests", b"60"),
+        (b"x-ratelimit-remaining-tokens", b"10"),
+        (b"x-ratelimit-reset-requests", b"1m30s"),
+        (b"retry-after", b"2"),
+    ]))  # fmt: skip
+    reset = renamed.pop(b"anthropic-ratelimit-requests-reset").decode()
+    assert renamed == {
+        b"anthropic-ratelimit-requests-limit": b"60",
+        b"anthropic-ratelimit-tokens-remaining": b"10",
+        b"retry-after": b"2",
+    }
+    in_s = datetime.fromisoformat(reset).timestamp() - time.time()
+    assert 88 <= in_s <= 91
+    assert [seconds_of(d) for d in (b"0s", b"20ms", b"1.5s", b"6m0s", b"bad")] == [
+        0.0, 0.02, 1.5, 360.0, 0.0,
+    ]  # fmt: skip
