@@ -356,6 +356,8 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
      "messages.0.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_x."),
     (BODY | {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": ""}}]}]},
      "messages.0.content.0.source.media_type: Input should be"),
+    (BODY | {"messages": [{"role": "user", "content": []}]}, "messages.0: all messages must have non-empty content"),
+    (BODY | {"messages": [*HI, {"role": "assistant", "content": ""}, *HI]}, "messages.1: all messages must have non-empty content"),
     (BODY | {"temperature": 1.5}, "temperature: Input should be less than or equal to 1"),
     (BODY | {"top_p": -0.1}, "top_p: Input should be greater than or equal to 0"),
     (BODY | {"top_k": -1}, "top_k: Input should be greater than or equal to 0"),
@@ -518,6 +520,8 @@ def test_error_shape_of_each_status() -> None:
 
 
 async def test_scripted_rule_for_messages() -> None:
+    """Rules target ``endpoint: messages`` (content, or a tool call as a tool_use block);
+    metrics count the requests under ``endpoint=\"/messages\"``."""
     async with running(fast_settings()) as server:
         server.script(
             {"match": {"endpoint": "messages", "text": "weather"}, "reply": {"content": "Sunny."}},
@@ -535,7 +539,8 @@ async def test_scripted_rule_for_messages() -> None:
             )  # fmt: skip
             chat = await post(server.base_url, "/v1/chat/completions",
                               {"model": "m", "messages": [{"role": "user", "content": "weather?"}]})  # fmt: skip
-        metrics = await server.metrics() if hasattr(server, "metrics") else ""
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=HTTP_TIMEOUT_S) as http:
+            metrics = (await http.get("/metrics")).text
     assert sunny.content[0].type == "text"
     assert sunny.content[0].text == "Sunny."
     (call,) = called.content
@@ -543,7 +548,10 @@ async def test_scripted_rule_for_messages() -> None:
     assert (call.name, call.input) == ("get_weather", {"city": "Oslo", "days": 2})
     assert called.stop_reason == "tool_use"
     assert chat.json()["choices"][0]["message"]["content"] != "Sunny."  # messages only
-    del metrics
+    counted = [
+        line for line in metrics.splitlines() if line.startswith("trio_mock_requests_total{")
+    ]
+    assert any('endpoint="/messages"' in line and 'status="200"' in line for line in counted)
 
 
 # --- the schedule, on a MockClock ----------------------------------------------------------

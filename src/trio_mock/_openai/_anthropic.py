@@ -241,6 +241,10 @@ def check_messages(value: Any, texts: list[str]) -> int:
         message = an_object(message, path)
         role = one_of(field(message, "role", f"{path}.role"), f"{path}.role", ROLES)
         content = field(message, "content", f"{path}.content")
+        final_assistant = role == "assistant" and i == len(messages) - 1
+        if not content and not final_assistant and isinstance(content, str | list):
+            raise fail(path, "all messages must have non-empty content except for the optional "
+                       "final assistant message")  # fmt: skip
         if isinstance(content, str):
             texts.append(content)
             asked = set()
