@@ -16,6 +16,7 @@ from .._openai._validate import check_model, served_models
 from .._serve._cors import Cors
 from .._serve._request import front
 from .._version import __version__
+from ._anthropic_routes import AnthropicModels, speaks_anthropic
 from ._json_routes import json_response
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ ENDPOINTS = [
     "POST /v1/completions",
     "POST /v1/responses",
     "POST /v1/embeddings",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
     "GET /v1/realtime (WebSocket)",
     "GET /api/v1/models",
     "GET /api/v1/models/{model}",
@@ -110,15 +113,21 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
             headers=((b"upgrade", b"websocket"),),
         )
 
+    anthropic = AnthropicModels(live)
+
     @app.get("/v1/models")
     @app.get("/models")
     async def list_models() -> ResponseReturnValue:
+        if speaks_anthropic():
+            return anthropic.listing()
         models = served_models(live.settings.models)
         return json_response({"object": "list", "data": [model_object(m) for m in models]})
 
     @app.get("/v1/models/<path:model_id>")
     @app.get("/models/<path:model_id>")
     async def get_model(model_id: str) -> ResponseReturnValue:
+        if speaks_anthropic():
+            return anthropic.retrieve(model_id)
         check_model(model_id, live.settings.models)
         return json_response(model_object(model_id))
 

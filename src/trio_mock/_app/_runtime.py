@@ -27,7 +27,7 @@ from .._observe._journal import Journal
 from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
-from .._openai._errors import openrouter_error_body
+from .._openai._errors import anthropic_error_body, openrouter_error_body
 from .._openai._model import MockModel
 from .._openai._openrouter import Prices
 from .._serve._auth import Auth
@@ -38,6 +38,7 @@ from .._serve._endpoint import Endpoint
 from .._serve._exchange import Handler, Services, Stages, WithExtras
 from .._serve._housekeeping import Trimmer, Watchdog
 from .._serve._load import Load
+from .._serve._messages import AnthropicDialect, MessagesHandler
 from .._serve._offload import off_loop
 from .._serve._pacing import Pacer
 from .._serve._ratelimit import RateLimiter
@@ -47,6 +48,7 @@ from .._serve._scripts import Scripts
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
+from ._anthropic_routes import install_anthropic_routes
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
@@ -151,6 +153,9 @@ class Live:
         for path, handler in build_openrouter_handlers(settings, self.model).items():
             stages = Stages(handler, services)
             routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error_body)
+        self.messages = MessagesHandler(self.model)  # count_tokens counts with it too
+        messages = Stages(self.messages, services, AnthropicDialect())
+        routes["/v1/messages"] = Endpoint(messages, services, anthropic_error_body)
         realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 
@@ -278,6 +283,7 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
     install_info_routes(app, live, tokenizer)
     install_vllm_routes(app, lambda: live.settings, lambda model: live.model.tokenizer_for(model))
     install_control_routes(app, live)
+    install_anthropic_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     install_error_handlers(app)
     app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit

@@ -28,7 +28,7 @@ from attrs import define, field
 log = logging.getLogger("trio_mock")
 
 # Headers whose values never reach a log or the journal.
-SECRET_HEADERS = frozenset({b"authorization", b"api-key", b"x-admin-key", b"cookie"})
+SECRET_HEADERS = frozenset({b"authorization", b"api-key", b"x-api-key", b"x-admin-key", b"cookie"})
 REDACTED = "[redacted]"
 
 

@@ -124,7 +124,42 @@ def openrouter_error_body(error: OpenAIError) -> dict[str, object]:
 
 OPENROUTER_PREFIX = "/api/v1"  # OpenRouter's base URL is https://openrouter.ai/api/v1
 
+# Anthropic's ``error.type`` for each status it sends
+# (https://docs.anthropic.com/en/api/errors); other statuses by class.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+# What Anthropic says for the statuses a fault injects, where OpenAI's words would show.
+ANTHROPIC_MESSAGES = {
+    429: "Number of requests has exceeded your per-minute rate limit.",
+    500: "Internal server error",
+    529: "Overloaded",
+}
+ANTHROPIC_PATHS = ("/v1/messages",)  # the routes that answer in Anthropic's error shape
+
+
+def anthropic_error_body(error: OpenAIError) -> dict[str, object]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``; an
+    injected status speaks as Anthropic does (``529`` is ``Overloaded``)."""
+    status = error.status
+    kind = ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    message = error.message
+    if status in ANTHROPIC_MESSAGES and error.message == status_error(status).message:
+        message = ANTHROPIC_MESSAGES[status]
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
 
 def error_body_for(path: str) -> Callable[[OpenAIError], dict[str, object]]:
     """The error shape of a route that is not a hot endpoint (those are built with theirs)."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_body
     return openrouter_error_body if path.startswith(OPENROUTER_PREFIX) else OpenAIError.to_body

@@ -104,6 +104,9 @@ class Ask:
     reasoning_effort: str | None = None
     top_logprobs: int | None = None  # None: no logprobs
     can_reason: bool = True  # False for raw completions
+    # Anthropic's extended thinking: the reply thinks first (whatever the model), at most
+    # this many tokens.
+    thinking_budget: int | None = None
     api: Api = "chat"  # which API asked: the context-length error is worded for it
     echo: str = field(default="", repr=False)  # what echo mode repeats
 
@@ -350,12 +353,15 @@ class MockModel:
 
     def thinking(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
         """Reasoning models think first, at a length scaled by the effort asked for."""
-        if not ask.can_reason or not self.reasons(ask.model):
+        budget = ask.thinking_budget
+        if not ask.can_reason or (budget is None and not self.reasons(ask.model)):
             return []
         out = self.settings.output
         scale = EFFORT_SCALE[ask.reasoning_effort or "medium"]
         mean, stddev = out.reasoning_tokens_mean * scale, out.reasoning_tokens_stddev * scale
-        length = round(draw_one("normal", mean, stddev, 0, None, rng))
+        length = round(draw_one("normal", mean, stddev, 0, budget, rng))
+        if budget is not None:  # asked for, so never empty
+            length = max(length, 1)
         if length == 0:
             return []
         return [Segment(kind="reasoning", source=source, natural=length)]

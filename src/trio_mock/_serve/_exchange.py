@@ -10,7 +10,7 @@ seed gives the same faults in order) and admission by the load model, which may 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -46,6 +46,19 @@ class Handler(Protocol):
     OpenAIError)."""
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> PlannedReply: ...
+
+
+class Dialect(Protocol):
+    """What another API (Anthropic's) asks of the stages beyond its handler: headers of its
+    own to check, and its own names for the rate-limit headers."""
+
+    def check(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Raises: OpenAIError: the request's headers are not acceptable."""
+        ...
+
+    def renamed(self, headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The limiter's ``x-ratelimit-*`` headers as this API names them."""
+        ...
 
 
 class WithExtras:
@@ -110,9 +123,12 @@ async def wait_for_slot(load: Load, receive: Receive) -> Admission:
 class Stages:
     """An endpoint's stages, for one configuration."""
 
-    def __init__(self, handler: Handler, services: Services) -> None:
+    def __init__(
+        self, handler: Handler, services: Services, dialect: Dialect | None = None
+    ) -> None:
         self.handler = handler
         self.services = services
+        self.dialect = dialect
         self.limit_s = services.settings.server.max_request_s
         self.retry_after_s = services.settings.faults.fault_retry_after_s
 
@@ -142,6 +158,8 @@ class Stages:
             body = await read_body(scope, receive, services.settings.server)
             received(body)
             services.auth.check(scope["path"], scope["headers"])
+            if self.dialect is not None:
+                self.dialect.check(scope["headers"])
             if scope["method"] != "POST":
                 raise METHOD_NOT_ALLOWED
             overrides = parse_overrides(scope["headers"])
@@ -158,7 +176,8 @@ class Stages:
             reply = await self.handler.prepare(data, overrides)
             if services.limiter.active:
                 peer = scope["client"][0] if scope.get("client") else ""
-                headers += services.limiter.charge(scope["headers"], str(named), reply.charge, peer)
+                charged = services.limiter.charge(scope["headers"], str(named), reply.charge, peer)
+                headers += charged if self.dialect is None else self.dialect.renamed(charged)
             fault = services.faults.decide(drawn, overrides.fault)
             if fault is not None:
                 headers.append((b"x-mock-fault", fault.spec.encode()))
@@ -174,7 +193,9 @@ class Stages:
         except ClientGone:
             return None
         except OpenAIError as error:
-            headers += error.headers
+            headers += (
+                error.headers if self.dialect is None else self.dialect.renamed(error.headers)
+            )
             refusal: OpenAIError = error
         except Exception:  # a bug must not reach the client as a traceback
             log.exception("unexpected error while handling %s", scope["path"])

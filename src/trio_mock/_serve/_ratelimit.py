@@ -237,7 +237,7 @@ def retry_headers(wait_s: float) -> Headers:
     return [(b"retry-after", b"%d" % math.ceil(ms / 1000)), (b"retry-after-ms", b"%d" % ms)]
 
 
-RETRIED = (429, 503)  # the statuses a real server sends with a retry time
+RETRIED = (429, 503, 529)  # the statuses a real server sends with a retry time (529: Anthropic)
 
 
 def injected(error: OpenAIError, retry_after_s: float, answer: Headers) -> OpenAIError:

@@ -36,6 +36,7 @@ ENDPOINTS = {
     "responses": "/responses",
     "embeddings": "/embeddings",
     "realtime": "/realtime",  # each response.create of a Realtime session
+    "messages": "/messages",  # Anthropic's
 }
 
 
@@ -43,7 +44,9 @@ ENDPOINTS = {
 class Match:
     """Which requests a rule answers; every condition given must hold."""
 
-    endpoint: str | None = None  # chat, completions, responses, embeddings, realtime, a path
+    endpoint: str | None = (
+        None  # chat, completions, responses, embeddings, realtime, messages, a path
+    )
     model: str | None = None  # a name, or a * pattern
     text: str | None = None  # a substring of the text being answered
     regex: str | None = None  # a regular expression searched in that text
