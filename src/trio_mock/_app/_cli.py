@@ -23,6 +23,7 @@ from .._observe._logs import configure_logging
 from .._openai._model import MockModel
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
+from ._cassettes import replayed_cassette
 from ._running import serve
 from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Each model's own tokenizer and its corpus, built now (shared with the app and any
         # forked worker), so a missing one is a one-line error before serving.
         model = MockModel(settings, tokenizer, tokenizers=model_tokenizers(settings.models))
+        replayed_cassette(settings)  # a bad line stops start-up here, in one line
     except (SettingsError, TokenizerError) as error:
         detail = (
             str(error)

@@ -47,6 +47,7 @@ from .._serve._scripts import Scripts
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
+from ._cassettes import proxy_routes, replayed_cassette, replayer, upstream_client
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from .._sim._tokens import Tokenizer
 
 log = logging.getLogger("trio_mock")
-SECRETS = ("api_keys", "admin_key")  # shown masked by Settings.public()
+SECRETS = ("api_keys", "admin_key", "upstream_api_key")  # shown masked by Settings.public()
 HOUSEKEEPING_S = 0.25
 
 
@@ -123,6 +124,8 @@ class Live:
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
         self.pacer = Pacer()
+        self.cassette = replayed_cassette(settings)  # outlives changes: its turns go on
+        self.upstream = upstream_client(settings)
         self.routes: dict[str, ASGIApp] = {}
         self.changing = trio.Lock()
         self.build_routes()
@@ -142,6 +145,7 @@ class Live:
             scripts=self.scripts,
             watchdog=self.watchdog,
             pacer=self.pacer,
+            replayer=replayer(self.cassette, settings),
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
@@ -151,6 +155,7 @@ class Live:
         for path, handler in build_openrouter_handlers(settings, self.model).items():
             stages = Stages(handler, services)
             routes["/api/v1" + path] = Endpoint(stages, services, openrouter_error_body)
+        routes |= proxy_routes(services, self.upstream)
         realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 
@@ -299,6 +304,8 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         live.journal.close()
+        if live.upstream is not None:
+            await live.upstream.aclose()
 
     return app
 
