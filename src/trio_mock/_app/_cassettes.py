@@ -44,10 +44,12 @@ def upstream_client(settings: Settings) -> httpx.AsyncClient | None:
     """The client that forwards to the upstream in record mode, else None.
 
     Raises:
-      SettingsError: httpx is not installed.
+      SettingsError: no cassette to record into, or httpx is not installed.
     """
     if settings.cassettes.record_upstream is None:
         return None
+    if settings.cassettes.cassette is None:
+        raise SettingsError(f"{describe('record_upstream')}: needs --cassette to record into")
     try:
         import httpx  # only record mode needs it
     except ImportError:

@@ -522,8 +522,6 @@ class Settings:
             )
         if (srv.certfile is None) != (srv.keyfile is None):
             raise SettingsError(f"{describe('certfile')}: certfile and keyfile go together")
-        if self.cassettes.record_upstream is not None and self.cassettes.cassette is None:
-            raise SettingsError(f"{describe('record_upstream')}: needs --cassette to record into")
         for low, high, distribution in (
             ("ttft_min_ms", "ttft_max_ms", "ttft_distribution"),
             ("itl_min_ms", "itl_max_ms", "itl_distribution"),

@@ -1,0 +1,317 @@
+"""Cassettes (issue 21): replay a recording with its own timing, and record one through the
+proxy from a real upstream (another trio-mock on loopback).
+
+Replay runs in memory under MockClock, where each chunk must leave exactly at its recorded
+offset; recording runs on the real clock, the upstream and the recorder each a
+``MockServer`` in a thread of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from asgi import call, chat_content
+from conftest import fast_settings
+from helpers import free_port
+from trio_mock import SettingsError, create_app
+from trio_mock._openai._cassette import (
+    Cassette,
+    CassetteError,
+    matching_key,
+    parse_cassette,
+    recording_line,
+)
+from trio_mock.testing import MockServer
+
+CHAT = "/v1/chat/completions"
+ASK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+OFFSETS = [0.25, 0.3125, 0.5, 0.5, 1.75]
+
+
+def chunk(content: str, finish: str | None = None) -> str:
+    data = {
+        "id": "chatcmpl-recorded123",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+    }
+    return "data: " + orjson.dumps(data).decode() + "\n\n"
+
+
+def streamed(**extra: Any) -> dict[str, Any]:
+    """A hand-written recording of a chat stream: four chunks and ``[DONE]``."""
+    texts = [
+        chunk("Hello"),
+        chunk(" there"),
+        chunk(","),
+        chunk(" friend", "stop"),
+        "data: [DONE]\n\n",
+    ]
+    return {
+        "version": 1,
+        "endpoint": "/chat/completions",
+        "request": {"headers": {"content-type": "application/json"}, "body": ASK},
+        "response": {
+            "status": 200,
+            "headers": {
+                "content-type": "text/event-stream",
+                "x-ratelimit-remaining-requests": "99",
+            },
+            "chunks": [[at, text] for at, text in zip(OFFSETS, texts, strict=True)],
+        },
+        **extra,
+    }
+
+
+def refused() -> dict[str, Any]:
+    body = {**ASK, "stream": False, "messages": [{"role": "user", "content": "again"}]}
+    error = {
+        "message": "Slow down",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    return {
+        "endpoint": "/v1/chat/completions",
+        "request": {"body": body},
+        "response": {
+            "status": 429,
+            "headers": {"retry-after": "7"},
+            "body": {"error": error},
+            "at": 0.1,
+        },
+    }
+
+
+def write_cassette(path: Path, *lines: dict[str, Any]) -> str:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return str(path)
+
+
+# --- the format ---------------------------------------------------------------------------
+
+
+def test_unknown_fields_load_and_are_kept() -> None:
+    line = streamed(from_the_future={"x": 1})
+    line["response"]["also_new"] = True
+    (recording,) = parse_cassette(orjson.dumps(line).decode(), "c.jsonl")
+    assert recording.data["from_the_future"] == {"x": 1}
+    assert recording.data["response"]["also_new"] is True
+    assert recording.label == "c.jsonl:1"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"endpoint": "/chat/completions"', "c.jsonl:2: not JSON (truncated?)"),
+        ("[1, 2]", "c.jsonl:2: not a recording: expected a JSON object"),
+        ('{"endpoint": "/x", "request": {"body": {}}}', "c.jsonl:2: not a recording: missing field 'response'"),
+        (orjson.dumps(streamed() | {"response": {"status": 200, "chunks": [[2, "a"], [1, "b"]]}}).decode(),
+         "c.jsonl:2: not a recording: response.chunks[1]: offsets must not go back"),
+        (orjson.dumps(streamed() | {"response": {"status": 200, "chunks": [[-1, "a"]]}}).decode(),
+         "c.jsonl:2: not a recording: response.chunks[0]: an offset is seconds"),
+    ],
+)  # fmt: skip
+def test_a_bad_line_is_named_by_file_and_line(text: str, problem: str) -> None:
+    good = orjson.dumps(streamed()).decode()
+    with pytest.raises(CassetteError) as caught:
+        parse_cassette(f"{good}\n{text}\n", "c.jsonl")
+    assert str(caught.value).startswith(problem)
+
+
+def test_a_corrupt_cassette_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(orjson.dumps(streamed()).decode() + '\n{"endpoint": "/chat/comp')
+    with pytest.raises(SettingsError, match=rf"--cassette .*{path.name}:2: not JSON"):
+        create_app(fast_settings(cassette=str(path)))
+
+
+def test_matching_ignores_key_order_prefixes_and_listed_fields() -> None:
+    a = matching_key("/v1/chat/completions", {"model": "m", "user": "u1", "n": 1}, ["user"])
+    b = matching_key("/chat/completions", {"n": 1, "model": "m", "user": "u2"}, ["user"])
+    assert a == b
+    assert a != matching_key("/chat/completions", {"n": 2, "model": "m"}, ["user"])
+
+
+def test_recordings_of_one_key_are_replayed_in_turn() -> None:
+    first, second = parse_cassette(
+        "\n".join(orjson.dumps(streamed(take=i)).decode() for i in (1, 2)), "c.jsonl"
+    )
+    cassette = Cassette([first, second])
+    taken = [cassette.take(CHAT, ASK) for _ in range(3)]
+    assert taken == [first, second, first]
+    assert cassette.take(CHAT, {**ASK, "stream": False}) is None
+
+
+def test_secrets_are_never_written() -> None:
+    line = recording_line(
+        endpoint=CHAT,
+        request=ASK,
+        request_headers={"Authorization": "Bearer sk-secret", "api-key": "k1", "X-Api-Key": "k2",
+                         "content-type": "application/json"},
+        status=200,
+        headers={"content-type": "application/json"},
+        body=b"{}",
+    )  # fmt: skip
+    assert b"sk-secret" not in line
+    assert b"k1" not in line
+    assert b"k2" not in line
+    assert orjson.loads(line)["request"]["headers"] == {"content-type": "application/json"}
+
+
+# --- replay (MockClock, in memory) ------------------------------------------------------------
+
+
+async def test_replay_sends_each_chunk_at_its_recorded_offset(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = write_cassette(tmp_path / "c.jsonl", streamed())
+    app = create_app(fast_settings(cassette=path))
+    async with app.test_app():
+        answer = await call(app, CHAT, ASK)
+        journal = app.live.journal.select()
+    assert answer.status == 200
+    assert answer.headers["x-ratelimit-remaining-requests"] == "99"
+    assert answer.headers["x-mock-recording"] == f"{path}:1"
+    assert [at for at, _ in answer.pieces] == [0.25, 0.3125, 0.5, 1.75]  # two were due at 0.5
+    events = answer.events()
+    assert chat_content(events) == "Hello there, friend"
+    assert events[-1][2] == "[DONE]"
+    ids = {data["id"] for _, _, data in events if isinstance(data, dict)}
+    assert len(ids) == 1
+    assert ids != {"chatcmpl-recorded123"}  # fresh, with the recorded prefix
+    assert next(iter(ids)).startswith("chatcmpl-")
+    assert journal[0]["recording"] == f"{path}:1"
+
+
+async def test_replay_speed_and_kept_ids(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = write_cassette(tmp_path / "c.jsonl", streamed())
+    app = create_app(fast_settings(cassette=path, replay_speed=2, replay_keep_ids=True))
+    async with app.test_app():
+        answer = await call(app, CHAT, ASK)
+    assert [at for at, _ in answer.pieces] == [0.125, 0.15625, 0.25, 0.875]
+    assert {d["id"] for _, _, d in answer.events() if isinstance(d, dict)} == {
+        "chatcmpl-recorded123"
+    }
+    assert b'"created":1700000000' in answer.body
+
+
+async def test_a_recorded_error_comes_back_with_its_status_and_headers(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = write_cassette(tmp_path / "c.jsonl", streamed(), refused())
+    app = create_app(fast_settings(cassette=path))
+    async with app.test_app():
+        answer = await call(app, CHAT, refused()["request"]["body"])
+    assert answer.status == 429
+    assert answer.headers["retry-after"] == "7"
+    assert answer.json()["error"] == refused()["response"]["body"]["error"]
+
+
+async def test_unmatched_requests_are_generated_or_refused_in_strict_mode(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = write_cassette(tmp_path / "c.jsonl", streamed())
+    other = {**ASK, "messages": [{"role": "user", "content": "something else"}]}
+    app = create_app(fast_settings(cassette=path))
+    async with app.test_app():
+        generated = await call(app, CHAT, other)
+        assert generated.status == 200
+        assert "x-mock-recording" not in generated.headers
+        await app.live.update({"replay_strict": True})
+        strict = await call(app, CHAT, other)
+    assert strict.status == 404
+    assert strict.json()["error"]["code"] == "recording_not_found"
+
+
+async def test_a_missing_cassette_is_an_empty_one(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    app = create_app(fast_settings(cassette=str(tmp_path / "none-yet.jsonl"), replay_strict=True))
+    async with app.test_app():
+        assert (await call(app, CHAT, ASK)).status == 404
+
+
+# --- record (real upstream on loopback, real clock) ------------------------------------------
+
+UPSTREAM: dict[str, Any] = {"output_mode": "fixed", "fixed_text": "one two three four five six",
+                            "ttft_ms": 150, "itl_ms": 30}  # fmt: skip
+
+
+def record(cassette: Path, upstream_url: str, body: dict[str, Any], **knobs: Any) -> httpx.Response:
+    """One request through a recording trio-mock in front of ``upstream_url``."""
+    settings = fast_settings(record_upstream=upstream_url, cassette=str(cassette), **knobs)
+    with MockServer(settings) as recorder, httpx.Client(timeout=30) as client:
+        url, key = recorder.url + "/chat/completions", {"authorization": "Bearer sk-never-written"}
+        return client.post(url, json=body, headers=key)
+
+
+def lines(cassette: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in cassette.read_bytes().splitlines()]
+
+
+def test_record_then_replay_keeps_content_status_headers_and_timing(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    with MockServer(fast_settings(**UPSTREAM, rate_limit_rpm=1000)) as upstream:
+        live = record(cassette, upstream.url, ASK)
+    assert live.status_code == 200
+    assert b"sk-never-written" not in cassette.read_bytes()
+    (line,) = lines(cassette)
+    assert line["response"]["headers"]["x-ratelimit-limit-requests"] == "1000"
+    offsets = [at for at, _ in line["response"]["chunks"]]
+    tokens = len(UPSTREAM["fixed_text"].split())
+    assert len(offsets) == 1 + tokens + 1  # the role chunk (sent with the first token), [DONE]
+    assert offsets[1] == pytest.approx(0.15, abs=0.1)  # loopback, a shared machine
+    assert offsets[tokens] - offsets[1] == pytest.approx((tokens - 1) * 0.03, abs=0.1)
+
+    async def replay() -> tuple[Any, list[float]]:
+        app = create_app(fast_settings(cassette=str(cassette)))
+        async with app.test_app():
+            return await call(app, CHAT, ASK), offsets
+
+    answer, _ = trio.run(replay, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert answer.status == live.status_code
+    assert (
+        answer.headers["x-ratelimit-limit-requests"] == live.headers["x-ratelimit-limit-requests"]
+    )
+    assert answer.headers["content-type"] == live.headers["content-type"]
+    replayed = answer.events()
+    assert chat_content(replayed) == UPSTREAM["fixed_text"]
+    sent = sorted({at for at, _, _ in replayed})
+    assert sent == sorted(set(offsets))  # exactly the recorded offsets
+
+
+def test_upstream_errors_are_answered_and_recorded(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    faulty = fast_settings(failure_percent=100, failure_mix="429", fault_retry_after_s=3)
+    with MockServer(faulty) as upstream:
+        limited = record(cassette, upstream.url, ASK)
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "3"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    unreachable = record(cassette, closed, ASK)
+    assert unreachable.status_code == 502
+    assert unreachable.json()["error"]["code"] == "upstream_unreachable"
+    with MockServer(fast_settings(ttft_ms=3000)) as slow:
+        timed_out = record(cassette, slow.url, {**ASK, "stream": False}, upstream_timeout_s=0.3)
+    assert timed_out.status_code == 504
+    assert timed_out.json()["error"]["code"] == "upstream_timeout"
+    cutting = fast_settings(failure_percent=100, failure_mix="disconnect-after=2")
+    with MockServer(cutting) as cut, pytest.raises(httpx.HTTPError):
+        record(cassette, cut.url, ASK)
+    recorded = lines(cassette)
+    assert [r["response"]["status"] for r in recorded] == [429, 502, 504, 200]
+    assert recorded[0]["response"]["headers"]["retry-after"] == "3"
+    assert recorded[1]["response"]["body"]["error"]["code"] == "upstream_unreachable"
+    assert "cut" in recorded[3]["response"]
+    assert len(recorded[3]["response"]["chunks"]) == 3  # the role chunk and two tokens
