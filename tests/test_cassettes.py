@@ -8,10 +8,12 @@ offset; recording runs on the real clock, the upstream and the recorder each a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 import trio
@@ -20,7 +22,8 @@ import trio.testing
 from asgi import call, chat_content
 from conftest import fast_settings
 from helpers import free_port
-from trio_mock import SettingsError, create_app
+from trio_mock import Settings, SettingsError, create_app
+from trio_mock._app._cli import main
 from trio_mock._openai._cassette import (
     Cassette,
     CassetteError,
@@ -28,7 +31,11 @@ from trio_mock._openai._cassette import (
     parse_cassette,
     recording_line,
 )
+from trio_mock._sim._fit import fit_families
 from trio_mock.testing import MockServer
+
+if TYPE_CHECKING:
+    from trio_mock._sim._latency import FloatArray
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
@@ -315,3 +322,55 @@ def test_upstream_errors_are_answered_and_recorded(tmp_path: Path) -> None:
     assert recorded[1]["response"]["body"]["error"]["code"] == "upstream_unreachable"
     assert "cut" in recorded[3]["response"]
     assert len(recorded[3]["response"]["chunks"]) == 3  # the role chunk and two tokens
+
+
+# --- fit ----------------------------------------------------------------------------------
+
+
+def lognormal(rng: np.random.Generator, mean: float, sd: float, size: int) -> FloatArray:
+    """Draws with this mean and standard deviation (the knobs' parametrisation)."""
+    sigma2 = math.log1p((sd / mean) ** 2)
+    return rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2), size)
+
+
+def test_fit_recovers_lognormal_ttft_and_itl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(21)
+    cassette, profile = tmp_path / "c.jsonl", tmp_path / "profile.toml"
+    with cassette.open("wb") as out:
+        for ttft_ms in lognormal(rng, 200, 60, 1500):
+            gaps_ms = lognormal(rng, 20, 8, 9)
+            times = np.cumsum([ttft_ms, *gaps_ms]) / 1000
+            chunks = [(float(at), chunk(f" w{i}").encode()) for i, at in enumerate(times)]
+            chunks.append((float(times[-1]), b"data: [DONE]\n\n"))
+            out.write(recording_line(endpoint=CHAT, request=ASK, request_headers={}, status=200,
+                                     headers={}, chunks=chunks))  # fmt: skip
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", str(cassette), "--output", str(profile)])
+    assert exited.value.code == 0
+    text = profile.read_text()
+    assert "# TTFT: lognormal fits best" in text
+    latency = Settings.load(config=profile, env={}).latency
+    assert (latency.ttft_distribution, latency.itl_distribution) == ("lognormal", "lognormal")
+    assert latency.ttft_ms == pytest.approx(200, rel=0.1)
+    assert latency.ttft_jitter_ms == pytest.approx(60, rel=0.1)
+    assert latency.itl_ms == pytest.approx(20, rel=0.1)
+    assert latency.itl_jitter_ms == pytest.approx(8, rel=0.1)
+    output = Settings.load(config=profile, env={}).output
+    assert output.output_tokens_mean == 10  # every stream: 10 text chunks, no usage
+    assert output.output_tokens_distribution == "fixed"
+    main_exit = pytest.raises(SystemExit)
+    with main_exit:
+        main(["fit", str(tmp_path / "empty.jsonl")])
+    assert main_exit.excinfo.value.code == 2
+    assert "no streamed answer with text" in capsys.readouterr().err
+
+
+def test_fit_tells_normal_from_lognormal() -> None:
+    rng = np.random.default_rng(5)
+    fits = fit_families(rng.normal(100, 10, 2000).tolist())
+    assert fits[0].family == "normal"
+    assert fits[0].mean == pytest.approx(100, rel=0.02)
+    assert fits[0].ks < 0.05
+    assert fit_families([3.0, 3.0])[0].family == "constant"
