@@ -22,7 +22,7 @@ import trio.testing
 from asgi import call, chat_content
 from conftest import fast_settings
 from helpers import free_port
-from trio_mock import Settings, SettingsError, create_app
+from trio_mock import Settings, SettingsError, create_app, running
 from trio_mock._app._cli import main
 from trio_mock._openai._cassette import (
     Cassette,
@@ -33,6 +33,8 @@ from trio_mock._openai._cassette import (
 )
 from trio_mock._sim._fit import fit_families
 from trio_mock.testing import MockServer
+
+pytest_plugins = ["pytester"]
 
 if TYPE_CHECKING:
     from trio_mock._sim._latency import FloatArray
@@ -374,3 +376,54 @@ def test_fit_tells_normal_from_lognormal() -> None:
     assert fits[0].mean == pytest.approx(100, rel=0.02)
     assert fits[0].ks < 0.05
     assert fit_families([3.0, 3.0])[0].family == "constant"
+
+
+# --- the library and the pytest plugin --------------------------------------------------------
+
+
+async def test_running_takes_a_cassette(tmp_path: Path) -> None:
+    path = write_cassette(tmp_path / "c.jsonl", streamed())
+    async with running(fast_settings(), cassette=path, replay_speed=100) as server:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(server.url + "/chat/completions", json=ASK)
+        entries = await server.requests()
+    assert answer.headers["x-mock-recording"] == f"{path}:1"
+    assert "Hello there, friend" in "".join(
+        c["choices"][0]["delta"].get("content", "")
+        for c in (
+            orjson.loads(line[6:])
+            for line in answer.text.splitlines()
+            if line.startswith("data: {")
+        )
+    )
+    assert entries[0]["recording"] == f"{path}:1"
+
+
+SUITE = """
+    import httpx
+
+    def test_asks(trio_mock_server):
+        body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+        answer = httpx.post(trio_mock_server.url + "/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 200
+        print("RECORDING", answer.headers.get("x-mock-recording"))
+"""
+
+
+@pytest.mark.slow
+def test_the_plugin_records_once_then_replays(pytester: pytest.Pytester) -> None:
+    cassette = pytester.path / "llm.jsonl"
+    pytester.makepyfile(test_suite=SUITE)
+    with MockServer(fast_settings(output_mode="fixed", fixed_text="recorded words")) as upstream:
+        recorded = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-s", "--trio-mock-record", upstream.url,
+            "--trio-mock-cassette", str(cassette),
+        )  # fmt: skip
+    recorded.assert_outcomes(passed=1)
+    (line,) = lines(cassette)
+    assert line["response"]["body"]["choices"][0]["message"]["content"] == "recorded words"
+    replayed = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--trio-mock-cassette", str(cassette)
+    )
+    replayed.assert_outcomes(passed=1)
+    replayed.stdout.fnmatch_lines([f"*RECORDING {cassette}:1*"])
