@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+import openai
 import orjson
 import pytest
 import trio
@@ -427,3 +428,25 @@ def test_the_plugin_records_once_then_replays(pytester: pytest.Pytester) -> None
     )
     replayed.assert_outcomes(passed=1)
     replayed.stdout.fnmatch_lines([f"*RECORDING {cassette}:1*"])
+
+
+def test_the_readme_walk_through_with_the_openai_sdk(tmp_path: Path) -> None:
+    """Record a stream through the proxy with the SDK, then replay it to the same code."""
+    cassette = str(tmp_path / "llm.jsonl")
+
+    def ask(url: str) -> str:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", stream=True,
+            messages=[{"role": "user", "content": "Name three rivers."}],
+        )  # fmt: skip
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    text = "Rhine, Danube and Volga."
+    with MockServer(fast_settings(output_mode="fixed", fixed_text=text, itl_ms=5)) as upstream:
+        recording = fast_settings(record_upstream=upstream.url, cassette=cassette)
+        with MockServer(recording) as recorder:
+            assert ask(recorder.url) == text
+    with MockServer(fast_settings(cassette=cassette, replay_strict=True)) as replayer:
+        assert ask(replayer.url) == text
+        assert replayer.requests()[0]["recording"] == f"{cassette}:1"
