@@ -9,6 +9,7 @@ offset; recording runs on the real clock, the upstream and the recorder each a
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from trio_mock._openai._cassette import (
     parse_cassette,
     recording_line,
 )
+from trio_mock._serve._proxy import append_line
 from trio_mock._sim._fit import fit_families
 from trio_mock.testing import MockServer
 
@@ -450,3 +452,41 @@ def test_the_readme_walk_through_with_the_openai_sdk(tmp_path: Path) -> None:
     with MockServer(fast_settings(cassette=cassette, replay_strict=True)) as replayer:
         assert ask(replayer.url) == text
         assert replayer.requests()[0]["recording"] == f"{cassette}:1"
+
+
+def test_recording_needs_a_cassette() -> None:
+    with pytest.raises(SettingsError, match=r"--record-upstream .*needs --cassette"):
+        create_app(fast_settings(record_upstream="http://127.0.0.1:1/v1"))
+
+
+def test_the_cli_names_a_corrupt_line_and_exits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(orjson.dumps(streamed()).decode() + "\n\n" + '{"endpoint": "/chat/comp')
+    with pytest.raises(SystemExit) as exited:
+        main(["--cassette", str(path), "--corpus-articles", "8", "--tokenizer", "approx"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trio-mock: error: --cassette (TRIO_MOCK_CASSETTE): {path}:3: not JSON")
+    assert len(err.splitlines()) == 1
+
+
+def test_lines_appended_at_once_never_interleave(tmp_path: Path) -> None:
+    """Several writers (workers) appending big lines: each line stays whole."""
+    path = str(tmp_path / "c.jsonl")
+
+    def writer(n: int) -> None:
+        for i in range(20):
+            line = streamed(writer=n, turn=i, padding="x" * 200_000)
+            append_line(path, orjson.dumps(line) + b"\n")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    recordings = parse_cassette(Path(path).read_text(), path)
+    assert sorted((r.data["writer"], r.data["turn"]) for r in recordings) == [
+        (n, i) for n in range(4) for i in range(20)
+    ]
