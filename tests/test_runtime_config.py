@@ -68,6 +68,7 @@ BASE: dict[str, Any] = {"corpus_articles": 8, "output_tokens_mean": 5, "output_t
 # MockClock schedule of the paced app: first token at 100 ms, then one every 10 ms.
 PACED: dict[str, Any] = {"ttft_ms": 100, "itl_ms": 10}
 GROUPS = {
+    "cassettes",
     "server",
     "models",
     "latency",
@@ -698,6 +699,11 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "journal_file": {"journal_file": "/tmp/trio-mock-never-written.jsonl"},
     "scripts_file": {"scripts_file": __file__},
     "admin_key": {"admin_key": "new-admin"},
+    "cassette": {"cassette": "/tmp/trio-mock-never-read.jsonl"},
+    "record_upstream": {"record_upstream": "http://127.0.0.1:1/v1"},
+    "upstream_api_key": {"upstream_api_key": "sk-other"},
+    "upstream_timeout_s": {"upstream_timeout_s": 5},
+    "replay_ignore": {"replay_ignore": "user"},
 }
 
 

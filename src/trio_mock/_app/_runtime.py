@@ -49,6 +49,7 @@ from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._anthropic_routes import install_anthropic_routes
+from ._cassettes import proxy_routes, replayed_cassette, replayer, upstream_client
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from .._sim._tokens import Tokenizer
 
 log = logging.getLogger("trio_mock")
-SECRETS = ("api_keys", "admin_key")  # shown masked by Settings.public()
+SECRETS = ("api_keys", "admin_key", "upstream_api_key")  # shown masked by Settings.public()
 HOUSEKEEPING_S = 0.25
 
 
@@ -125,6 +126,8 @@ class Live:
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
         self.pacer = Pacer()
+        self.cassette = replayed_cassette(settings)  # outlives changes: its turns go on
+        self.upstream = upstream_client(settings)
         self.routes: dict[str, ASGIApp] = {}
         self.changing = trio.Lock()
         self.build_routes()
@@ -144,6 +147,7 @@ class Live:
             scripts=self.scripts,
             watchdog=self.watchdog,
             pacer=self.pacer,
+            replayer=replayer(self.cassette, settings),
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
@@ -156,6 +160,7 @@ class Live:
         self.messages = MessagesHandler(self.model)  # count_tokens counts with it too
         messages = Stages(self.messages, services, AnthropicDialect())
         routes["/v1/messages"] = Endpoint(messages, services, anthropic_error_body)
+        routes |= proxy_routes(services, self.upstream)
         realtime = RealtimeEndpoint(self.model, services, self.latest_realtime)
         self.routes, self.sockets = routes, {"/v1/realtime": realtime, "/realtime": realtime}
 
@@ -305,6 +310,8 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         live.journal.close()
+        if live.upstream is not None:
+            await live.upstream.aclose()
 
     return app
 

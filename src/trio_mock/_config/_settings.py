@@ -444,6 +444,54 @@ class ObservabilitySettings:
     )
 
 
+def http_url(v: Any) -> str | None:
+    if re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+        return None
+    return f"expected an http:// or https:// base URL such as https://api.openai.com/v1, got {v!r}"
+
+
+@frozen(kw_only=True)
+class CassetteSettings:
+    """Recording real traffic to a cassette, and replaying it (the README's "Record and
+    replay" gives the file's format)."""
+
+    cassette: str | None = knob(
+        None,
+        "JSONL cassette: replayed from (alone), or appended to (with --record-upstream)",
+        live=False,
+    )
+    record_upstream: str | None = knob(
+        None,
+        "record mode: forward generation requests to this OpenAI-compatible base URL "
+        "(e.g. https://api.openai.com/v1) and append each exchange to --cassette",
+        http_url,
+        live=False,
+    )
+    upstream_api_key: str | None = knob(
+        None,
+        "key sent to the upstream in record mode (never written); none: the client's passes through",
+        live=False,
+    )
+    upstream_timeout_s: float = knob(
+        60.0,
+        "longest the upstream may take to connect, answer or send its next chunk (504 beyond)",
+        SOME_SECONDS,
+        live=False,
+    )
+    replay_speed: float = knob(
+        1.0, "replayed chunks come this many times faster than recorded", Range(0.01, 1000)
+    )
+    replay_strict: bool = knob(
+        False, "a request no recording matches gets a 404 instead of a generated reply"
+    )
+    replay_ignore: tuple[str, ...] = knob(
+        ("user", "metadata", "store", "service_tier"),
+        "request fields left out of the matching key (comma-separated top-level names)",
+        live=False,
+    )
+    replay_keep_ids: bool = knob(False, "replay the recorded ids and created times, not fresh ones")
+
+
 @frozen(kw_only=True)
 class Settings:
     """Every knob of trio-mock, grouped; build with ``Settings.load`` or directly."""
@@ -456,6 +504,7 @@ class Settings:
     faults: FaultSettings = FaultSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    cassettes: CassetteSettings = CassetteSettings()
 
     def __attrs_post_init__(self) -> None:
         for _, group in self.groups():
@@ -503,6 +552,7 @@ class Settings:
         data = self.as_data()
         data["server"]["api_keys"] = f"{len(self.server.api_keys)} set"
         data["observability"]["admin_key"] = "set" if self.observability.admin_key else None
+        data["cassettes"]["upstream_api_key"] = "set" if self.cassettes.upstream_api_key else None
         return data
 
     def as_data(self) -> dict[str, dict[str, Any]]:

@@ -80,6 +80,7 @@ class Record:
     error: dict[str, Any] | None = None
     fault: str | None = None
     rule: str | None = None
+    recording: str | None = None  # the cassette's ``file:line`` that answered
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
@@ -169,6 +170,7 @@ class Record:
             "error": self.error,
             "fault": self.fault,
             "rule": self.rule,
+            "recording": self.recording,
             "disconnected": self.disconnected,
             "cut": self.cut,
             "headers": redacted(self.headers),

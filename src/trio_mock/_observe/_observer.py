@@ -70,6 +70,7 @@ class Observer:
     def planned(self, record: Record, exchange: Exchange[Any]) -> None:
         """What the request's stages decided (``_serve._exchange``)."""
         record.model, record.rule = exchange.model, exchange.rule
+        record.recording = exchange.recording
         if exchange.fault is not None:
             record.fault = exchange.fault.spec
         reply = exchange.reply

@@ -31,6 +31,7 @@ class Exchange(Generic[Reply]):
     start: float  # arrival: the TTFT and the time limit count from here
     model: str | None = None
     rule: str | None = None  # the scripted rule that matched, as the journal names it
+    recording: str | None = None  # the cassette's ``file:line`` that answered
     fault: Fault | None = None
     refusal: OpenAIError | None = None  # answered at once with this error ...
     reply: Reply | None = None  # ... or with this reply, on its schedule

@@ -3,8 +3,9 @@ it, and together they make its ``Exchange`` (``_openai._exchange``), which the t
 (``_endpoint``) then plays.
 
 In order: the body (bounded, ``_request``), the key (``_auth``), the method, a scripted
-rule (``_scripts``), the handler's plan, the rate limit, the fault (drawn on arrival, so a
-seed gives the same faults in order) and admission by the load model, which may queue.
+rule (``_scripts``) or a recording (``_replay``), the handler's plan, the rate limit, the
+fault (drawn on arrival, so a seed gives the same faults in order) and admission by the
+load model, which may queue.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ._load import Admission, Load
     from ._pacing import Pacer
     from ._ratelimit import RateLimiter
+    from ._replay import Replayer
     from ._scripts import Scripts
 
 log = logging.getLogger("trio_mock")
@@ -89,6 +91,7 @@ class Services:
     scripts: Scripts
     watchdog: Watchdog
     pacer: Pacer
+    replayer: Replayer | None = None  # --cassette without an upstream
 
 
 async def wait_for_slot(load: Load, receive: Receive) -> Admission:
@@ -153,6 +156,7 @@ class Stages:
         fault: Fault | None = None
         model: str | None = None
         rule_label: str | None = None
+        recording: str | None = None  # the cassette's line that answers, if one does
         try:
             # The body first, whatever the answer: one left unread would close the connection.
             body = await read_body(scope, receive, services.settings.server)
@@ -173,7 +177,14 @@ class Stages:
                 if rule.error is not None:
                     raise injected(rule.error, self.retry_after_s, headers)
                 overrides = merged(rule.overrides, overrides)
-            reply = await self.handler.prepare(data, overrides)
+            replayer = services.replayer if rule is None else None
+            found = replayer.take(scope["path"], data) if replayer is not None else None
+            if found is not None:
+                assert replayer is not None
+                recording = found.label
+                reply: PlannedReply = replayer.reply(found, headers)  # or its recorded error
+            else:
+                reply = await self.handler.prepare(data, overrides)
             if services.limiter.active:
                 peer = scope["client"][0] if scope.get("client") else ""
                 charged = services.limiter.charge(scope["headers"], str(named), reply.charge, peer)
@@ -209,6 +220,7 @@ class Stages:
                 start=start,
                 model=model,
                 rule=rule_label,
+                recording=recording,
                 fault=fault,
                 reply=reply,
                 admitted=admitted,
@@ -222,6 +234,6 @@ class Stages:
             return planned, admission
         refused: Exchange[PlannedReply] = Exchange(
             headers=tuple(headers), start=start, model=model, rule=rule_label, fault=fault,
-            refusal=refusal,
+            refusal=refusal, recording=recording,
         )  # fmt: skip
         return refused, None
