@@ -39,6 +39,8 @@ some), each on a fresh server:
                              ``held_n_vs_1worker`` (2 workers)
   endpoints, trio-mock only, zero latency: rps (wrk, 64 connections) of each generation
                              endpoint with a 16-token non-streamed reply (``ENDPOINT_BODIES``),
+                             and streamed tokens/s of chat and of Anthropic's messages
+                             (``endpoint_stream_*``, ``tokens_per_s_vs_chat``),
                              with ``rps_vs_chat`` against the chat line of the same phase
   load, trio-mock only, pace's settings plus --itl-load-factor 0.001: 1000 streams of 100
                              tokens; while all decode, the model's ITL is 10 x (1 + 0.001 x 999)
@@ -482,6 +484,13 @@ class Bench:
                     line["rps_vs_chat"] = ratio(
                         line["rps"], self.get(label, "endpoint_chat", "rps")
                     )
+                self.record(label, line["scenario"], line)
+            for api in ("chat", "messages"):  # streamed: tokens/s, messages against chat
+                (line,) = self.run(server, label, "stream", "--api", api)
+                line |= {"scenario": f"endpoint_stream_{api}", "phase": "endpoints"}
+                if api != "chat":
+                    chat_tokens = self.get(label, "endpoint_stream_chat", "tokens_per_s")
+                    line["tokens_per_s_vs_chat"] = ratio(line["tokens_per_s"], chat_tokens)
                 self.record(label, line["scenario"], line)
             self.note(label, server)
 

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 TOKEN = re.compile(rb'"content"\s*:\s*"(?!")')  # non-empty content delta
+# Anthropic's Messages API (``--api messages``): a non-empty text delta event.
+TEXT_DELTA = re.compile(rb'"text_delta"\s*,\s*"text"\s*:\s*"(?!")')
 WORDS = b"the quick brown fox jumps over the lazy dog".split()
 
 
@@ -50,16 +52,28 @@ def chat_body(model: str, max_tokens: int, words: int, stream: bool, extra: dict
     return json.dumps(body | extra, separators=(",", ":")).encode()
 
 
-def chat_path(base_url: str) -> str:
-    """Chat endpoint under a base URL given with or without its ``/v1``."""
+def messages_body(model: str, max_tokens: int, words: int, stream: bool, extra: dict) -> bytes:
+    """Build an Anthropic Messages request (``--api messages``)."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt(words)}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+    return json.dumps(body | extra, separators=(",", ":")).encode()
+
+
+def chat_path(base_url: str, endpoint: str = "/chat/completions") -> str:
+    """The endpoint under a base URL given with or without its ``/v1``."""
     path = urlsplit(base_url).path.rstrip("/")
-    return path + ("/chat/completions" if path.endswith("/v1") else "/v1/chat/completions")
+    return path + (endpoint if path.endswith("/v1") else "/v1" + endpoint)
 
 
-def http_request(base_url: str, body: bytes) -> bytes:
+def http_request(base_url: str, body: bytes, endpoint: str = "/chat/completions") -> bytes:
     url = urlsplit(base_url)
+    version = "anthropic-version: 2023-06-01\r\n" if endpoint == "/messages" else ""
     head = (
-        f"POST {chat_path(base_url)} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"POST {chat_path(base_url, endpoint)} HTTP/1.1\r\nHost: {url.netloc}\r\n{version}"
         "Content-Type: application/json\r\nAuthorization: Bearer bench\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
@@ -69,8 +83,16 @@ def http_request(base_url: str, body: bytes) -> bytes:
 HEAD, CHUNKED, LENGTH, UNTIL_CLOSE = range(4)
 
 
+API = {  # --api: how to build the request, and where it goes
+    "chat": (chat_body, "/chat/completions"),
+    "messages": (messages_body, "/messages"),
+}
+
+
 class Stream(asyncio.Protocol):
     """One keep-alive connection: sends a request, parses the response, times tokens."""
+
+    token = TOKEN  # what marks a token in the stream (``--api messages``: TEXT_DELTA)
 
     def __init__(self, request: bytes, on_done: Callable[[Stream], None], keep_times: bool):
         self.request, self.on_done, self.keep_times = request, on_done, keep_times
@@ -158,14 +180,14 @@ class Stream(asyncio.Protocol):
     def _body(self, part: bytes | bytearray, now: float) -> None:
         sse = self.sse
         if not sse and part.endswith(b"\n\n"):  # usual case: whole events, no copy
-            n = len(TOKEN.findall(part))
+            n = len(self.token.findall(part))
         else:
             sse += part
             lf, crlf = sse.rfind(b"\n\n"), sse.rfind(b"\r\n\r\n")
             cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
             if not cut:
                 return
-            n = len(TOKEN.findall(sse, 0, cut))
+            n = len(self.token.findall(sse, 0, cut))
             del sse[:cut]
         if n:
             self.response_tokens += n
@@ -197,8 +219,9 @@ async def connect(args: argparse.Namespace, n: int, on_done, keep_times: bool) -
     url = urlsplit(args.url)
     tls = ssl._create_unverified_context() if url.scheme == "https" else None
     port = url.port or (443 if tls else 80)
-    body = chat_body(args.model, args.max_tokens, args.prompt_words, True, json.loads(args.extra))
-    request = http_request(args.url, body)
+    build, endpoint = API[args.api]
+    body = build(args.model, args.max_tokens, args.prompt_words, True, json.loads(args.extra))
+    request = http_request(args.url, body, endpoint)
     gate = asyncio.Semaphore(100)
     loop = asyncio.get_running_loop()
 
@@ -420,7 +443,12 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=10.0, help="pace, closed: target ITL")
     ap.add_argument("--timeout", type=float, default=120.0, help="pace: give up after")
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument(
+        "--api", choices=sorted(API), default="chat", help="chat, or Anthropic's messages"
+    )
     args = ap.parse_args()
+    if args.api == "messages":
+        Stream.token = TEXT_DELTA
     if not args.no_uvloop:
         try:
             import uvloop

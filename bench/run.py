@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="rss,rps,stream")
     ap.add_argument("--model", default="mock")
     ap.add_argument("--extra", default="{}", help="JSON merged into every request body")
+    ap.add_argument("--api", default="chat", help="stream: chat, or Anthropic's messages")
     ap.add_argument("--concurrency", type=int, default=64, help="rps, h2 and stream")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument(
@@ -234,6 +235,8 @@ def main() -> None:
                     "256",
                     "--duration",
                     str(args.duration),
+                    "--api",
+                    args.api,
                 ),
             )
         elif scenario == "pace":
