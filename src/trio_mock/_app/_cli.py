@@ -139,7 +139,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         " (any name accepted)" if settings.models.any_model else "",
     )
     if settings.server.workers > 1:
-        raise SystemExit(supervise(settings))
+        try:
+            status = supervise(settings)
+        except SettingsError as error:  # the scripts file, read once for all workers
+            print(f"trio-mock: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise SystemExit(status)
     trio.run(partial(run_until_signal, settings))
 
 

@@ -5,7 +5,8 @@ start-up, then builds anew only what it touches and swaps the endpoints in one
 assignment: requests that arrive later see the new settings, requests already running
 finish with the ones they started with. The load model, the journal, the metrics and the
 scripts outlive every change; rate-limit buckets and the fault generator are kept unless
-their own knobs change.
+their own knobs change. With several workers the supervisor checks a change
+(``change_of``) and every worker ``adopt``s the result (``_hub``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,30 @@ def build_handlers(
     }
 
 
+def change_of(old: Settings, leaves: dict[str, Any]) -> tuple[Settings, list[str]]:
+    """The settings ``leaves`` make of ``old``, and the names of the knobs that change.
+
+    Raises:
+      SettingsError: an unknown knob, a bad value, or one read only at start-up.
+    """
+    shown = old.public()
+    for name in SECRETS:  # the masked view sent back means "unchanged"
+        if name in leaves and leaves[name] == shown[KNOBS[name].group][name]:
+            del leaves[name]
+    new = old.replace(**leaves)
+    changed = changed_knobs(old, new)
+    fixed = [name for name in changed if not KNOBS[name].live]
+    if fixed:
+        raise SettingsError(
+            f"{describe(fixed[0])}: read at start-up only; restart the server to change it"
+        )
+    return new, changed
+
+
+def changed_knobs(old: Settings, new: Settings) -> list[str]:
+    return [k.name for k in KNOBS.values() if new.value(k.name) != old.value(k.name)]
+
+
 def same_corpus(old: Settings, new: Settings) -> bool:
     a, b = old.output, new.output
     return (a.corpus_articles, a.corpus_seed) == (b.corpus_articles, b.corpus_seed)
@@ -67,24 +92,26 @@ def same_corpus(old: Settings, new: Settings) -> bool:
 class Live:
     """Settings, and the endpoints built from them, as of now."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
-        """Raises:
-        SettingsError: the scripts file holds a bad rule.
+    def __init__(
+        self, settings: Settings, tokenizer: Tokenizer, scripts: Scripts | None = None
+    ) -> None:
+        """Args:
+          scripts: rules loaded already (the supervisor's, with several workers); else
+            those of the scripts file, if any.
+
+        Raises:
+          SettingsError: the scripts file holds a bad rule.
         """
         obs = settings.observability
         self.settings = settings
+        self.version = 0  # changes made so far (with several workers, the supervisor's count)
         self.tokenizer = tokenizer
         self.load = Load(settings.capacity, settings.latency)
         self.journal = Journal(obs.journal_size, obs.journal_file, obs.journal_body_bytes)
         self.metrics = Metrics(settings, self.load) if obs.metrics else None
         itl_s = settings.latency.itl_ms / 1000
         self.observer = Observer(self.journal, self.metrics, obs.log_raw, itl_s)
-        self.scripts = Scripts()
-        if obs.scripts_file:
-            try:
-                self.scripts.load(obs.scripts_file)
-            except ValueError as error:
-                raise SettingsError(f"{describe('scripts_file')}: {error}") from None
+        self.scripts = scripts if scripts is not None else load_scripts(settings)
         self.model = MockModel(settings, tokenizer, offload=off_loop)
         self.limiter = RateLimiter(settings.rate_limits)
         self.faults = FaultInjector(settings.faults)
@@ -130,20 +157,24 @@ class Live:
         async with self.changing:  # one change at a time: each builds on the last
             return await self.apply(flatten(data, "config"))
 
+    async def adopt(self, new: Settings, version: int) -> list[str]:
+        """Take settings the supervisor checked (change number ``version``); return the
+        names that changed here."""
+        async with self.changing:
+            changed = await self.install(new, changed_knobs(self.settings, new))
+            self.version = version
+            return changed
+
     async def apply(self, leaves: dict[str, Any]) -> list[str]:
         """Check every knob first, then rebuild only what the changed ones touch."""
+        new, changed = change_of(self.settings, leaves)
+        await self.install(new, changed)
+        self.version += bool(changed)
+        return changed
+
+    async def install(self, new: Settings, changed: list[str]) -> list[str]:
+        """Put ``new`` in force, building anew only what the ``changed`` knobs touch."""
         old = self.settings
-        shown = old.public()
-        for name in SECRETS:  # the masked view sent back means "unchanged"
-            if name in leaves and leaves[name] == shown[KNOBS[name].group][name]:
-                del leaves[name]
-        new = old.replace(**leaves)
-        changed = [k.name for k in KNOBS.values() if new.value(k.name) != old.value(k.name)]
-        fixed = [name for name in changed if not KNOBS[name].live]
-        if fixed:
-            raise SettingsError(
-                f"{describe(fixed[0])}: read at start-up only; restart the server to change it"
-            )
         groups = {KNOBS[name].group for name in changed}
         if groups & {"output", "models", "latency"}:
             corpus = self.model.corpus if same_corpus(old, new) else None
@@ -193,3 +224,18 @@ class Live:
             self.journal.clear()
             self.scripts.clear()
             self.build_routes()
+
+
+def load_scripts(settings: Settings, scripts: Scripts | None = None) -> Scripts:
+    """``scripts`` (new ones when None) with the scripts file's rules, if one is set.
+
+    Raises:
+      SettingsError: the file cannot be read or holds a bad rule.
+    """
+    scripts = Scripts() if scripts is None else scripts
+    if path := settings.observability.scripts_file:
+        try:
+            scripts.load(path)
+        except ValueError as error:
+            raise SettingsError(f"{describe('scripts_file')}: {error}") from None
+    return scripts

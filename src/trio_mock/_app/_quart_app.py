@@ -26,6 +26,7 @@ from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from .._version import __version__
 from ._admin_routes import install_control_routes
+from ._control import Control, SharedControl
 from ._json_routes import install_error_handlers, json_response
 from ._live import Live
 from ._vllm import install_vllm_routes
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from quart.typing import ResponseReturnValue
 
     from .._serve._request import ASGIApp
+    from ._hub import Membership
 
 log = logging.getLogger("trio_mock")
 
@@ -68,8 +70,13 @@ ENDPOINTS = [
 HOUSEKEEPING_S = 0.25
 
 
-def create_app(settings: Settings | None = None) -> TrioMockApp:
+def create_app(
+    settings: Settings | None = None, membership: Membership | None = None
+) -> TrioMockApp:
     """Build the app for ``settings`` (from the environment when None).
+
+    Args:
+      membership: a worker of ``--workers N``: its place in the state they share.
 
     Raises:
       SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
@@ -83,9 +90,14 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
 
     origins = settings.server.cors_origins
     app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
-    live = app.live = Live(settings, tokenizer)
+    if membership is None:
+        live = app.live = Live(settings, tokenizer)
+        app.control = Control(live)
+    else:
+        live = app.live = Live(settings, tokenizer, membership.scripts)
+        app.control = SharedControl(live, membership)
     install_vllm_routes(app, lambda: live.settings, tokenizer)
-    install_control_routes(app, live)
+    install_control_routes(app, app.control)
     release_free_memory()  # the corpus build's temporaries are gone by now
     install_error_handlers(app)
     app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
@@ -103,22 +115,29 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
             "max_model_len": live.model.context_window(model_id),
         }
 
-    chores, pacing = trio.CancelScope(), trio.CancelScope()
+    chores, pacing, sharing = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
 
     async def pace() -> None:
         with pacing:
             await live.pacer.run()
+
+    async def share(control: SharedControl) -> None:
+        with sharing:
+            await control.run()
 
     @app.before_serving
     async def mark_start() -> None:
         live.limiter.start()  # rate_limit_after_s counts from here
         app.nursery.start_soon(housekeeping, live, chores)
         app.nursery.start_soon(pace)
+        if isinstance(app.control, SharedControl):
+            app.nursery.start_soon(share, app.control)
 
     @app.after_serving
     async def close_journal() -> None:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
+        sharing.cancel()
         live.journal.close()
 
     @app.get("/health")
@@ -197,6 +216,7 @@ class TrioMockApp(QuartTrio):
     Quart routes them."""
 
     live: Live
+    control: Control
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
