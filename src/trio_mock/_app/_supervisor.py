@@ -242,6 +242,6 @@ def run_worker(
             bound = sockets(hypercorn_config(settings), sock)
             await nursery.start(partial(serve_sockets, app, settings, bound, stopped))
             ready.set()
-            log.info("worker %d serving", os.getpid())
+            log.info("worker %d serving as number %d", os.getpid(), membership.worker)
 
     trio.run(main)
