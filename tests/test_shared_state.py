@@ -65,9 +65,10 @@ def test_tally_counts_uses_once_and_forgets_removed_rules() -> None:
     assert [tally.use(second, 8, None) for _ in range(3)] == [1, 2, 3]
     assert tally.use(second, 7, None) is None  # another rule's slot
     assert (tally.uses(first, 7), tally.uses(second, 8)) == (2, 3)
-    tally.release(first)
+    tally.release(first, 7)
     assert (tally.use(first, 7, None), tally.uses(first, 7)) == (None, None)
     assert tally.claim(10) == first
+    tally.release(first, 7)  # heard late: the slot is rule 10's now
     assert tally.uses(first, 10) == 0
 
 
@@ -85,9 +86,13 @@ def test_scripts_sharing_a_tally_fire_a_one_shot_rule_once() -> None:
     assert [rule.id if rule else None for rule in taken] == [1, 2, 2, 2]
     listed = workers[1].listing()
     assert [(r["hits"], r["remaining"]) for r in listed] == [(1, 0), (3, None)]
-    supervisor.remove(1)  # the workers have not heard yet: the rule is gone for them too
-    assert workers[0].rules[0].id == 1
-    assert workers[0].take("/chat/completions", body, []).id == 2  # type: ignore[union-attr]
+    supervisor.remove(2)  # the workers have not heard yet: the rule is gone for them too
+    assert [rule.id for rule in workers[0].rules] == [1, 2]
+    assert workers[0].take("/chat/completions", body, []) is None
+    supervisor.add({"reply": {"content": "new"}})  # rule 3 may take rule 2's slot
+    workers[0].remove(2)  # heard late: rule 3 keeps its count
+    assert supervisor.listing()[-1]["id"] == 3
+    assert supervisor.tally.uses(supervisor.rules[-1].slot, 3) == 0  # type: ignore[union-attr]
 
 
 class Members:
@@ -351,7 +356,12 @@ async def test_a_killed_workers_replacement_has_the_state(tmp_path: Path) -> Non
             else:
                 pytest.fail("200 connections in a row went to the other workers")
             listed = (await client.get("/_mock/scripts")).json()["data"]
-            view = (await client.get("/_mock/config")).json()
+            for _ in range(200):
+                view = (await client.get("/_mock/config")).json()
+                if view["worker"] == 1:
+                    break
+            else:
+                pytest.fail("200 connections in a row went to the other workers")
     assert entry["rule"] == "always"
     assert entry["plan"]["ttft_ms"] == pytest.approx(25)
     assert [(r["name"], r["hits"], r["remaining"]) for r in listed] == [

@@ -89,8 +89,9 @@ def install_control_routes(app: QuartTrio, control: Control) -> None:
         view: dict[str, Any] = {"settings": settings.public(), "start_up_only": start_up_only()}
         if done is not None:
             view["changed"] = done.changed
-        if control.shared:
+        if control.shared:  # and which worker answers
             view["version"] = live.version if done is None else done.version
+            view["worker"] = control.worker
         return view
 
     @app.get("/metrics")

@@ -98,11 +98,13 @@ class Change:
 @frozen
 class Membership:
     """What a forked worker needs to join: its number, its end of the pipe, and the
-    rules as committed when it was forked."""
+    rules and the change count committed when it was forked (its settings are passed
+    beside it: the committed ones too)."""
 
     worker: int
     conn: Connection
     scripts: Scripts
+    version: int
 
 
 # What an ask does here: the order for the workers (None: nothing for them to do), and
@@ -213,7 +215,7 @@ class Hub:
                 if current.waiting:
                     return
                 self.current = None
-                self.answer(current.asker, current.ticket, current.finish, current)
+                self.answer(current)
             if not self.asks:
                 return
             self.begin(*self.asks.popleft())
@@ -236,15 +238,13 @@ class Hub:
             else:
                 operation.failed[member] = "its pipe is closed"
 
-    def answer(
-        self, worker: int, ticket: int, finish: Callable[..., Any], operation: Operation
-    ) -> None:
+    def answer(self, operation: Operation) -> None:
         try:
-            result = finish(operation.results)
+            result = operation.finish(operation.results)
         except Exception as error:  # a bug: the asker reports it, the supervisor goes on
-            log.exception("shared state: answering %r failed", finish)
+            log.exception("shared state: answering ask %d failed", operation.id)
             result = error
-        self.send(worker, Answer(ticket, result, operation.report()))
+        self.send(operation.asker, Answer(operation.ticket, result, operation.report()))
 
     def send(self, worker: int, message: Any) -> bool:
         conn = self.members.get(worker)

@@ -95,6 +95,7 @@ def create_app(
         app.control = Control(live)
     else:
         live = app.live = Live(settings, tokenizer, membership.scripts)
+        live.version = membership.version
         app.control = SharedControl(live, membership)
     install_vllm_routes(app, lambda: live.settings, tokenizer)
     install_control_routes(app, app.control)

@@ -165,7 +165,7 @@ class Supervisor:
         ready = self.context.Event()
         ours, theirs = self.context.Pipe()
         hub = self.hub
-        membership = Membership(number, theirs, hub.scripts)
+        membership = Membership(number, theirs, hub.scripts, hub.version)
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,

@@ -336,7 +336,7 @@ class Scripts:
     def forget(self, rules: Iterable[Rule]) -> None:
         if self.tally is not None:
             for rule in rules:
-                self.tally.release(rule.slot)
+                self.tally.release(rule.slot, rule.id)
 
     def listing(self) -> list[dict[str, Any]]:
         if self.tally is not None:  # every worker's uses

@@ -65,12 +65,15 @@ class Tally:
             SLOT.pack_into(self.map, slot * SLOT.size, rule_id, 0)
         return slot
 
-    def release(self, slot: int) -> None:
-        """The slot's rule is gone: a worker still holding it finds so."""
+    def release(self, slot: int, rule_id: int) -> None:
+        """The rule is gone: a worker still holding it finds so. Only while the slot is
+        the rule's: a worker that hears of a removal late must not free a new rule's."""
+        offset = slot * SLOT.size
         with self.locked():
-            SLOT.pack_into(self.map, slot * SLOT.size, 0, 0)
-        if slot not in self.free:
-            self.free.append(slot)
+            if SLOT.unpack_from(self.map, offset)[0] != rule_id:
+                return
+            SLOT.pack_into(self.map, offset, 0, 0)
+        self.free.append(slot)
 
     def use(self, slot: int, rule_id: int, times: int | None) -> int | None:
         """Count a use of the rule if it has one left; its uses so far, or None when it
