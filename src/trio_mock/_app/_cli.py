@@ -155,4 +155,4 @@ async def run_until_signal(settings: Settings) -> None:
         # server: out of later collections, a full one of which would stall every stream.
         gc.collect()
         gc.freeze()
-        log.info("serving on %s (Ctrl+C to stop)", ", ".join(binds))
+        log.info("serving on %s in one process (Ctrl+C to stop)", ", ".join(binds))
