@@ -35,7 +35,7 @@ import pytest
 import trio
 
 from helpers import clean_env, served_url
-from test_entrypoints import launched
+from test_entrypoints import launched, run_cli
 from trio_mock import Settings, SettingsError
 from trio_mock._app import _hub
 from trio_mock._app._hub import Answer, Ask, Change, Done, Hub, Order, Report
@@ -282,9 +282,15 @@ async def test_a_one_shot_rule_fires_once_over_all_workers(tmp_path: Path) -> No
     rule = {"name": "once", "reply": {"error": {"status": 503}}, "times": 1}
     with trio.fail_after(LIMIT_S):
         async with cluster(tmp_path) as server, server.client() as client:
+            bad = await client.post("/_mock/scripts", json=[rule, {"reply": {}, "times": 0}])
+            assert bad.status_code == 400, bad.text  # checked once, by the supervisor
+            assert bad.json()["error"]["param"] == "times"
+            missing = await client.delete("/_mock/scripts/99")
+            assert missing.status_code == 404, missing.text
             added = await client.post("/_mock/scripts", json=rule)
             assert added.status_code == 200, added.text
             assert added.json()["workers"] == {"applied": [0, 1, 2], "failed": []}
+            assert [r["id"] for r in added.json()["data"]] == [3]  # the bad list took 1 and 2
             responses = await send_all(server, REQUESTS)
             entries = await journal(server, REQUESTS)
             listed = (await client.get("/_mock/scripts")).json()["data"]
@@ -369,3 +375,17 @@ async def test_a_killed_workers_replacement_has_the_state(tmp_path: Path) -> Non
         ("always", attempt + 1, None),
     ]
     assert (view["settings"]["latency"]["ttft_ms"], view["version"]) == (25, 1)
+
+
+@pytest.mark.slow
+def test_a_bad_scripts_file_stops_several_workers_in_one_line(tmp_path: Path) -> None:
+    """The supervisor reads the file once for every worker: a bad rule ends start-up
+    with one line and status 2, as a bad flag does."""
+    rules = tmp_path / "rules.json"
+    rules.write_text('[{"reply": {"content": "x"}, "times": 0}]')
+    done = run_cli("--port", "0", "--workers", "2", "--corpus-articles", "64",
+                   "--scripts-file", str(rules))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "error" in line]
+    assert line.startswith("trio-mock: error: --scripts-file")
+    assert "times must be at least 1" in line
