@@ -6,7 +6,8 @@ counted under a POSIX record lock on that file: two syscalls, no round trip to a
 process, and the kernel drops the lock of a worker that dies holding it. Only requests
 that match a rule pay this; the supervisor alone hands slots out, and a slot names its
 rule, so a worker that still holds a removed rule finds it gone rather than counting
-another rule's uses. Must not import trio: the supervisor uses it before it forks.
+another rule's uses. Plain syscalls, no Trio: the supervisor, which must not start
+Trio, uses it too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class TallyFull(Exception):
 
 
 class Tally:
-    """Shared use counts; ``claim`` and ``release`` belong to the supervisor."""
+    """Shared use counts. The supervisor claims and releases slots (its own ``free``
+    list); the workers count uses."""
 
     def __init__(self, slots: int = SLOTS) -> None:
         self.fd, path = tempfile.mkstemp(prefix="trio-mock-tally-")
