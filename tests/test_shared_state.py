@@ -169,6 +169,8 @@ def test_hub_refuses_a_bad_change_before_any_worker_sees_it() -> None:
     assert "start-up only" in str(answer.result)
     members.ask(2, 6, "scripts.remove", 42)
     assert members.answer(2).result is False
+    members.ask(1, 7, "no such ask")  # a bug's answer, and the supervisor goes on
+    assert isinstance(members.answer(1).result, RuntimeError)
     assert not any(end.poll(0) for end in members.ends)
     assert members.hub.version == 0
 

@@ -180,6 +180,10 @@ class Hub:
         except (EOFError, OSError):
             self.leave(worker)
             return
+        except Exception:  # a message that does not unpickle: its pipe is no good now
+            log.exception("shared state: a bad message from worker %d; closing its pipe", worker)
+            self.leave(worker)
+            return
         current = self.current
         if isinstance(message, Ask):
             self.asks.append((worker, message))
@@ -225,6 +229,10 @@ class Hub:
             order, finish = self.ops[ask.op](ask.payload)
         except (SettingsError, OpenAIError) as error:
             self.send(worker, Answer(ask.ticket, error))
+            return
+        except Exception as error:  # a bug: the asker reports it, the supervisor goes on
+            log.exception("shared state: %s failed", ask.op)
+            self.send(worker, Answer(ask.ticket, RuntimeError(f"{ask.op} failed: {error}")))
             return
         if order is None:  # nothing for the workers to do
             self.send(worker, Answer(ask.ticket, finish({}), Report(tuple(sorted(self.members)))))
