@@ -40,7 +40,7 @@ MECHANISM = "config and scripts pushed through the supervisor, rule uses counted
 
 @frozen
 class Ask:
-    """A worker's request to the supervisor: ``op`` (an ``Hub.ops`` name) with ``payload``."""
+    """A worker's request to the supervisor: ``op`` (a ``Hub.ops`` name) with ``payload``."""
 
     ticket: int
     op: str
@@ -49,7 +49,7 @@ class Ask:
 
 @frozen
 class Order:
-    """What every worker applies for an ask (``Member.obey``)."""
+    """What every worker applies for an ask (``SharedControl.obey``)."""
 
     id: int
     op: str
