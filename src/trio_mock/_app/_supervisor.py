@@ -131,8 +131,9 @@ class Supervisor:
             self.start_worker(number)
         while not self.stopping:
             pipes = self.hub.connections()
-            due = self.hub.wait_s()
-            for ready in wait([*self.workers, *pipes], timeout=1.0 if due is None else due):
+            due = self.hub.wait_s()  # a signal sets ``stopping`` but does not end the wait
+            timeout = 1.0 if due is None else min(1.0, due)
+            for ready in wait([*self.workers, *pipes], timeout=timeout):
                 if not isinstance(ready, int):  # a worker's pipe: a message for the hub
                     self.hub.receive(cast("Connection", ready))
                     continue
