@@ -176,8 +176,10 @@ class SharedControl(Control):
             await trio.lowlevel.wait_readable(self.conn.fileno())
             try:
                 message = self.conn.recv()
-            except (EOFError, OSError):
-                return  # the supervisor is gone, and its stop pipe ends this worker
+            except (EOFError, OSError):  # the supervisor is gone; its stop pipe ends us
+                for waiting in self.replies.values():
+                    waiting.arrived.set()  # with no answer: a 503 now, not at ASK_WITHIN_S
+                return
             if isinstance(message, Answer):
                 if reply := self.replies.get(message.ticket):
                     reply.answer = message
