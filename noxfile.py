@@ -38,11 +38,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=None)
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and the layer contracts (import-linter)."""
+    """ruff check, ruff format --check, the layer contracts (import-linter), and the longest
+    import chain (at most 8 modules, ``tools/import_chain.py``)."""
     session.install("-e.", *nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")
+    session.run("python", "tools/import_chain.py", "--max", "8")
 
 
 @nox.session(python=None)

@@ -200,6 +200,8 @@ ENDPOINT_BODIES: dict[str, tuple[str, Record]] = {
         },
     ),
     "embeddings": ("/v1/embeddings", {"input": "Hi", "model": "text-embedding-3-small"}),
+    # Anthropic's Messages API (chat.lua sends its anthropic-version header to every path)
+    "messages": ("/v1/messages", {"messages": [{"role": "user", "content": "Hi"}]}),
 }
 
 

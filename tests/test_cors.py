@@ -14,7 +14,8 @@ import pytest
 from asgi import Answer, call
 from conftest import fast_settings
 from trio_mock import Settings, SettingsError, create_app
-from trio_mock._app._quart_app import CorsApp, TrioMockApp, app_from_environment
+from trio_mock._app._quart_app import CorsApp, TrioMockApp
+from trio_mock._app._runtime import app_from_environment
 from trio_mock._serve._cors import Cors
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
 """Entry points: ``python -m trio_mock``, the ``trio-mock`` script, ``hypercorn -k trio
-trio_mock:app``, ``--workers``, settings precedence, and embedding ``serve``.
+trio_mock:app`` (plain ``hypercorn trio_mock:app`` is refused), ``--workers``, settings
+precedence, and embedding ``serve``.
 
 Subprocess tests run real servers on loopback; every wait is bounded, and every process
 (with its children: each runs in its own session) is killed in ``finally``.
@@ -7,6 +8,7 @@ Subprocess tests run real servers on loopback; every wait is bounded, and every 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -28,6 +31,7 @@ from helpers import clean_env, served_url
 from trio_mock._config._cpus import usable_cpus
 from trio_mock._config._knobs import SettingsError
 from trio_mock._config._settings import KNOBS, Settings
+from trio_mock.testing import MockServer
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
@@ -369,6 +373,43 @@ async def test_hypercorn_serves_app_from_env(tmp_path: Path) -> None:
     assert "Error in ASGI Framework" not in output
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [[], ["--workers", "0"]], ids=["spawned", "in-process"])
+async def test_plain_hypercorn_refuses_before_serving(workers: list[str]) -> None:
+    """Without ``-k trio``, Hypercorn's asyncio worker would serve empty 500s: the app
+    stops it at start-up, in one line naming the command to use."""
+    args = [str(BIN / "hypercorn"), *workers, "trio_mock:app", "--bind", "127.0.0.1:0"]
+    with trio.fail_after(START_TIMEOUT_S):
+        done = await trio.run_process(args, env=clean_env(), capture_stderr=True, check=False)
+    output = done.stderr.decode()
+    assert output.splitlines() == [
+        "trio-mock runs on Trio, not on this server's event loop:"
+        " use `hypercorn -k trio trio_mock:app` (or the `trio-mock` command)"
+    ]
+    # Hypercorn drops a spawned worker's exit code (``run._join_exited`` runs twice).
+    assert done.returncode == (1 if workers else 0)
+
+
+def test_app_outside_trio_refuses_in_one_line() -> None:
+    """Under asyncio, the lifespan ends the server with the line; a request that arrives
+    without a lifespan (a server that skipped it) gets the line as its 500."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body is never read")
+
+    app = trio_mock.app
+    with pytest.raises(SystemExit, match=r"use `hypercorn -k trio trio_mock:app`"):
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+    asyncio.run(app({"type": "http", "path": "/health"}, receive, send))
+    start, body = sent
+    assert start["status"] == 500
+    assert body["body"].decode().startswith("trio-mock runs on Trio")
+
+
 # --- --workers 2 ---------------------------------------------------------------------------------
 
 
@@ -485,3 +526,25 @@ async def test_embedded_serve_reports_real_url() -> None:
         # serve returned, so the nursery closed: nothing listens on the port any more.
         with pytest.raises(OSError, match="all attempts to connect"):
             await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_urls_are_named_alike_everywhere() -> None:
+    """``base_url`` is the root, as ``serve`` reports it; ``url`` the OpenAI base below it,
+    on ``running()``'s server and on ``MockServer`` alike (README: "Two URLs, two names")."""
+    async with trio_mock.running(fast_settings()) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        assert not server.base_url.endswith("/v1")
+        assert server.url == server.base_url + "/v1"
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(server.base_url + "/health")).status_code == 200
+            assert (await http.get(server.url + "/models")).status_code == 200
+        async with openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0) as sdk:
+            assert [m.id async for m in sdk.models.list()] == ["trio-mock"]
+
+    def in_thread() -> tuple[str, str]:
+        with MockServer(fast_settings()) as mock:
+            return mock.base_url, mock.url
+
+    base_url, url = await trio.to_thread.run_sync(in_thread)
+    assert base_url.startswith("http://127.0.0.1:")
+    assert url == base_url + "/v1"

@@ -11,7 +11,6 @@ drawn in blocks, keep their shape and stay unique.
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ import pytest
 from conftest import fast_settings
 from trio_mock._openai._model import Ask, MockModel
 from trio_mock._openai._overrides import Overrides
-from trio_mock._serve._realtime import Connection, Session, random_ids
+from trio_mock._openai._realtime_events import delta_frames, random_ids
 from trio_mock._serve._responses import ResponsesEmitter, ResponsesHandler, sse
 from trio_mock._sim._plan import Limits
 from trio_mock._sim._tokens import load_tokenizer
@@ -37,10 +36,6 @@ def model() -> MockModel:
     """Events of 1 to 3 tokens, so deltas join several escaped pieces too."""
     settings = fast_settings(tokens_per_event_min=1, tokens_per_event_max=3)
     return MockModel(settings, load_tokenizer(settings.output.tokenizer))
-
-
-async def unused_send(message: dict[str, Any]) -> None:
-    raise AssertionError("delta_frames only builds frames")
 
 
 def split_sse(data: bytes) -> list[tuple[str, bytes]]:
@@ -115,11 +110,8 @@ async def test_realtime_deltas_are_the_dict_builders_bytes(ga: bool, content: st
     overrides = Overrides(content=content, output_tokens=300 if content is None else None, seed=5)
     ask = Ask(model="gpt-realtime", limits=Limits(), can_reason=False)
     (plan,) = await mock.plan(ask, 10, overrides)
-    endpoint: Any = SimpleNamespace(latest=None)
-    session = Session(model="gpt-realtime", ga=ga)
-    connection = Connection(endpoint, {}, unused_send, session, overrides, False)
     ids = {"response_id": "resp_A1", "item_id": "item_B2", "output_index": 0}
-    frames = list(connection.delta_frames(plan, ids))
+    frames = list(delta_frames(plan, ids, ga))
     kind = "response.output_text.delta" if ga else "response.text.delta"
     assert len(frames) == len(plan.event_ends)
     start, event_ids, text = 0, [], ""

@@ -49,7 +49,7 @@ from trio_mock import Settings, create_app
 from trio_mock._config._faults import Fault, FaultInjector, parse_fault
 from trio_mock._config._knobs import SettingsError
 from trio_mock._openai._errors import INJECTED_ERROR, STATUS_ERRORS, status_error
-from trio_mock._serve._pacing import Counted, cut_after
+from trio_mock._sim._schedule import Counted, Ending, cut_after
 
 if TYPE_CHECKING:
     from openai.types import Completion
@@ -236,7 +236,7 @@ def test_cut_after(tokens: int, expected: list[tuple[float, bytes]]) -> None:
         calls.append(1)
         return LAST
 
-    assert drawn(cut_after(counted(EVENTS), tokens, last)) == expected
+    assert drawn(cut_after(counted(EVENTS), tokens, Ending(last))) == expected
     assert calls == [1]
 
 
@@ -250,13 +250,13 @@ def test_cut_after_is_lazy_and_ends_an_empty_reply() -> None:
 
     source = frames()  # one choice's frames, built only when drawn
     events = [(when, iter([(count, source)])) for when, (_, count) in EVENTS]
-    cut = cut_after(iter(events), 1, lambda: LAST)
+    cut = cut_after(iter(events), 1, Ending(lambda: LAST))
     when, first = next(cut)
     assert (when, built) == (1.0, [])  # not built until it goes out
     assert next(first) == A
     assert drawn(cut) == [(2.0, LAST)]
     assert built == [A]  # the event left out is never built
-    assert drawn(cut_after(iter([]), 3, lambda: LAST)) == [(-math.inf, LAST)]
+    assert drawn(cut_after(iter([]), 3, Ending(lambda: LAST))) == [(-math.inf, LAST)]
 
 
 @pytest.mark.parametrize(

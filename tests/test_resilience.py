@@ -33,7 +33,7 @@ import trio
 from conftest import fast_settings
 from trio_mock import serve
 from trio_mock._app._server import listen
-from trio_mock._serve._worker import OpenAIH11
+from trio_mock._serve._protocols import OpenAIH11
 
 if TYPE_CHECKING:
     from conftest import StartServer

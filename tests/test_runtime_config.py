@@ -15,8 +15,9 @@ What this file proves:
 - Every bad value is refused with the start-up error's own text, as an OpenAI-shaped 400
   (``param`` = knob, ``code`` = ``invalid_setting``); unknown names, non-object bodies and
   start-up-only knobs are refused too, and a refused change changes nothing at all.
-- ``POST /configure`` takes AIPerf's body (``ttft``/``itl`` aliases, ``tokenizer_models``
-  ignored and listed).
+- ``POST /configure`` takes AIPerf's body (``ttft``/``itl`` aliases; ``tokenizer_models``
+  pre-loads, and a missing one is refused naming where it was looked for, changing nothing:
+  tests/test_hf_tokenizers.py loads real ones).
 - With ``--admin-key`` the control routes need it (Bearer, ``api-key`` or ``x-admin-key``;
   an API key does not do), while ``/_mock/ui``, ``/health`` and ``/metrics`` stay open;
   without it they need an API key when ``--api-keys`` is set. Over loopback too.
@@ -35,6 +36,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -43,7 +45,7 @@ import pytest
 import trio
 import trio.testing
 
-import trio_mock._app._live
+import trio_mock._app._runtime
 from asgi import Answer, Headers, call, chat_content, token_times
 from conftest import check_error, fast_settings
 from helpers import on_schedule
@@ -66,6 +68,7 @@ BASE: dict[str, Any] = {"corpus_articles": 8, "output_tokens_mean": 5, "output_t
 # MockClock schedule of the paced app: first token at 100 ms, then one every 10 ms.
 PACED: dict[str, Any] = {"ttft_ms": 100, "itl_ms": 10}
 GROUPS = {
+    "cassettes",
     "server",
     "models",
     "latency",
@@ -458,7 +461,7 @@ async def test_fault_draws_carry_on_across_other_changes() -> None:
 
 async def test_corpus_rebuild_at_runtime_answers_the_next_request() -> None:
     app = app_with()
-    live = cast("trio_mock._app._live.Live", app.live)  # type: ignore[attr-defined]
+    live = cast("trio_mock._app._runtime.Live", app.live)  # type: ignore[attr-defined]
     corpus = live.model.corpus
     assert corpus is not None
     await change(app, {"ttft_ms": 1})
@@ -696,6 +699,11 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "journal_file": {"journal_file": "/tmp/trio-mock-never-written.jsonl"},
     "scripts_file": {"scripts_file": __file__},
     "admin_key": {"admin_key": "new-admin"},
+    "cassette": {"cassette": "/tmp/trio-mock-never-read.jsonl"},
+    "record_upstream": {"record_upstream": "http://127.0.0.1:1/v1"},
+    "upstream_api_key": {"upstream_api_key": "sk-other"},
+    "upstream_timeout_s": {"upstream_timeout_s": 5},
+    "replay_ignore": {"replay_ignore": "user"},
 }
 
 
@@ -759,11 +767,11 @@ async def test_mixed_change_with_one_bad_knob_changes_nothing(
 
 async def test_configure_takes_aiperfs_body(autojump_clock: trio.testing.MockClock) -> None:
     app = app_with()
-    answer = await call(app, "/configure", {"ttft": 50, "itl": 5, "tokenizer_models": ["gpt2"]})
+    answer = await call(app, "/configure", {"ttft": 50, "itl": 5, "tokenizer_models": []})
     assert answer.status == 200, answer.body
     view = answer.json()
     assert view["status"] == "configured"
-    assert view["ignored"] == ["tokenizer_models"]
+    assert view["ignored"] == []
     assert view["changed"] == ["ttft_ms", "itl_ms"]
     assert (view["settings"]["latency"]["ttft_ms"], view["settings"]["latency"]["itl_ms"]) == (
         50.0,
@@ -780,13 +788,18 @@ async def test_configure_takes_aiperfs_body(autojump_clock: trio.testing.MockClo
     assert (settings["latency"]["ttft_ms"], settings["latency"]["itl_ms"]) == (50.0, 5.0)
 
 
-async def test_configure_with_only_ignored_keys_changes_nothing() -> None:
+async def test_configure_refuses_a_tokenizer_not_on_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: never downloaded
     app = app_with()
     before = await get_config(app)
-    answer = await call(app, "/configure", {"tokenizer_models": ["gpt2", "llama"]})
-    assert answer.status == 200
-    assert (answer.json()["ignored"], answer.json()["changed"]) == (["tokenizer_models"], [])
-    assert await get_config(app) == before
+    body = {"ttft": 50, "tokenizer_models": ["no-such-org/no-such-model"]}
+    answer = await call(app, "/configure", body)
+    error = check_error(answer.response(), 400, "tokenizer_models")
+    assert error["code"] == "invalid_setting"
+    assert str(tmp_path / "models--no-such-org--no-such-model") in error["message"]
+    assert await get_config(app) == before  # the ttft with it did not change either
 
 
 async def test_configure_takes_knob_names_too() -> None:
@@ -924,7 +937,7 @@ async def test_concurrent_changes_are_not_lost(monkeypatch: pytest.MonkeyPatch) 
         gate.wait(10)
         return real(*args)
 
-    monkeypatch.setattr(trio_mock._app._live, "MockModel", held_model)
+    monkeypatch.setattr(trio_mock._app._runtime, "MockModel", held_model)
     out: dict[str, Answer] = {}
 
     async def patch(name: str, body: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import datetime
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,15 +22,18 @@ from jsonschema import (  # type: ignore[import-untyped]
     FormatChecker,
 )
 
-from trio_mock._sim._schema import (
-    DEFAULT_WORDS,
-    SchemaError,
-    check_schema,
-    sample_json,
-    sample_json_object,
-)
+from trio_mock._sim._schema_check import check_schema
+from trio_mock._sim._schema_rules import DEFAULT_WORDS, SchemaError
+from trio_mock._sim._schema_values import sample_json as sample_checked, sample_json_object
 
 SEEDS = range(200)
+
+
+def sample_json(schema: Any, rng: np.random.Generator, words: Sequence[str] = DEFAULT_WORDS) -> Any:
+    """Check, then sample, as the server does."""
+    check_schema(schema)
+    return sample_checked(schema, rng, words)
+
 
 # jsonschema checks date, email, ipv4 and uuid itself; the rest need optional packages.
 FORMATS = FormatChecker(formats=["date", "email", "ipv4", "ipv6", "uuid", "regex"])

@@ -22,7 +22,7 @@ import trio.testing
 from asgi import call, token_times
 from conftest import StartServer, fast_settings
 from trio_mock import create_app
-from trio_mock._serve._worker import ARRIVAL_EXTENSION
+from trio_mock._serve._protocols import ARRIVAL_EXTENSION
 
 CHAT = "/v1/chat/completions"
 

@@ -10,9 +10,8 @@ the pytest plugin (``trio_mock.pytest_plugin``) gives tests a ``trio_mock_server
 
 from __future__ import annotations
 
-from ._app._quart_app import EnvironmentApp, create_app as create_app
-from ._app._running import RunningServer as RunningServer, running as running
-from ._app._server import serve as serve
+from ._app._running import RunningServer as RunningServer, running as running, serve as serve
+from ._app._runtime import EnvironmentApp, create_app as create_app
 from ._config._knobs import SettingsError as SettingsError
 from ._config._settings import Settings as Settings
 from ._version import __version__ as __version__

@@ -13,10 +13,19 @@ shared by the session and reset before each test that uses it (its settings, jou
 scripts, metrics and rate-limit buckets), which keeps tests independent and fast; a marker
 that sets a knob read only at start-up (``port``, ``workers``, ...) gets the test a server of
 its own.
+
+A suite can record its traffic once and replay it offline (in CI, say)::
+
+    pytest --trio-mock-record https://api.openai.com/v1 --trio-mock-cassette tests/llm.jsonl
+    pytest --trio-mock-cassette tests/llm.jsonl
+
+When recording, the upstream's key comes from ``TRIO_MOCK_UPSTREAM_API_KEY`` (else the
+key the client sends passes through); it is never written to the cassette.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +47,38 @@ TEST_DEFAULTS: dict[str, Any] = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trio-mock")
+    group.addoption(
+        "--trio-mock-cassette",
+        metavar="FILE",
+        help="trio_mock_server replays its answers from this cassette (recorded ones first, "
+        "then generated ones), or records into it with --trio-mock-record",
+    )
+    group.addoption(
+        "--trio-mock-record",
+        metavar="URL",
+        help="trio_mock_server forwards to this OpenAI-compatible base URL and records each "
+        "exchange into --trio-mock-cassette (key: TRIO_MOCK_UPSTREAM_API_KEY, or the client's)",
+    )
+
+
+def cassette_knobs(config: pytest.Config) -> dict[str, Any]:
+    """The command line's cassette, as knobs.
+
+    Raises:
+      pytest.UsageError: --trio-mock-record without a cassette.
+    """
+    cassette = config.getoption("--trio-mock-cassette")
+    upstream = config.getoption("--trio-mock-record")
+    if upstream is None:
+        return {} if cassette is None else {"cassette": cassette}
+    if cassette is None:
+        raise pytest.UsageError("--trio-mock-record needs --trio-mock-cassette to record into")
+    key = os.environ.get("TRIO_MOCK_UPSTREAM_API_KEY")
+    return {"cassette": cassette, "record_upstream": upstream, "upstream_api_key": key}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -47,12 +88,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def trio_mock_settings() -> Settings:
+def trio_mock_settings(pytestconfig: pytest.Config) -> Settings:
     """The settings every ``trio_mock_server`` starts from; override it in a conftest.
 
-    Default: no latency, a free loopback port, everything else as the CLI's defaults.
+    Default: no latency, a free loopback port, the cassette given on the command line
+    (``--trio-mock-cassette``, ``--trio-mock-record``), everything else as the CLI's defaults.
     """
-    return Settings().replace(**TEST_DEFAULTS)
+    return Settings().replace(**TEST_DEFAULTS, **cassette_knobs(pytestconfig))
 
 
 @pytest.fixture(scope="session")

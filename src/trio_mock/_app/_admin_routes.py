@@ -23,6 +23,7 @@ from quart import Response, request
 
 from .._config._knobs import SettingsError
 from .._config._settings import KNOBS
+from .._config._tokenizer_models import tokenizer_sources
 from .._observe._metrics import CONTENT_TYPE
 from .._openai._convert import parse_json
 from .._openai._errors import OpenAIError, invalid
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 # AIPerf's mock names these in its POST /configure; both are milliseconds.
 CONFIGURE_ALIASES = {"ttft": "ttft_ms", "itl": "itl_ms"}
-CONFIGURE_IGNORED = frozenset({"tokenizer_models"})  # AIPerf's; one tokenizer serves here
+CONFIGURE_IGNORED: frozenset[str] = frozenset()  # AIPerf's keys we take no notice of
 FLAG = re.compile(r"--([a-z0-9-]+)")
 
 
@@ -58,6 +59,15 @@ def query_number(name: str, kind: type, low: float) -> Any:
     if value is None or not math.isfinite(value) or value < low:
         raise invalid(f"Invalid '{name}': expected a number >= {low:g}, got {raw!r}.", name)
     return value
+
+
+def preloaded(configured: tuple[str, ...], asked: Any) -> Any:
+    """AIPerf's ``tokenizer_models`` (hub ids to pre-load) added to those configured, which
+    keep their sources; anything but a list of names is left for the knob to refuse."""
+    if not isinstance(asked, list) or not all(isinstance(name, str) for name in asked):
+        return asked
+    known = tokenizer_sources(configured)
+    return [*configured, *(name for name in dict.fromkeys(asked) if name not in known)]
 
 
 def start_up_only() -> list[str]:
@@ -115,6 +125,9 @@ def install_control_routes(app: QuartTrio, control: Control) -> None:
         leaves = {
             CONFIGURE_ALIASES.get(k, k): v for k, v in data.items() if k not in CONFIGURE_IGNORED
         }
+        if "tokenizer_models" in leaves:
+            configured = live.settings.models.tokenizer_models
+            leaves["tokenizer_models"] = preloaded(configured, leaves["tokenizer_models"])
         view = await change(leaves)
         return json_response({"status": "configured", "ignored": ignored, **view})
 

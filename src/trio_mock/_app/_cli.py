@@ -1,4 +1,5 @@
-"""``trio-mock``: flags generated from Settings, then serve until SIGINT or SIGTERM.
+"""``trio-mock``: flags generated from Settings, then serve until SIGINT or SIGTERM
+(``trio-mock fit CASSETTE``: a profile fitted to a recording, ``_fit_cli``).
 
 Every knob gets a flag whose help names its default and environment variable. Bad
 settings end start-up with one line on stderr and exit status 2, never a traceback.
@@ -20,10 +21,15 @@ import trio
 from .._config._knobs import ENV_PREFIX, SettingsError
 from .._config._settings import KNOBS, Settings
 from .._observe._logs import configure_logging
+from .._openai._model import MockModel
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
-from ._server import raise_open_files_limit, serve, wait_for_signal
+from ._cassettes import replayed_cassette
+from ._fit_cli import fit_main
+from ._running import serve
+from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
+from ._tokenizers import model_tokenizers
 
 log = logging.getLogger("trio_mock")
 
@@ -115,9 +121,16 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["fit"]:  # a subcommand, so `trio-mock fit --help` is its own
+        raise SystemExit(fit_main(args[1:]))
     try:
-        settings = load_settings(argv)
+        settings = load_settings(args)
         tokenizer = load_tokenizer(settings.output.tokenizer)
+        # Each model's own tokenizer and its corpus, built now (shared with the app and any
+        # forked worker), so a missing one is a one-line error before serving.
+        model = MockModel(settings, tokenizer, tokenizers=model_tokenizers(settings.models))
+        replayed_cassette(settings)  # a bad line stops start-up here, in one line
     except (SettingsError, TokenizerError) as error:
         detail = (
             str(error)
@@ -129,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings)
     raise_open_files_limit()  # workers inherit it
     log.info(
-        "trio-mock %s: tokenizer %s; output %s; ttft %g ms, itl %g ms; models %s%s",
+        "trio-mock %s: tokenizer %s%s; output %s; ttft %g ms, itl %g ms; models %s%s",
         __version__,
         tokenizer.description,
+        "".join(f"; {name}: {v.tokenizer.description}" for name, v in model.voices.items()),
         settings.output.output_mode,
         settings.latency.ttft_ms,
         settings.latency.itl_ms,

@@ -23,7 +23,7 @@ from ._hub import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
 
 if TYPE_CHECKING:
     from ._hub import Membership
-    from ._live import Live
+    from ._runtime import Live
 
 log = logging.getLogger("trio_mock")
 ASK_WITHIN_S = 2 * ANSWER_WITHIN_S  # the asks ahead of this one may each take their time

@@ -24,7 +24,7 @@ from attrs import define, field, frozen
 from .._config._knobs import SettingsError
 from .._config._settings import flatten
 from .._openai._errors import OpenAIError
-from ._live import change_of
+from ._change import change_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,10 +12,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from quart import Response
+from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
-from .._openai._errors import BODY_TIMEOUT, METHOD_NOT_ALLOWED, SERVER_ERROR, TOO_LARGE, OpenAIError
+from .._openai._errors import (
+    BODY_TIMEOUT,
+    METHOD_NOT_ALLOWED,
+    SERVER_ERROR,
+    TOO_LARGE,
+    OpenAIError,
+    error_body_for,
+)
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -29,8 +36,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(error: OpenAIError) -> Response:
+    """The error in the shape of the API the request's path belongs to (OpenRouter's under
+    ``/api/v1``)."""
     return Response(
-        error.to_json(),
+        orjson.dumps(error_body_for(request.path)(error)),
         status=error.status,
         content_type="application/json",
         headers={k.decode("latin-1"): v.decode("latin-1") for k, v in error.headers},

@@ -1,35 +1,23 @@
-"""The Quart-Trio app: thin Quart routes, plus the hot chat endpoint as raw ASGI.
-
-I/O happens only here, in ``_endpoint`` and in ``_server``; everything a route calls in
-between is a sync or sans-IO stage (parse -> validate -> plan -> emit -> pace).
+"""The Quart-Trio app's class and its small routes: the hot endpoints are looked up first
+and served as raw ASGI (``_serve._endpoint``); every other request meets the same front
+(``_serve._request.front``: key, body, request id) and then Quart's routing.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-import trio
 from quart_trio import QuartTrio
 
-from .._config._settings import Settings
-from .._observe._logs import configure_logging
-from .._observe._metrics import multiprocess
 from .._openai._errors import OpenAIError
-from .._openai._validate import check_model
+from .._openai._openrouter import Prices, model_object as openrouter_model
+from .._openai._validate import check_model, served_models
 from .._serve._cors import Cors
-from .._serve._housekeeping import Trimmer
 from .._serve._request import front
-from .._sim._corpus import release_free_memory
-from .._sim._tokens import load_tokenizer
 from .._version import __version__
-from ._admin_routes import install_control_routes
-from ._control import Control, SharedControl
-from ._json_routes import install_error_handlers, json_response
-from ._live import Live
-from ._vllm import install_vllm_routes
+from ._anthropic_routes import AnthropicModels, speaks_anthropic
+from ._json_routes import json_response
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,9 +25,9 @@ if TYPE_CHECKING:
     from quart.typing import ResponseReturnValue
 
     from .._serve._request import ASGIApp
-    from ._hub import Membership
-
-log = logging.getLogger("trio_mock")
+    from .._sim._tokens import Tokenizer
+    from ._control import Control
+    from ._runtime import Live
 
 ENDPOINTS = [
     "GET /health",
@@ -50,7 +38,15 @@ ENDPOINTS = [
     "POST /v1/completions",
     "POST /v1/responses",
     "POST /v1/embeddings",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
     "GET /v1/realtime (WebSocket)",
+    "GET /api/v1/models",
+    "GET /api/v1/models/{model}",
+    "POST /api/v1/chat/completions",
+    "POST /api/v1/completions",
+    "POST /api/v1/responses",
+    "POST /api/v1/embeddings",
     "POST /tokenize",
     "POST /detokenize",
     "GET /version",
@@ -67,41 +63,12 @@ ENDPOINTS = [
     "GET /_mock/stats",
     "GET /_mock/ui",
 ]
-HOUSEKEEPING_S = 0.25
 
 
-def create_app(
-    settings: Settings | None = None, membership: Membership | None = None
-) -> TrioMockApp:
-    """Build the app for ``settings`` (from the environment when None).
-
-    Args:
-      membership: a worker of ``--workers N``: its place in the state they share.
-
-    Raises:
-      SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
-    """
-    settings = Settings.from_env() if settings is None else settings
-    obs = settings.observability
-    if obs.metrics_auth and obs.admin_key is None and not settings.server.api_keys:
-        log.warning("--metrics-auth: no --admin-key or --api-keys set, so /metrics stays open")
-    tokenizer = load_tokenizer(settings.output.tokenizer)
+def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> None:
+    """``/health``, ``/`` (what this server is), the models, and a Realtime URL asked over
+    plain HTTP."""
     started = int(time.time())
-
-    origins = settings.server.cors_origins
-    app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
-    if membership is None:
-        live = app.live = Live(settings, tokenizer)
-        app.control = Control(live)
-    else:
-        live = app.live = Live(settings, tokenizer, membership.scripts)
-        live.version = membership.version
-        app.control = SharedControl(live, membership)
-    install_vllm_routes(app, lambda: live.settings, tokenizer)
-    install_control_routes(app, app.control)
-    release_free_memory()  # the corpus build's temporaries are gone by now
-    install_error_handlers(app)
-    app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
 
     def model_object(model_id: str) -> dict[str, object]:
         """OpenAI's model object, with vLLM's ``root``, ``parent`` and ``max_model_len``
@@ -116,31 +83,6 @@ def create_app(
             "max_model_len": live.model.context_window(model_id),
         }
 
-    chores, pacing, sharing = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
-
-    async def pace() -> None:
-        with pacing:
-            await live.pacer.run()
-
-    async def share(control: SharedControl) -> None:
-        with sharing:
-            await control.run()
-
-    @app.before_serving
-    async def mark_start() -> None:
-        live.limiter.start()  # rate_limit_after_s counts from here
-        app.nursery.start_soon(housekeeping, live, chores)
-        app.nursery.start_soon(pace)
-        if isinstance(app.control, SharedControl):
-            app.nursery.start_soon(share, app.control)
-
-    @app.after_serving
-    async def close_journal() -> None:
-        chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
-        pacing.cancel()
-        sharing.cancel()
-        live.journal.close()
-
     @app.get("/health")
     async def health() -> ResponseReturnValue:
         return json_response({"status": "ok"})
@@ -152,6 +94,9 @@ def create_app(
                 "name": "trio-mock",
                 "version": __version__,
                 "tokenizer": tokenizer.description,
+                "model_tokenizers": {
+                    name: voice.tokenizer.description for name, voice in live.model.voices.items()
+                },
                 "load": live.load.snapshot(),
                 "endpoints": ENDPOINTS,
                 "settings": live.settings.public(),
@@ -169,45 +114,43 @@ def create_app(
             headers=((b"upgrade", b"websocket"),),
         )
 
+    anthropic = AnthropicModels(live)
+
     @app.get("/v1/models")
     @app.get("/models")
     async def list_models() -> ResponseReturnValue:
-        models = live.settings.models.models
+        if speaks_anthropic():
+            return anthropic.listing()
+        models = served_models(live.settings.models)
         return json_response({"object": "list", "data": [model_object(m) for m in models]})
 
     @app.get("/v1/models/<path:model_id>")
     @app.get("/models/<path:model_id>")
     async def get_model(model_id: str) -> ResponseReturnValue:
+        if speaks_anthropic():
+            return anthropic.retrieve(model_id)
         check_model(model_id, live.settings.models)
         return json_response(model_object(model_id))
 
-    return app
+    def listed_on_openrouter(model_id: str, prices: Prices) -> dict[str, object]:
+        model = live.model
+        return openrouter_model(model_id, created=started, price=prices.of(model_id),
+                                context_length=model.context_window(model_id),
+                                reasons=model.reasons(model_id))  # fmt: skip
 
+    @app.get("/api/v1/models")
+    async def list_openrouter_models() -> ResponseReturnValue:
+        models = live.settings.models
+        prices = Prices(models.model_prices)
+        listed = served_models(models)
+        return json_response({"data": [listed_on_openrouter(m, prices) for m in listed]})
 
-async def housekeeping(live: Live, scope: trio.CancelScope) -> None:
-    """Four times a second: streams past their time limit are cut (``Watchdog``); the
-    journal file's lines reach the disk; batched metrics reach the registry, so a burst's
-    figures do not wait for the next request or scrape (with several workers, each one's
-    gauges too reach its files: any worker's /metrics sums them, so each must keep its own
-    current even when another one is scraped); and once a burst is over, the memory it
-    freed goes back to the system (``Trimmer``)."""
-    watchdog, trimmer = live.watchdog, Trimmer(live.load)
-    watchdog.running = True
-    try:
-        with scope:
-            while True:
-                now = trio.current_time()
-                watchdog.expire(now)
-                live.journal.flush()
-                if live.metrics is not None:
-                    live.metrics.flush()
-                    if multiprocess():
-                        live.metrics.refresh()
-                if trimmer.due(now):
-                    await trimmer.trim(now)
-                await trio.sleep(HOUSEKEEPING_S)
-    finally:
-        watchdog.running = False
+    @app.get("/api/v1/models/<path:model_id>")
+    async def get_openrouter_model(model_id: str) -> ResponseReturnValue:
+        """Not in OpenRouter's reference, but what ``client.models.retrieve`` asks for."""
+        models = live.settings.models
+        check_model(model_id, models)
+        return json_response(listed_on_openrouter(model_id, Prices(models.model_prices)))
 
 
 class TrioMockApp(QuartTrio):
@@ -244,35 +187,3 @@ class CorsApp(TrioMockApp):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.cors(scope, receive, send)
-
-
-SETTINGS_JSON = "TRIO_MOCK_SETTINGS_JSON"
-
-
-def app_from_environment() -> QuartTrio:
-    """Build the app for ``hypercorn -k trio trio_mock:app``.
-
-    Exact settings may come as JSON in one variable (``TRIO_MOCK_SETTINGS_JSON``), else
-    from the ``TRIO_MOCK_*`` variables. (The CLI's workers are forked with their settings.)
-    """
-    exact = os.environ.get(SETTINGS_JSON)
-    settings = Settings.from_json(exact) if exact else Settings.from_env()
-    if not logging.getLogger().handlers:  # a spawned worker, or a bare hypercorn
-        configure_logging(settings)
-    return create_app(settings)
-
-
-class EnvironmentApp:
-    """``trio_mock.app``: an ASGI app built from the environment on first use.
-
-    Hypercorn finds ``app`` in the module's namespace, so it must exist at import; building
-    the real app (tokenizer, corpus) only when served keeps ``import trio_mock`` cheap.
-    """
-
-    def __init__(self) -> None:
-        self._app: QuartTrio | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self._app is None:
-            self._app = app_from_environment()
-        await self._app(scope, receive, send)

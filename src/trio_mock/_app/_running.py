@@ -1,4 +1,5 @@
-"""trio-mock inside a Trio program: ``async with trio_mock.running() as server``.
+"""trio-mock inside a Trio program: ``await trio_mock.serve(settings)``, or
+``async with trio_mock.running() as server``.
 
 The server runs in a task of the caller's Trio run; the ``RunningServer`` handed out gives
 its URLs and the live state the HTTP control routes show (journal, config, scripts), as
@@ -7,7 +8,7 @@ plain calls, so a test needs no HTTP round trip to steer or inspect it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,21 +16,45 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._config._settings import Settings
-from ._quart_app import create_app
+from ._runtime import create_app
 from ._server import serve_app
 
 if TYPE_CHECKING:
-    from ._live import Live
     from ._quart_app import TrioMockApp
+    from ._runtime import Live
 
 SETTLE_S = 1.0
 
 
+async def serve(
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve trio-mock in the current Trio run until ``shutdown_trigger`` returns.
+
+    Args:
+      shutdown_trigger: awaited; when it returns, shut down gracefully. None: run until
+        cancelled.
+      task_status: for ``nursery.start``: receives the bound root URLs, e.g.
+        ``["http://127.0.0.1:41234"]`` (``RunningServer.base_url``; the OpenAI SDK wants
+        them with ``/v1``, as ``RunningServer.url`` gives them).
+    """
+    await serve_app(
+        create_app(settings), settings, shutdown_trigger=shutdown_trigger, task_status=task_status
+    )
+
+
 class RunningServer:
-    """A served trio-mock: where it listens, and its live journal, config and scripts."""
+    """A served trio-mock: where it listens, and its live journal, config and scripts.
+
+    Two URLs, named as ``MockServer`` names them: ``base_url`` is the root (what ``serve``
+    reports; ``/health``, ``/metrics``, ``/_mock/*``), ``url`` the OpenAI base URL below it.
+    """
 
     def __init__(self, base_url: str, app: TrioMockApp) -> None:
-        self.base_url = base_url  # e.g. "http://127.0.0.1:41234"
+        self.base_url = base_url  # the root, e.g. "http://127.0.0.1:41234": no /v1
         self.app = app
 
     @property

@@ -21,7 +21,6 @@ from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
 from .._serve._worker import worker_serve
-from ._quart_app import create_app
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -54,25 +53,6 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = logging.getLogger("hypercorn.access") if srv.access_log else None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config
-
-
-async def serve(
-    settings: Settings,
-    *,
-    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve trio-mock in the current Trio run until ``shutdown_trigger`` returns.
-
-    Args:
-      shutdown_trigger: awaited; when it returns, shut down gracefully. None: run until
-        cancelled.
-      task_status: for ``nursery.start``: receives the bound URLs, e.g.
-        ``["http://127.0.0.1:41234"]``.
-    """
-    await serve_app(
-        create_app(settings), settings, shutdown_trigger=shutdown_trigger, task_status=task_status
-    )
 
 
 async def serve_app(

@@ -38,9 +38,9 @@ from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
 from ._hub import MECHANISM, Hub, Membership
-from ._live import load_scripts
-from ._quart_app import create_app
+from ._runtime import create_app, load_scripts
 from ._server import hypercorn_config, listen, serve_sockets, sockets
+from ._tokenizers import model_tokenizers
 
 if TYPE_CHECKING:
     import socket
@@ -90,9 +90,10 @@ def preload(settings: Settings) -> None:
     to every object's header and so copy the pages it sits on into each worker.
     """
     out = settings.output
-    tokenizer = load_tokenizer(out.tokenizer)
+    tokenizers = [load_tokenizer(out.tokenizer), *model_tokenizers(settings.models).values()]
     if out.output_mode == "corpus":
-        shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
+        for tokenizer in tokenizers:
+            shared_corpus(tokenizer, out.corpus_articles, out.corpus_seed)
     gc.collect()
     release_free_memory()
     gc.freeze()

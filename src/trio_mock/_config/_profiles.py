@@ -63,4 +63,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "queue_timeout_s": 30.0,
         "overload_status": 503,
     },
+    # Bifrost's mocker with -big-payload: ~10 KB replies (corpus text runs ~4 bytes a
+    # token) and long embeddings; the latency stays whatever else sets it.
+    "big-payload": {
+        "output_tokens_distribution": "fixed",
+        "output_tokens_mean": 2500.0,
+        "embedding_dimensions": 4096,
+    },
 }

@@ -72,3 +72,4 @@ PERCENT = Range(0, 100)
 SHARE = Range(0, 1)
 SECONDS = Range(0, MAX_S)
 SOME_SECONDS = Range(0, MAX_S, open_low=True)
+RETRY_AFTER_S = Range(0, 3600, open_low=True)  # an hour: a client waits, so keep it in sight

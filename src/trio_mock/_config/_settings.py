@@ -31,6 +31,7 @@ from ._ranges import (
     LOAD_FACTOR,
     PER_TOKEN_MS,
     PERCENT,
+    RETRY_AFTER_S,
     SECONDS,
     SEED,
     SHARE,
@@ -39,6 +40,7 @@ from ._ranges import (
     TOKENS,
     Range,
 )
+from ._tokenizer_models import MAX_MODEL_NAME as MAX_MODEL_NAME, tokenizer_models_problem
 
 OutputMode = Literal["corpus", "echo", "fixed"]
 Distribution = Literal["constant", "normal", "lognormal", "uniform"]
@@ -102,6 +104,25 @@ def origin_problem(origin: str) -> str | None:
         "expected * or an origin as browsers send it (scheme://host[:port], lower case, "
         f"no path), got {origin!r}"
     )
+
+
+MAX_PRICE = 1_000_000.0  # USD per million tokens: far above any real model's
+
+
+def price_entry_problem(entry: str) -> str | None:
+    """Why ``name=prompt:completion`` (USD per million tokens) is not a price, or None."""
+    name, _, prices = entry.partition("=")
+    parts = prices.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not name or len(values) != 2 or not all(0 <= v <= MAX_PRICE for v in values):
+        return (
+            "expected name=prompt:completion in USD per million tokens, each 0 to "
+            f"{MAX_PRICE:g}, got {entry!r}"
+        )
+    return None
 
 
 def context_entry_problem(entry: str) -> str | None:
@@ -202,6 +223,21 @@ class ModelSettings:
         "per-model context lengths as name=tokens, names may use * (e.g. gpt-4=8192,gpt-3.5*=16385)",
         lambda v: next(filter(None, map(context_entry_problem, v)), None),
     )
+    tokenizer_models: tuple[str, ...] = knob(
+        (),
+        "models with their own tokenizer as name=source (comma-separated; source: a "
+        "tokenizer.json, a model folder, a hub id in the local Hugging Face cache, or a "
+        "--tokenizer value); a bare hub id names both. Listed by /v1/models, accepted with "
+        "--no-any-model; never downloaded (needs the hf extra)",
+        tokenizer_models_problem,
+    )
+    model_prices: tuple[str, ...] = knob(
+        (),
+        "per-model prices for OpenRouter's usage.cost and /api/v1/models, as "
+        "name=prompt:completion in USD per million tokens, names may use * (unlisted: free)",
+        lambda v: next(filter(None, map(price_entry_problem, v)), None),
+    )
+    provider_name: str = knob("trio-mock", "provider named in replies on the /api/v1 routes")
 
 
 @frozen(kw_only=True)
@@ -283,6 +319,12 @@ class FaultSettings:
         "seed of the fault draws: the same requests meet the same faults",
         SEED,
     )
+    fault_retry_after_s: float = knob(
+        2.0,
+        "retry-after of injected 429 and 503 answers, in seconds; "
+        "the official SDKs honour up to 60",
+        RETRY_AFTER_S,
+    )
 
 
 @frozen(kw_only=True)
@@ -297,8 +339,10 @@ class RateLimitSettings:
         "tokens per minute allowed, counting prompt plus requested max output (429 beyond)",
         Range(1, 10**12),
     )
-    rate_limit_scope: Literal["key", "global"] = knob(
-        "key", "one bucket per API key, or one for everybody"
+    rate_limit_scope: Literal["key", "ip", "global"] = knob(
+        "key",
+        "one bucket per API key, per client address (ip), or one for everybody; at most "
+        "10000 kept, the idle then the oldest dropped beyond",
     )
     rate_limit_after_s: float | None = knob(
         None, "from this many seconds after start, every request gets 429", SECONDS
@@ -351,7 +395,8 @@ class OutputSettings:
     )
     tokenizer: str = knob(
         "cl100k_base",
-        "tiktoken encoding name, a path to a .tiktoken file, or 'approx' (~4 characters a token)",
+        "tiktoken encoding name, a .tiktoken file, a Hugging Face tokenizer.json, model folder "
+        "or hub id in the local cache (hf extra), or 'approx' (~4 characters a token)",
         non_empty,
         live=False,
     )
@@ -399,6 +444,54 @@ class ObservabilitySettings:
     )
 
 
+def http_url(v: Any) -> str | None:
+    if re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+        return None
+    return f"expected an http:// or https:// base URL such as https://api.openai.com/v1, got {v!r}"
+
+
+@frozen(kw_only=True)
+class CassetteSettings:
+    """Recording real traffic to a cassette, and replaying it (the README's "Record and
+    replay" gives the file's format)."""
+
+    cassette: str | None = knob(
+        None,
+        "JSONL cassette: replayed from (alone), or appended to (with --record-upstream)",
+        live=False,
+    )
+    record_upstream: str | None = knob(
+        None,
+        "record mode: forward generation requests to this OpenAI-compatible base URL "
+        "(e.g. https://api.openai.com/v1) and append each exchange to --cassette",
+        http_url,
+        live=False,
+    )
+    upstream_api_key: str | None = knob(
+        None,
+        "key sent to the upstream in record mode (never written); none: the client's passes through",
+        live=False,
+    )
+    upstream_timeout_s: float = knob(
+        60.0,
+        "longest the upstream may take to connect, answer or send its next chunk (504 beyond)",
+        SOME_SECONDS,
+        live=False,
+    )
+    replay_speed: float = knob(
+        1.0, "replayed chunks come this many times faster than recorded", Range(0.01, 1000)
+    )
+    replay_strict: bool = knob(
+        False, "a request no recording matches gets a 404 instead of a generated reply"
+    )
+    replay_ignore: tuple[str, ...] = knob(
+        ("user", "metadata", "store", "service_tier"),
+        "request fields left out of the matching key (comma-separated top-level names)",
+        live=False,
+    )
+    replay_keep_ids: bool = knob(False, "replay the recorded ids and created times, not fresh ones")
+
+
 @frozen(kw_only=True)
 class Settings:
     """Every knob of trio-mock, grouped; build with ``Settings.load`` or directly."""
@@ -411,6 +504,7 @@ class Settings:
     faults: FaultSettings = FaultSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    cassettes: CassetteSettings = CassetteSettings()
 
     def __attrs_post_init__(self) -> None:
         for _, group in self.groups():
@@ -458,6 +552,7 @@ class Settings:
         data = self.as_data()
         data["server"]["api_keys"] = f"{len(self.server.api_keys)} set"
         data["observability"]["admin_key"] = "set" if self.observability.admin_key else None
+        data["cassettes"]["upstream_api_key"] = "set" if self.cassettes.upstream_api_key else None
         return data
 
     def as_data(self) -> dict[str, dict[str, Any]]:

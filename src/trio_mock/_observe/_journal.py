@@ -28,7 +28,7 @@ from attrs import define, field
 log = logging.getLogger("trio_mock")
 
 # Headers whose values never reach a log or the journal.
-SECRET_HEADERS = frozenset({b"authorization", b"api-key", b"x-admin-key", b"cookie"})
+SECRET_HEADERS = frozenset({b"authorization", b"api-key", b"x-api-key", b"x-admin-key", b"cookie"})
 REDACTED = "[redacted]"
 
 
@@ -80,6 +80,7 @@ class Record:
     error: dict[str, Any] | None = None
     fault: str | None = None
     rule: str | None = None
+    recording: str | None = None  # the cassette's ``file:line`` that answered
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
@@ -96,7 +97,7 @@ class Record:
     due: array[float] = field(factory=lambda: array("d"), repr=False)  # each event's deadline
     sent: array[float] = field(factory=lambda: array("d"), repr=False)  # when each was written
     # Whether the last event written carried no token: a stream's closing, a time-limit
-    # or an error frame. Only the last one can be such a frame (``_pacing.Built``).
+    # or an error frame. Only the last one can be such a frame (``_sim._schedule.Ending``).
     ends_with_frame: bool = False
     omitted: int = 0  # events whose times ``trim`` left out, between the first and the last
     # How late its events went out after their due times (``_lag``), set when it closed.
@@ -113,6 +114,11 @@ class Record:
         self.sent.extend(repeat(at, len(due)))
         if closing:
             self.ends_with_frame = True
+
+    def was_due(self, times: Iterable[float]) -> None:
+        """A body's token events came due at ``times`` (a body's tokens are never written
+        one by one: it goes whole after the last)."""
+        self.due.extend(times)
 
     def tokens_sent(self) -> int:
         """Tokens that reached the client: all that were planned unless the reply was
@@ -164,6 +170,7 @@ class Record:
             "error": self.error,
             "fault": self.fault,
             "rule": self.rule,
+            "recording": self.recording,
             "disconnected": self.disconnected,
             "cut": self.cut,
             "headers": redacted(self.headers),

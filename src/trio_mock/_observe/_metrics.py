@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .._config._tokenizer_models import tokenizer_sources
 from ._lag import LAG_BUCKETS
 
 if TYPE_CHECKING:
@@ -98,9 +99,11 @@ def label_text(name: str) -> str:
 
 
 def known_models(settings: ModelSettings) -> list[str]:
-    """The names the server knows as its models: those listed, and the exact (not ``*``)
-    names of ``context_lengths`` and ``reasoning_models``."""
-    named = [entry.partition("=")[0] for entry in settings.context_lengths]
+    """The names the server knows as its models: those listed, those with their own
+    tokenizer, and the exact (not ``*``) names of ``context_lengths`` and
+    ``reasoning_models``."""
+    named = [*tokenizer_sources(settings.tokenizer_models)]
+    named += [entry.partition("=")[0] for entry in settings.context_lengths]
     named += settings.reasoning_models
     return [*settings.models, *(n for n in named if n and not WILDCARDS & set(n))]
 

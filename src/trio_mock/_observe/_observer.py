@@ -1,7 +1,8 @@
 """Where a finished request goes: the journal, the metrics, and the raw log.
 
-``_endpoint`` opens one ``Record`` per generation request and closes it once, whatever
-happened; this module is the only consumer, so adding an outlet touches nothing else.
+``_serve._endpoint`` opens one ``Record`` per generation request, notes in a few calls
+what was received, planned, answered and cut, and closes it once, whatever happened;
+this module is the only consumer, so adding an outlet touches nothing else.
 Closing measures the record's schedule lag (``_lag``) before the metrics and the journal
 take it: the journal keeps only some event times.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from ._journal import Record, redacted, shown
 from ._lag import LagMonitor
 
 if TYPE_CHECKING:
+    from .._openai._exchange import Exchange
     from ._journal import Journal
     from ._metrics import Metrics
 
@@ -63,6 +66,51 @@ class Observer:
                 shown(body, limit),
                 extra={"request_id": record.request_id, "direction": "request"},
             )
+
+    def planned(self, record: Record, exchange: Exchange[Any]) -> None:
+        """What the request's stages decided (``_serve._exchange``)."""
+        record.model, record.rule = exchange.model, exchange.rule
+        record.recording = exchange.recording
+        if exchange.fault is not None:
+            record.fault = exchange.fault.spec
+        reply = exchange.reply
+        if reply is not None:
+            record.stream = reply.stream
+            record.prompt_tokens = reply.prompt_tokens
+            record.completion_tokens = reply.completion_tokens
+            record.finish_reason = reply.finish_reason
+            record.planned_ttft_s = exchange.planned_ttft_s
+            record.planned_itl_s = exchange.planned_itl_s
+            record.planned_events = exchange.planned_events
+            record.admitted = exchange.admitted
+
+    @staticmethod
+    def answered(record: Record, status: int, body: bytes | None = None) -> None:
+        """The status line went out (with ``body``, the whole answer: an error's is kept)."""
+        record.status, record.headers_sent = status, trio.current_time()
+        if body is not None:
+            if status >= 400:
+                record.error = orjson.loads(body).get("error")
+            if record.response is not None:
+                record.response.append(body)
+
+    @staticmethod
+    def refused(record: Record, status: int, error: dict[str, Any]) -> None:
+        """Refused with ``error``, told otherwise than in a body (a Realtime event)."""
+        record.status, record.error = status, error
+
+    @staticmethod
+    def cut(record: Record, reason: str, error: dict[str, Any] | None = None) -> None:
+        """The server ends the reply early (``"fault"``, ``"time_limit"``, ``"cancelled"``),
+        telling the client ``error`` if anything."""
+        record.cut = reason
+        if error is not None:
+            record.error = error
+
+    @staticmethod
+    def gone(record: Record) -> None:
+        """The client left before its answer was whole."""
+        record.disconnected = True
 
     async def wait_quiet(self) -> None:
         """Wait until no request is being served: each one served so far is journaled."""

@@ -1,5 +1,5 @@
-"""The context window: how long each model's is, and the refusal, in each API's words,
-when a prompt and the output asked for do not fit."""
+"""The context window: how long each model's is, how a prompt's tokens are counted, and
+the refusal, in each API's words, when a prompt and the output asked for do not fit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from ._errors import invalid
 if TYPE_CHECKING:
     from .._config._settings import ModelSettings
 
-Api = Literal["chat", "completions", "responses"]
+Api = Literal["chat", "completions", "responses", "messages"]
+
+# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
+# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+TOKENS_PER_IMAGE = 85
 
 
 def context_window(settings: ModelSettings, model: str) -> int:
@@ -32,7 +39,14 @@ def check_context(
     wanted = prompt_tokens + (max_tokens or 1)
     if wanted <= window:
         return
-    if api == "responses":
+    if api == "messages":  # Anthropic's words
+        message = (
+            f"prompt is too long: {prompt_tokens} tokens > {window} maximum"
+            if prompt_tokens >= window
+            else f"input length and `max_tokens` exceed context limit: {prompt_tokens} + "
+            f"{max_tokens} > {window}, decrease input length or `max_tokens` and try again"
+        )
+    elif api == "responses":
         message = (
             "Your input exceeds the context window of this model. "
             "Please adjust your input and try again."
@@ -54,5 +68,10 @@ def check_context(
             f"{wanted} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
             "completion). Please reduce the length of the messages or completion."
         )
-    param = {"chat": "messages", "completions": "prompt", "responses": "input"}[api]
+    param = {
+        "chat": "messages",
+        "completions": "prompt",
+        "responses": "input",
+        "messages": "messages",
+    }[api]
     raise invalid(message, param, "context_length_exceeded")

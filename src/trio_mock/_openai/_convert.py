@@ -186,3 +186,16 @@ def value_at(data: Any, where: str) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
+
+
+def content_text(content: Any) -> str:
+    """Text out of a string, a list of strings, or a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else ""
+            for p in content
+        ]
+        return " ".join(p for p in parts if isinstance(p, str) and p)
+    return ""

@@ -6,6 +6,7 @@ Pure: every layer raises ``OpenAIError``; the raw-ASGI endpoints send its JSON, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 
 import orjson
@@ -38,10 +39,19 @@ class OpenAIError(Exception):
     type: str | None = None  # derived from status when None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # sent with it (retry-after, rate limits)
 
+    @property
+    def kind(self) -> str:
+        """OpenAI's ``type``: the one given, else the status's."""
+        return self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
+
     def to_body(self) -> dict[str, object]:
-        kind = self.type or ERROR_TYPES.get(self.status, "invalid_request_error")
         return {
-            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
         }
 
     def to_json(self) -> bytes:
@@ -98,3 +108,58 @@ def status_error(status: int) -> OpenAIError:
     except ValueError:  # 499, 520-524 (Cloudflare's), ...: no registered phrase
         reason = f"Error {status}"
     return OpenAIError(status, f"{reason}.", type=kind)
+
+
+def openrouter_error_body(error: OpenAIError) -> dict[str, object]:
+    """OpenRouter's error shape (https://openrouter.ai/docs/errors): ``code`` is the HTTP
+    status; OpenAI's ``type``, ``param`` and ``code`` ride in ``metadata``, so a client of
+    either API finds them."""
+    metadata: dict[str, object] = {"type": error.kind}
+    if error.param is not None:
+        metadata["param"] = error.param
+    if error.code is not None:
+        metadata["code"] = error.code
+    return {"error": {"code": error.status, "message": error.message, "metadata": metadata}}
+
+
+OPENROUTER_PREFIX = "/api/v1"  # OpenRouter's base URL is https://openrouter.ai/api/v1
+
+# Anthropic's ``error.type`` for each status it sends
+# (https://docs.anthropic.com/en/api/errors); other statuses by class.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+# What Anthropic says for the statuses a fault injects, where OpenAI's words would show.
+ANTHROPIC_MESSAGES = {
+    429: "Number of requests has exceeded your per-minute rate limit.",
+    500: "Internal server error",
+    529: "Overloaded",
+}
+ANTHROPIC_PATHS = ("/v1/messages",)  # the routes that answer in Anthropic's error shape
+
+
+def anthropic_error_body(error: OpenAIError) -> dict[str, object]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``; an
+    injected status speaks as Anthropic does (``529`` is ``Overloaded``)."""
+    status = error.status
+    kind = ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    message = error.message
+    if status in ANTHROPIC_MESSAGES and error.message == status_error(status).message:
+        message = ANTHROPIC_MESSAGES[status]
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_body_for(path: str) -> Callable[[OpenAIError], dict[str, object]]:
+    """The error shape of a route that is not a hot endpoint (those are built with theirs)."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_body
+    return openrouter_error_body if path.startswith(OPENROUTER_PREFIX) else OpenAIError.to_body

@@ -33,8 +33,8 @@ def new_id(prefix: str, length: int = 29) -> str:
     return prefix + os.urandom(length).translate(ID_TABLE).decode()
 
 
-class Reply(Protocol):
-    """A planned answer, as the ASGI layer serves it: a body, or frames on a schedule."""
+class Planned(Protocol):
+    """What the journal and the plan's headers read of any planned reply."""
 
     @property
     def stream(self) -> bool: ...
@@ -42,16 +42,6 @@ class Reply(Protocol):
     @property
     def offsets(self) -> list[Sequence[float]]:
         """Each choice's event due times, seconds after admission."""
-        ...
-
-    @property
-    def event_ends(self) -> list[Sequence[int]]:
-        """Each choice's tokens sent by the end of each event (as ``offsets``)."""
-        ...
-
-    @property
-    def charge(self) -> int:
-        """Tokens a rate limit charges: the prompt plus the most output asked for."""
         ...
 
     @property
@@ -65,6 +55,20 @@ class Reply(Protocol):
     @property
     def finish_reason(self) -> str | None:
         """The first choice's; None for embeddings."""
+        ...
+
+
+class PlannedReply(Planned, Protocol):
+    """A planned answer, as the ASGI layer serves it: a body, or frames on a schedule."""
+
+    @property
+    def event_ends(self) -> list[Sequence[int]]:
+        """Each choice's tokens sent by the end of each event (as ``offsets``)."""
+        ...
+
+    @property
+    def charge(self) -> int:
+        """Tokens a rate limit charges: the prompt plus the most output asked for."""
         ...
 
     def body(self) -> bytes: ...
@@ -206,11 +210,9 @@ class ChoicesEmitter:
     def streams(self) -> list[tuple[Sequence[float], Iterator[bytes]]]:
         return [(c.offsets, self.choice_frames(c)) for c in self.choices]
 
-    def closing(self) -> bytes:
-        """The usage chunk when asked for, then ``[DONE]``."""
-        if not self.include_usage:
-            return DONE
-        body = {
+    def usage_chunk(self) -> dict[str, Any]:
+        """The stream's last chunk: no choices, the usage."""
+        return {
             "id": self.id,
             "object": self.object_name,
             "created": self.created,
@@ -219,7 +221,19 @@ class ChoicesEmitter:
             "choices": [],
             "usage": self.usage(),
         }
-        return b"data: " + orjson.dumps(body) + b"\n\n" + DONE
+
+    def closing(self) -> bytes:
+        """The usage chunk when asked for, then ``[DONE]``."""
+        if not self.include_usage:
+            return DONE
+        return b"data: " + orjson.dumps(self.usage_chunk()) + b"\n\n" + DONE
+
+    def body_object(self) -> dict[str, Any]:
+        """The non-streamed reply, before it is serialized."""
+        raise NotImplementedError
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.body_object())
 
     def late(self, error: OpenAIError) -> bytes:
         return error_frame(error.to_json())
@@ -227,6 +241,8 @@ class ChoicesEmitter:
 
 class ChatEmitter(ChoicesEmitter):
     """Renders one chat completion's body or frames from its planned choices."""
+
+    reasoning_field = "reasoning_content"  # vLLM's and DeepSeek's name for the thinking text
 
     def message(self, c: ChoicePlan) -> dict[str, Any]:
         calls = c.calls
@@ -237,7 +253,7 @@ class ChatEmitter(ChoicesEmitter):
             "annotations": [],
         }
         if any(p.kind == "reasoning" for p in c.parts):
-            message["reasoning_content"] = c.text_of("reasoning")
+            message[self.reasoning_field] = c.text_of("reasoning")
         if calls:
             message["tool_calls"] = [
                 {
@@ -260,28 +276,26 @@ class ChatEmitter(ChoicesEmitter):
         ]
         return {"content": content, "refusal": None}
 
-    def body(self) -> bytes:
+    def body_object(self) -> dict[str, Any]:
         """The non-streamed ``chat.completion`` object."""
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "chat.completion",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {
-                        "index": c.index,
-                        "message": self.message(c),
-                        "logprobs": self.choice_logprobs(c),
-                        "finish_reason": c.finish_reason,
-                    }
-                    for c in self.choices
-                ],
-                "usage": self.usage(),
-                "service_tier": "default",
-                "system_fingerprint": self.fingerprint,
-            }
-        )
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": c.index,
+                    "message": self.message(c),
+                    "logprobs": self.choice_logprobs(c),
+                    "finish_reason": c.finish_reason,
+                }
+                for c in self.choices
+            ],
+            "usage": self.usage(),
+            "service_tier": "default",
+            "system_fingerprint": self.fingerprint,
+        }
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         """One frame per event. The choice's first frame opens with the ``role`` chunk, a
@@ -297,7 +311,7 @@ class ChatEmitter(ChoicesEmitter):
         )
         escaped, ends, final = choice.escaped, choice.event_ends, len(choice.event_ends) - 1
         for p in choice.parts:
-            opening, closing = delta_brackets(p)
+            opening, closing = delta_brackets(p, self.reasoning_field)
             content = head + b"{" + opening
             middle = closing + b'},"logprobs":null,"finish_reason":null}]' + tail
             prefix = role if p.first_event == 0 else b""
@@ -334,12 +348,12 @@ class ChatEmitter(ChoicesEmitter):
                 start = end
 
 
-def delta_brackets(part: Part) -> tuple[bytes, bytes]:
+def delta_brackets(part: Part, reasoning_field: str) -> tuple[bytes, bytes]:
     """What surrounds a part's escaped text inside a chunk's ``delta`` object."""
     if part.kind == "content":
         return b'"content":"', b'"'
     if part.kind == "reasoning":
-        return b'"reasoning_content":"', b'"'
+        return b'"%s":"' % reasoning_field.encode(), b'"'
     assert part.call is not None
     return b'"tool_calls":[{"index":%d,"function":{"arguments":"' % part.call.index, b'"}}]'
 

@@ -3,14 +3,15 @@
 Chat, completions and responses each translate their request into one ``Ask`` (what is
 wanted: how many choices, limits, tools, an output schema, reasoning effort, logprobs); the
 model decides what each reply is made of (reasoning, then text, JSON or tool calls) and plans
-it. Holds what lives as long as the app: the tokenizer and the text source.
+it. Holds what lives as long as the app: the tokenizers and the text they cut (``Voice``),
+one for most models and one for each model served with its own tokenizer.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
@@ -18,21 +19,26 @@ import numpy as np
 import orjson
 from attrs import field, frozen
 
-from .._sim._corpus import WORDS, Corpus, shared_corpus
+from .._config._knobs import ENV_PREFIX, SettingsError
+from .._sim._corpus import WORDS, Corpus, CorpusError, shared_corpus
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
-from .._sim._schema import SchemaError, check_schema, sample_json, sample_json_object
+from .._sim._schema_check import check_schema
+from .._sim._schema_rules import SchemaError
+from .._sim._schema_values import sample_json, sample_json_object
 from .._sim._text import CorpusText, PaddedText, RepeatedText, TextSource
 from ._context import check_context, context_window
 from ._errors import invalid
 from ._frames import new_id
 
 if TYPE_CHECKING:
-    from .._config._settings import Settings
+    from .._config._settings import OutputSettings, Settings
     from .._sim._tokens import Tokenizer
     from ._context import Api
     from ._overrides import Overrides
 
+# describe("tokenizer_models"), spelled out: _settings sits too deep in the import chain.
+OWN_TOKENIZERS_KNOB = f"--tokenizer-models ({ENV_PREFIX}TOKENIZER_MODELS)"
 # Per-model answers are cached for names a client sends again; the name is the key, so
 # both the count and each name's length are bounded (a name is whatever a client sends).
 MAX_CACHED = 10_000
@@ -73,6 +79,9 @@ HOSTED_TOOLS = frozenset(
 )
 
 
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}  # a tool without any
+
+
 @frozen
 class FunctionTool:
     name: str
@@ -95,6 +104,9 @@ class Ask:
     reasoning_effort: str | None = None
     top_logprobs: int | None = None  # None: no logprobs
     can_reason: bool = True  # False for raw completions
+    # Anthropic's extended thinking: the reply thinks first (whatever the model), at most
+    # this many tokens.
+    thinking_budget: int | None = None
     api: Api = "chat"  # which API asked: the context-length error is worded for it
     echo: str = field(default="", repr=False)  # what echo mode repeats
 
@@ -199,24 +211,19 @@ async def inline(chars: int, func: Callable[..., T], *args: Any) -> T:
     return func(*args)
 
 
-class MockModel:
-    """Decides what each reply holds and plans it; shared by all generation endpoints."""
+class Voice:
+    """What replies are made of for one tokenizer.
+
+    Args:
+      corpus: one already built for this tokenizer and these settings (a runtime change
+        that leaves the corpus knobs alone reuses it); built (or shared) when None.
+    """
 
     def __init__(
-        self,
-        settings: Settings,
-        tokenizer: Tokenizer,
-        corpus: Corpus | None = None,
-        offload: Offload | None = None,
+        self, out: OutputSettings, tokenizer: Tokenizer, corpus: Corpus | None = None
     ) -> None:
-        """``corpus``: one already built for these settings (a runtime config change that
-        leaves the corpus knobs alone reuses it). ``offload``: how to run tokenizer work
-        off the event loop (``_offload.off_loop``); inline when None."""
-        self.settings = settings
         self.tokenizer = tokenizer
-        self.offload = offload or inline
         self.corpus: Corpus | None = None
-        out = settings.output
         # The reply's text source, the same for every request; None in echo mode.
         self.text: TextSource | None = None
         # Logprob alternatives: the corpus's pieces, or common words in the other modes.
@@ -229,9 +236,57 @@ class MockModel:
             self.alternatives = corpus.pieces[:256]
         elif out.output_mode == "fixed":
             self.text = RepeatedText(tokenizer.pieces(out.fixed_text))
+
+
+def own_voice(out: OutputSettings, name: str, tokenizer: Tokenizer) -> Voice:
+    """The voice of ``name``, a model with its own tokenizer.
+
+    Raises:
+      SettingsError: its corpus cannot be cut into that tokenizer's tokens.
+    """
+    try:
+        return Voice(out, tokenizer)
+    except CorpusError as error:
+        raise SettingsError(f"{OWN_TOKENIZERS_KNOB}: {name}: {error}") from None
+
+
+class MockModel:
+    """Decides what each reply holds and plans it; shared by all generation endpoints."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        corpus: Corpus | None = None,
+        offload: Offload | None = None,
+        tokenizers: Mapping[str, Tokenizer] | None = None,
+    ) -> None:
+        """``corpus``: one already built for these settings and ``tokenizer`` (a runtime
+        config change that leaves the corpus knobs alone reuses it). ``offload``: how to
+        run tokenizer work off the event loop (``_offload.off_loop``); inline when None.
+        ``tokenizers``: model name -> that model's own tokenizer; the others use
+        ``tokenizer``."""
+        self.settings = settings
+        self.offload = offload or inline
+        self.voice = Voice(settings.output, tokenizer, corpus)
+        self.tokenizer, self.corpus = tokenizer, self.voice.corpus
+        self.text, self.alternatives = self.voice.text, self.voice.alternatives
+        voices = {id(self.tokenizer): self.voice}  # models sharing a tokenizer share its voice
+        self.voices: dict[str, Voice] = {}
+        for name, own in (tokenizers or {}).items():
+            if id(own) not in voices:
+                voices[id(own)] = own_voice(settings.output, name, own)
+            self.voices[name] = voices[id(own)]
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
         self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons
         self.windows: dict[str, int] = {}  # model name -> context length
+
+    def voice_for(self, model: str) -> Voice:
+        """The voice of ``model``: its own tokenizer's, else the default one."""
+        return self.voices.get(model, self.voice) if self.voices else self.voice
+
+    def tokenizer_for(self, model: str) -> Tokenizer:
+        return self.voice_for(model).tokenizer
 
     def reasons(self, model: str) -> bool:
         known = self.reasoning.get(model)
@@ -250,10 +305,10 @@ class MockModel:
                 self.windows[model] = known
         return known
 
-    async def source_for(self, echo: str) -> TextSource:
-        if self.text is not None:
-            return self.text
-        return RepeatedText(await self.offload(len(echo), self.tokenizer.pieces, echo))
+    async def source_for(self, echo: str, voice: Voice) -> TextSource:
+        if voice.text is not None:
+            return voice.text
+        return RepeatedText(await self.offload(len(echo), voice.tokenizer.pieces, echo))
 
     def rng(self, ask: Ask, overrides: Overrides) -> np.random.Generator:
         seed = overrides.seed if overrides.seed is not None else ask.seed
@@ -272,13 +327,15 @@ class MockModel:
         check_context(window, prompt_tokens, ask.limits.max_tokens, ask.api)
         limits = attrs.evolve(ask.limits, room=window - prompt_tokens)
         rng = self.rng(ask, overrides)
-        source = await self.source_for(ask.echo)
+        voice = self.voice_for(ask.model)
+        source = await self.source_for(ask.echo, voice)
         out = self.settings.output
         per_event = (out.tokens_per_event_min, out.tokens_per_event_max)
         latency = overrides.apply(self.settings.latency)
         plans = []
         for i in range(ask.n):
-            segments = self.thinking(ask, source, rng) + self.answer(ask, source, rng, overrides)
+            segments = self.thinking(ask, source, rng)
+            segments += self.answer(ask, source, rng, overrides, voice.tokenizer)
             plans.append(
                 plan_reply(
                     first_index + i,
@@ -289,19 +346,22 @@ class MockModel:
                     rng,
                     prompt_tokens=prompt_tokens,
                     top_logprobs=ask.top_logprobs,
-                    alternatives=self.alternatives,
+                    alternatives=voice.alternatives,
                 )
             )
         return plans
 
     def thinking(self, ask: Ask, source: TextSource, rng: np.random.Generator) -> list[Segment]:
         """Reasoning models think first, at a length scaled by the effort asked for."""
-        if not ask.can_reason or not self.reasons(ask.model):
+        budget = ask.thinking_budget
+        if not ask.can_reason or (budget is None and not self.reasons(ask.model)):
             return []
         out = self.settings.output
         scale = EFFORT_SCALE[ask.reasoning_effort or "medium"]
         mean, stddev = out.reasoning_tokens_mean * scale, out.reasoning_tokens_stddev * scale
-        length = round(draw_one("normal", mean, stddev, 0, None, rng))
+        length = round(draw_one("normal", mean, stddev, 0, budget, rng))
+        if budget is not None:  # asked for, so never empty
+            length = max(length, 1)
         if length == 0:
             return []
         return [Segment(kind="reasoning", source=source, natural=length)]
@@ -312,39 +372,40 @@ class MockModel:
         source: TextSource,
         rng: np.random.Generator,
         overrides: Overrides,
+        tokenizer: Tokenizer,
     ) -> list[Segment]:
         """Tool calls, JSON or text, as the request's tools and format ask, unless a
-        scripted rule says what to answer."""
-        if (scripted := self.scripted(ask, overrides)) is not None:
+        scripted rule says what to answer; cut into ``tokenizer``'s tokens."""
+        if (scripted := self.scripted(ask, overrides, tokenizer)) is not None:
             return scripted
-        if calls := self.tool_calls(ask, rng):
+        if calls := self.tool_calls(ask, rng, tokenizer):
             return calls
         if ask.json is not None:
-            value = (
-                sample_json(ask.schema or {}, rng, checked=True) if ask.json == "schema" else None
-            )
+            value = sample_json(ask.schema or {}, rng) if ask.json == "schema" else None
             text = orjson.dumps(value if ask.json == "schema" else sample_json_object(rng))
-            pieces = self.tokenizer.pieces(text.decode())
+            pieces = tokenizer.pieces(text.decode())
             return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
         natural = overrides.output_tokens
         length = source.natural_length(rng) if natural is None else natural
         return [Segment(kind="content", source=source, natural=length)]
 
-    def scripted(self, ask: Ask, overrides: Overrides) -> list[Segment] | None:
+    def scripted(
+        self, ask: Ask, overrides: Overrides, tokenizer: Tokenizer
+    ) -> list[Segment] | None:
         """A scripted rule's exact content, or its tool call (as text where the API has
         no tool calls)."""
         call = overrides.tool_call
         if call is not None and ask.api != "completions":
-            pieces = self.tokenizer.pieces(call.arguments)
+            pieces = tokenizer.pieces(call.arguments)
             tool = ToolCall(new_id("call_", 24), call.name, 0)
             return [Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=tool)]
         text = call.arguments if call is not None else overrides.content
         if text is None:
             return None
-        pieces = self.tokenizer.pieces(text)
+        pieces = tokenizer.pieces(text)
         return [Segment(kind="content", source=PaddedText(pieces), natural=len(pieces))]
 
-    def tool_calls(self, ask: Ask, rng: np.random.Generator) -> list[Segment]:
+    def tool_calls(self, ask: Ask, rng: np.random.Generator, tokenizer: Tokenizer) -> list[Segment]:
         """Which functions the reply calls, if any, with arguments valid for their schemas."""
         if not ask.tools or ask.tool_choice == "none":
             return []
@@ -358,8 +419,8 @@ class MockModel:
             chosen = [ask.tools[int(i)] for i in rng.choice(len(ask.tools), count, replace=False)]
         segments = []
         for k, tool in enumerate(chosen):
-            arguments = orjson.dumps(sample_json(tool.parameters, rng, checked=True)).decode()
-            pieces = self.tokenizer.pieces(arguments)
+            arguments = orjson.dumps(sample_json(tool.parameters, rng)).decode()
+            pieces = tokenizer.pieces(arguments)
             call = ToolCall(new_id("call_", 24), tool.name, k)
             segments.append(
                 Segment(kind="tool", source=PaddedText(pieces), natural=len(pieces), call=call)

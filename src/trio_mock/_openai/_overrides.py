@@ -115,3 +115,9 @@ def parse_overrides(headers: Iterable[tuple[bytes, bytes]]) -> Overrides:
             )
         found[field] = value
     return Overrides(**found) if found else NO_OVERRIDES
+
+
+def merged(scripted: Overrides, asked: Overrides) -> Overrides:
+    """A scripted answer under the request's own ``x-mock-*`` headers, which win."""
+    given = {k: v for k, v in attrs.asdict(asked, recurse=False).items() if v is not None}
+    return attrs.evolve(scripted, **given) if given else scripted

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._config._ranges import shown
+from .._config._tokenizer_models import MAX_MODEL_NAME, tokenizer_sources
 from ._errors import OpenAIError, invalid
 
 if TYPE_CHECKING:
@@ -42,14 +43,12 @@ PART_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-MAX_MODEL_NAME = 256  # longer than any real model id; such a name is not echoed back whole
-
-
 def check_model(model: str, settings: ModelSettings) -> None:
     """Unknown models are a 404, unless the server accepts any name; a name no model can
-    have (control characters, over ``MAX_MODEL_NAME`` characters) is a 404 either way."""
+    have (control characters, over ``MAX_MODEL_NAME`` characters) is a 404 either way.
+    Known: the listed models and those with their own tokenizer."""
     impossible = len(model) > MAX_MODEL_NAME or not model.isprintable()
-    if impossible or (not settings.any_model and model not in settings.models):
+    if impossible or (not settings.any_model and not served(model, settings)):
         shown = model[:MAX_MODEL_NAME].encode("unicode_escape").decode() if impossible else model
         raise OpenAIError(
             404,
@@ -57,6 +56,15 @@ def check_model(model: str, settings: ModelSettings) -> None:
             param="model",
             code="model_not_found",
         )
+
+
+def served(model: str, settings: ModelSettings) -> bool:
+    return model in settings.models or model in tokenizer_sources(settings.tokenizer_models)
+
+
+def served_models(settings: ModelSettings) -> list[str]:
+    """The models ``/v1/models`` lists: the listed ones, then those with a tokenizer."""
+    return list(dict.fromkeys([*settings.models, *tokenizer_sources(settings.tokenizer_models)]))
 
 
 def check_chat(chat: ChatCompletionRequest, settings: ModelSettings) -> None:
@@ -192,3 +200,11 @@ def at_least(name: str, value: float, low: float, kind: str = "integer") -> None
             name,
             f"{kind}_below_min_value",
         )
+
+
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    found = (stop,) if isinstance(stop, str) else tuple(stop)
+    at_most("stop", len(found), 4, "array")
+    return found

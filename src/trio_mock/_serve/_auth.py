@@ -1,7 +1,7 @@
 """Who may call what, for every route (hot endpoint, Quart route or WebSocket alike).
 
-API keys are checked as OpenAI checks them: ``Authorization: Bearer <key>`` or Azure's
-``api-key`` header, a 401 ``invalid_api_key`` otherwise. With ``--admin-key`` set,
+API keys are checked as OpenAI checks them: ``Authorization: Bearer <key>``, Azure's
+``api-key`` header or Anthropic's ``x-api-key``, a 401 ``invalid_api_key`` otherwise. With ``--admin-key`` set,
 ``/_mock/*`` and ``/configure`` need that key (Bearer, ``api-key`` or ``x-admin-key``);
 without it they take the API keys, like every route but ``OPEN_PATHS``. ``--metrics-auth``
 guards ``/metrics`` as a control route, which the API keys open when no admin key is set.
@@ -33,7 +33,8 @@ def masked(key: str) -> str:
 
 
 def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key a request carries: a Bearer token, else an ``api-key`` header."""
+    """The key a request carries: a Bearer token, else an ``api-key`` header (Azure's) or an
+    ``x-api-key`` one (Anthropic's)."""
     api_key = None
     for name, value in headers:
         lowered = name.lower()
@@ -41,7 +42,7 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-        elif lowered == b"api-key" and value.strip():
+        elif lowered in (b"api-key", b"x-api-key") and value.strip():
             api_key = value.decode("latin-1").strip()
     return api_key
 

@@ -8,27 +8,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._openai._context import REPLY_PRIMING, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_NAME
 from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import ChatEmitter
-from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from .._openai._model import (
+    EMPTY_PARAMETERS,
+    Ask,
+    FunctionTool,
+    check_effort,
+    output_schema,
+    pick_tool,
+)
+from .._openai._openrouter import OpenRouterChat, openai_request
 from .._openai._protocol import ChatCompletionRequest
-from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat
+from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat, stops
 from .._sim._plan import Limits
 from ._offload import off_loop
 
 if TYPE_CHECKING:
     from .._openai._model import MockModel
+    from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
     from .._openai._protocol import ChatMessage
-
-# OpenAI's accounting: each message costs 3 tokens of framing (4 with a name), and the
-# reply is primed with 3 more. An image part costs the low-detail 85 tokens.
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_NAME = 1
-REPLY_PRIMING = 3
-TOKENS_PER_IMAGE = 85
-EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+    from .._sim._plan import ChoicePlan
 
 
 def message_text(message: ChatMessage) -> str:
@@ -36,14 +39,6 @@ def message_text(message: ChatMessage) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     return "".join(part.text or "" for part in content if part.type == "text")
-
-
-def stops(stop: str | list[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    found = (stop,) if isinstance(stop, str) else tuple(stop)
-    at_most("stop", len(found), 4, "array")
-    return found
 
 
 def chat_tools(chat: ChatCompletionRequest) -> tuple[FunctionTool, ...]:
@@ -127,9 +122,14 @@ class ChatHandler:
         self.model = model
         self.settings = model.settings
 
-    def count_messages(self, messages: list[ChatMessage]) -> int:
+    def render(self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any) -> ChatEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return ChatEmitter(choices, prompt_tokens, **common)
+
+    def count_messages(self, messages: list[ChatMessage], model: str) -> int:
+        """The prompt's tokens, with ``model``'s tokenizer."""
         total = REPLY_PRIMING
-        encode = self.model.tokenizer.encode
+        encode = self.model.tokenizer_for(model).encode
         for m in messages:
             total += TOKENS_PER_MESSAGE + len(encode(message_text(m))) + 1  # + the role
             if m.name:
@@ -141,7 +141,7 @@ class ChatHandler:
     async def prompt_tokens(self, chat: ChatCompletionRequest) -> int:
         """Count the prompt; a long one is tokenized in a thread so streams keep pace."""
         chars = sum(len(message_text(m)) for m in chat.messages)
-        return await off_loop(chars, self.count_messages, chat.messages)
+        return await off_loop(chars, self.count_messages, chat.messages, chat.model)
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ChatEmitter:
         chat = structure(data, ChatCompletionRequest)
@@ -149,7 +149,7 @@ class ChatHandler:
         ask = chat_ask(chat)
         prompt_tokens = await self.prompt_tokens(chat)
         choices = await self.model.plan(ask, prompt_tokens, overrides)
-        return ChatEmitter(
+        return self.render(
             choices,
             prompt_tokens,
             model=chat.model,
@@ -158,3 +158,24 @@ class ChatHandler:
             include_usage=chat.include_usage,
             max_tokens=chat.token_limit,
         )
+
+
+class OpenRouterChatHandler(ChatHandler):
+    """Chat on ``/api/v1/chat/completions``."""
+
+    def __init__(self, model: MockModel, prices: Prices) -> None:
+        super().__init__(model)
+        self.prices = prices
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> OpenRouterChat:
+        price = self.prices.of(common["model"])
+        provider = self.settings.models.provider_name
+        return OpenRouterChat(choices, prompt_tokens, provider=provider, price=price, **common)
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> OpenRouterChat:
+        body = openai_request(data, self.settings.models, "reasoning_effort")
+        reply = await super().prepare(body, overrides)
+        assert isinstance(reply, OpenRouterChat)
+        return reply

@@ -17,17 +17,19 @@ from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import ChoicesEmitter
 from .._openai._model import Ask
+from .._openai._openrouter import OpenRouterChoices, openai_request
 from .._openai._protocol import CompletionRequest
-from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling
+from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
 from .._sim._tokens import unknown_token
-from ._chat import stops
 from ._offload import off_loop
 
 if TYPE_CHECKING:
-    from .._openai._model import MockModel
+    from .._openai._model import MockModel, Voice
+    from .._openai._openrouter import Prices
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan, Logprobs
+    from .._sim._tokens import Tokenizer
 
 MAX_PROMPTS = 2048
 MAX_LOGPROBS = 5
@@ -69,9 +71,14 @@ class CompletionsHandler:
         self.model = model
         self.settings = model.settings
 
-    def texts(self, prompts: list[str | list[int]]) -> list[tuple[str, int]]:
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> CompletionEmitter:
+        """The reply's renderer, in this route's dialect."""
+        return CompletionEmitter(choices, prompt_tokens, **common)
+
+    def texts(self, prompts: list[str | list[int]], tokenizer: Tokenizer) -> list[tuple[str, int]]:
         """Each prompt's text and token count."""
-        tokenizer = self.model.tokenizer
         out = []
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
@@ -105,7 +112,8 @@ class CompletionsHandler:
             )
         check_model(request.model, self.settings.models)
         chars = sum(len(p) for p in prompts)
-        texts = await off_loop(chars, self.texts, prompts)
+        voice = self.model.voice_for(request.model)
+        texts = await off_loop(chars, self.texts, prompts, voice.tokenizer)
         limits = Limits(
             max_tokens=request.max_tokens,
             min_tokens=request.min_tokens,
@@ -126,7 +134,10 @@ class CompletionsHandler:
             )
             choices += await self.model.plan(ask, tokens, overrides, first_index=p * request.n)
         echoes = [text for text, _ in texts] if request.echo else None
-        return CompletionEmitter(
+        logprobs = None
+        if request.echo:
+            logprobs = await off_loop(chars, self.echo_logprobs, prompts, request.logprobs, voice)
+        return self.render(
             choices,
             sum(tokens for _, tokens in texts),
             model=request.model,
@@ -136,24 +147,24 @@ class CompletionsHandler:
             max_tokens=request.max_tokens,
             echoes=echoes,
             n=request.n,
-            echo_logprobs=self.echo_logprobs(prompts, request.logprobs) if request.echo else None,
+            echo_logprobs=logprobs,
         )
 
     def echo_logprobs(
-        self, prompts: list[str | list[int]], top: int | None
+        self, prompts: list[str | list[int]], top: int | None, voice: Voice
     ) -> list[tuple[list[str], Logprobs]] | None:
         """The echoed prompts' tokens (the ids as sent, for token prompts) and their
-        logprobs (the first token of each has none)."""
+        logprobs (the first token of each has none), in the model's ``voice``."""
         if top is None:
             return None
-        tokenizer, rng = self.model.tokenizer, self.model.unseeded
+        tokenizer, rng = voice.tokenizer, self.model.unseeded
         out = []
         for prompt in prompts:
             if isinstance(prompt, str):
                 pieces = tokenizer.pieces(prompt)
             else:
                 pieces = [tokenizer.decode([t]) for t in prompt]
-            out.append((pieces, token_logprobs(pieces, top, self.model.alternatives, rng)))
+            out.append((pieces, token_logprobs(pieces, top, voice.alternatives, rng)))
         return out
 
 
@@ -203,28 +214,26 @@ class CompletionEmitter(ChoicesEmitter):
             "text_offset": starts,
         }
 
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": self.fingerprint,
-                "choices": [
-                    {
-                        "text": self.echo(c) + c.text,
-                        "index": c.index,
-                        "logprobs": None
-                        if c.logprobs is None
-                        else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
-                        "finish_reason": c.finish_reason,
-                    }
-                    for c in self.choices
-                ],
-                "usage": self.usage(),
-            }
-        )
+    def body_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": [
+                {
+                    "text": self.echo(c) + c.text,
+                    "index": c.index,
+                    "logprobs": None
+                    if c.logprobs is None
+                    else self.logprobs(c, 0, c.tokens, len(self.echo(c))),
+                    "finish_reason": c.finish_reason,
+                }
+                for c in self.choices
+            ],
+            "usage": self.usage(),
+        }
 
     def choice_frames(self, choice: ChoicePlan) -> Iterator[bytes]:
         tail = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
@@ -252,3 +261,28 @@ class CompletionEmitter(ChoicesEmitter):
                 + b"}]"
                 + tail
             )
+
+
+class OpenRouterCompletion(OpenRouterChoices, CompletionEmitter):
+    """A text completion as OpenRouter sends it."""
+
+
+class OpenRouterCompletionsHandler(CompletionsHandler):
+    """Text completions on ``/api/v1/completions``."""
+
+    def __init__(self, model: MockModel, prices: Prices) -> None:
+        super().__init__(model)
+        self.prices = prices
+
+    def render(
+        self, choices: list[ChoicePlan], prompt_tokens: int, **common: Any
+    ) -> OpenRouterCompletion:
+        price = self.prices.of(common["model"])
+        provider = self.settings.models.provider_name
+        return OpenRouterCompletion(
+            choices, prompt_tokens, provider=provider, price=price, **common
+        )
+
+    async def prepare(self, data: dict[str, Any], overrides: Overrides) -> CompletionEmitter:
+        body = openai_request(data, self.settings.models, "drop")
+        return await super().prepare(body, overrides)

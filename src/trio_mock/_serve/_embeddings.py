@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
@@ -161,10 +161,17 @@ def embed_texts(model: str, texts: Sequence[str], dimensions: int) -> Float32Arr
 class EmbeddingModel:
     """The simulated embedding model: validation, token counts and vector sizes."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        tokenizers: Mapping[str, Tokenizer] | None = None,
+    ) -> None:
+        """``tokenizers``: model name -> its own tokenizer; the others use ``tokenizer``."""
         self.models = settings.models
         self.latency = settings.latency
         self.tokenizer = tokenizer
+        self.tokenizers = tokenizers or {}
 
     def native_dimensions(self, model: str) -> int:
         """The setting if given, else OpenAI's size for the model's name."""
@@ -202,7 +209,8 @@ class EmbeddingModel:
                     "array_above_max_length",
                 )
         check_model(request.model, self.models)
-        texts, counts = self.read_inputs(items)
+        tokenizer = self.tokenizers.get(request.model, self.tokenizer)
+        texts, counts = self.read_inputs(items, tokenizer)
         total = sum(counts)
         if total > MAX_REQUEST_TOKENS:
             raise invalid(
@@ -220,7 +228,9 @@ class EmbeddingModel:
             encoding_format=request.encoding_format,
         )
 
-    def read_inputs(self, items: EmbeddingInput) -> tuple[list[str], list[int]]:
+    def read_inputs(
+        self, items: EmbeddingInput, tokenizer: Tokenizer
+    ) -> tuple[list[str], list[int]]:
         """Each input's text and token count; token arrays are decoded to their text, so
         tokens and the text they spell embed alike."""
         # A lone string or token array is reported as 'input'; one of many as 'input[i]'.
@@ -228,7 +238,7 @@ class EmbeddingModel:
         inputs = cast("list[str | list[int]]", items if many else [items])
         texts: list[str] = []
         counts: list[int] = []
-        encode = self.tokenizer.encode
+        encode = tokenizer.encode
         for i, item in enumerate(inputs):
             if not item:  # "" or []
                 raise invalid(INVALID_INPUT, "input")
@@ -239,27 +249,28 @@ class EmbeddingModel:
             else:
                 count = len(item)
                 check_length(count)  # before decoding: a long array fails fast
-                texts.append(self.decode(item, f"input[{i}]" if many else "input"))
+                texts.append(decode(tokenizer, item, f"input[{i}]" if many else "input"))
             counts.append(count)
         return texts, counts
 
-    def decode(self, ids: list[int], param: str) -> str:
-        """The text of a token array, or a 400 naming ``param`` for an id it cannot read."""
-        position = unknown_token(self.tokenizer, ids)
-        if position is None:
-            return self.tokenizer.decode(ids)
-        bad, last = ids[position], self.tokenizer.vocab_size - 1
-        if not 0 <= bad <= last:
-            raise invalid(
-                f"Invalid '{param}': token id {bad} is out of range. Expected ids from 0 to {last}.",
-                param,
-                "invalid_value",
-            )
+
+def decode(tokenizer: Tokenizer, ids: list[int], param: str) -> str:
+    """The text of a token array, or a 400 naming ``param`` for an id it cannot read."""
+    position = unknown_token(tokenizer, ids)
+    if position is None:
+        return tokenizer.decode(ids)
+    bad, last = ids[position], tokenizer.vocab_size - 1
+    if not 0 <= bad <= last:
         raise invalid(
-            f"Invalid '{param}': token id {bad} is not in the tokenizer's vocabulary.",
+            f"Invalid '{param}': token id {bad} is out of range. Expected ids from 0 to {last}.",
             param,
             "invalid_value",
         )
+    raise invalid(
+        f"Invalid '{param}': token id {bad} is not in the tokenizer's vocabulary.",
+        param,
+        "invalid_value",
+    )
 
 
 def check_length(tokens: int) -> None:
@@ -302,7 +313,7 @@ class RenderedEmbeddings:
     def body(self) -> bytes:
         return self.data
 
-    # A non-streamed reply has no frames; these complete the Reply protocol.
+    # A non-streamed reply has no frames; these complete the PlannedReply protocol.
     def opening(self) -> bytes:
         return b""
 
@@ -321,8 +332,13 @@ class EmbeddingsHandler:
     the vectors while the request's latency runs (``x-mock-ttft-ms`` or a scripted rule's
     ``ttft_ms`` replaces the modelled latency)."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
-        self.model = EmbeddingModel(settings, tokenizer)
+    def __init__(
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        tokenizers: Mapping[str, Tokenizer] | None = None,
+    ) -> None:
+        self.model = EmbeddingModel(settings, tokenizer, tokenizers)
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> RenderedEmbeddings:
         request = parse_embedding_request(data)

@@ -1,5 +1,6 @@
-"""What the app's housekeeping task (``_app._quart_app``) does between requests, besides flushing:
-enforce the streams' far deadlines, and give memory back once a burst is over.
+"""What the app's housekeeping task (``_app._runtime``'s ``Live.housekeeping``) does
+between requests, besides flushing: enforce the streams' far deadlines, and give memory
+back once a burst is over.
 
 **Far deadlines.** Trio keeps every cancel scope's deadline in a heap that it cleans
 lazily: an entry outlives its scope until the deadline passes, or until stale entries

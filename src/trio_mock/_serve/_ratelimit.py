@@ -1,4 +1,5 @@
-"""Rate limits as OpenAI applies them: requests and tokens per minute, per key or global.
+"""Rate limits as OpenAI applies them: requests and tokens per minute, per key, per client
+address or global.
 
 Each limit is a bucket that holds a minute's allowance and refills continuously (limit/60
 per second), so a client that paces itself is never refused and a burst is. A request is
@@ -6,6 +7,7 @@ charged one request and its prompt tokens plus the output it may ask for (``max_
 or the planned reply when it sets none), as OpenAI estimates it before generating. Every
 answer carries the ``x-ratelimit-*`` headers; a refusal is a 429 with ``retry-after`` and
 ``retry-after-ms`` saying when the request would fit, which the official SDKs honour.
+Injected 429s and 503s (faults, scripted errors) get the same headers (``injected``).
 
 Time is ``trio.current_time()``, so tests drive the buckets with a MockClock.
 """
@@ -16,6 +18,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._openai._errors import OpenAIError
@@ -29,8 +32,9 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 ORGANIZATION = "org-trio-mock"
 LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
-# Above this many per-key bucket pairs, the full (idle) ones are dropped, then the oldest
-# until half are left: without API keys a client picks its key, so it could pick many.
+# Above this many bucket pairs (one per key, or per client address), the full (idle) ones
+# are dropped, then the oldest until half are left: without API keys a client picks its
+# key, and clients come from many addresses, so the table must not grow without end.
 MAX_KEYS = 10_000
 
 
@@ -89,8 +93,13 @@ class RateLimiter:
         counts."""
         self.started = trio.current_time() if at is None else at
 
-    def charge(self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int) -> Headers:
+    def charge(
+        self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int, peer: str = ""
+    ) -> Headers:
         """Take one request and ``tokens`` from the caller's buckets.
+
+        Args:
+          peer: the client's address, whose buckets ``rate_limit_scope = "ip"`` charges.
 
         Returns:
           The ``x-ratelimit-*`` headers for the answer.
@@ -102,8 +111,7 @@ class RateLimiter:
         if self.started is None:
             self.started = now
         self.check_window(now, model)
-        key = (presented_key(headers) or "") if self.settings.rate_limit_scope == "key" else ""
-        requests, budget = self.buckets_for(key, now)
+        requests, budget = self.buckets_for(self.caller(headers, peer), now)
         for bucket in (requests, budget):
             if bucket is not None:
                 bucket.refill(now)
@@ -117,6 +125,15 @@ class RateLimiter:
         if budget is not None:
             budget.level -= tokens
         return limit_headers(requests, budget)
+
+    def caller(self, headers: Iterable[tuple[bytes, bytes]], peer: str) -> str:
+        """Whose buckets a request takes from: its key's (no key: the anonymous ones), its
+        address's (the connection's peer: a forwarded-for header would let a client pick
+        its own), or everybody's."""
+        scope = self.settings.rate_limit_scope
+        if scope == "key":
+            return presented_key(headers) or ""
+        return peer if scope == "ip" else ""
 
     def buckets_for(self, key: str, now: float) -> tuple[Bucket | None, Bucket | None]:
         found = self.buckets.get(key)
@@ -218,3 +235,32 @@ def retry_headers(wait_s: float) -> Headers:
     """``retry-after`` in whole seconds (rounded up) and ``retry-after-ms``, both > 0."""
     ms = max(1, math.ceil(wait_s * 1000))
     return [(b"retry-after", b"%d" % math.ceil(ms / 1000)), (b"retry-after-ms", b"%d" % ms)]
+
+
+RETRIED = (429, 503, 529)  # the statuses a real server sends with a retry time (529: Anthropic)
+
+
+def injected(error: OpenAIError, retry_after_s: float, answer: Headers) -> OpenAIError:
+    """An injected 429 or 503 as a real one comes: with ``retry-after`` and
+    ``retry-after-ms``, and for a 429 the ``x-ratelimit-*`` headers of an empty requests
+    bucket, unless the limiter already put its own in ``answer``. So a client's retry
+    logic can be tested with injected faults alone.
+
+    Args:
+      retry_after_s: ``--fault-retry-after-s``.
+      answer: the headers the answer carries so far.
+    """
+    if error.status not in RETRIED:
+        return error
+    added = retry_headers(retry_after_s)
+    if error.status == 429 and not any(name.startswith(b"x-ratelimit-") for name, _ in answer):
+        added = empty_bucket_headers(retry_after_s) + added
+    return attrs.evolve(error, headers=(*error.headers, *added))
+
+
+def empty_bucket_headers(refill_s: float) -> Headers:
+    """The headers of an empty requests bucket that refills one request in ``refill_s``
+    (a limit of 60 / ``refill_s`` a minute), so they agree with ``retry-after``."""
+    bucket = Bucket(max(1, math.floor(60 / refill_s)), now=0.0)
+    bucket.level = 0.0
+    return bucket.headers(b"requests")

@@ -15,201 +15,52 @@ text events are ``response.output_text.*`` and the session has the GA shape.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Callable
+from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+import attrs
 import orjson
 import trio
 from attrs import define, field
 
 from .._openai._errors import OpenAIError
-from .._openai._frames import ID_TABLE, new_id
+from .._openai._exchange import Exchange, planned_times
+from .._openai._frames import new_id
 from .._openai._model import Ask
-from .._openai._overrides import parse_overrides
+from .._openai._overrides import merged, parse_overrides
+from .._openai._realtime_events import (
+    AUDIO_EVENTS,
+    GA_NAMES,
+    KEY_SUBPROTOCOL,
+    SERVER_ERROR,
+    RealtimeError,
+    RealtimeReply,
+    Session,
+    checked_item,
+    delta_frames,
+    event_error,
+    item_text,
+    max_tokens,
+)
 from .._sim._plan import Limits
+from .._sim._schedule import Ending
+from .._sim._timeline import Clock, timeline
 from ._offload import off_loop
-from ._pacing import WRITE_BYTES, schedule
-from ._scripts import content_text, merged
+from ._pacing import paced
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from .._observe._journal import Record
     from .._openai._model import MockModel
     from .._openai._overrides import Overrides
     from .._sim._plan import ChoicePlan
-    from .._sim._tokens import Tokenizer
-    from ._endpoint import Services
+    from ._exchange import Services
     from ._load import Admission
     from ._request import Message, Receive, Send
 
 log = logging.getLogger("trio_mock")
-GA_NAMES = {
-    "response.text.delta": "response.output_text.delta",
-    "response.text.done": "response.output_text.done",
-}
-SESSION_TTL_S = 30 * 60  # the real API's sessions expire after 30 minutes
-MAX_OUTPUT_TOKENS = 4096  # the largest cap a session or response may set
-KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers pass the key as a subprotocol
-AUDIO_EVENTS = frozenset(
-    {"input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-     "output_audio_buffer.clear"}
-)  # fmt: skip
-
-
-class RealtimeError(Exception):
-    """A client event refused with an ``error`` event; the session goes on."""
-
-    def __init__(
-        self,
-        message: str,
-        code: str,
-        param: str | None = None,
-        kind: str = "invalid_request_error",
-        status: int = 400,  # as the journal and metrics count it
-    ) -> None:
-        super().__init__(message)
-        self.message, self.code, self.param, self.kind = message, code, param, kind
-        self.status = status
-
-
-def event_error(error: OpenAIError) -> RealtimeError:
-    """An HTTP endpoint's error (a refusal by the load model, a scripted one) as an event."""
-    body = error.to_body()["error"]
-    assert isinstance(body, dict)
-    return RealtimeError(error.message, error.code or body["type"], error.param, body["type"],
-                         error.status)  # fmt: skip
-
-
-SERVER_ERROR = RealtimeError(
-    "The server had an error while processing your request.", "server_error",
-    kind="server_error", status=500,
-)  # fmt: skip
-
-
-def max_tokens(value: Any, param: str) -> int | None:
-    """A ``max_response_output_tokens``: an integer 1..4096 or ``"inf"`` (None)."""
-    if value == "inf":
-        return None
-    if type(value) is not int or not 1 <= value <= MAX_OUTPUT_TOKENS:
-        raise RealtimeError(
-            f"Invalid '{param}': expected an integer between 1 and {MAX_OUTPUT_TOKENS} "
-            f"or 'inf', got {value!r}.",
-            "invalid_value",
-            param,
-        )
-    return value
-
-
-def item_text(item: dict[str, Any]) -> str:
-    """What a conversation item says, for the prompt's token count and scripted rules."""
-    if item.get("type") == "function_call_output":
-        return str(item.get("output", ""))
-    return content_text(item.get("content"))
-
-
-def checked_item(raw: Any) -> dict[str, Any]:
-    """A client's ``conversation.item.create`` item, completed as the server lists it."""
-    if not isinstance(raw, dict):
-        raise RealtimeError("Missing required parameter: 'item'.", "missing_required_parameter",
-                            "item")  # fmt: skip
-    kind = raw.get("type", "message")
-    if kind not in ("message", "function_call", "function_call_output"):
-        raise RealtimeError(
-            f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', "
-            "and 'function_call_output'.",
-            "invalid_value",
-            "item.type",
-        )
-    if kind == "message" and raw.get("role") not in ("user", "system", "assistant"):
-        raise RealtimeError(
-            "Invalid value for 'item.role': expected 'user', 'system' or 'assistant'.",
-            "invalid_value",
-            "item.role",
-        )
-    if kind == "message" and not isinstance(raw.get("content"), list):
-        raise RealtimeError("Missing required parameter: 'item.content'.",
-                            "missing_required_parameter", "item.content")  # fmt: skip
-    item = {"id": raw.get("id") or new_id("item_"), "object": "realtime.item", "type": kind,
-            "status": "completed"}  # fmt: skip
-    return item | {name: value for name, value in raw.items() if name != "id"}
-
-
-@define
-class Session:
-    """What ``session.update`` sets: the defaults every response starts from."""
-
-    model: str
-    id: str = field(factory=lambda: new_id("sess_"))
-    instructions: str = ""
-    temperature: float = 0.8
-    max_output_tokens: int | None = None
-    tools: list[Any] = field(factory=list)
-    tool_choice: Any = "auto"
-    voice: str = "alloy"
-    ga: bool = False  # the client speaks the GA protocol
-    expires_at: int = field(factory=lambda: int(time.time()) + SESSION_TTL_S)
-
-    def view(self) -> dict[str, Any]:
-        cap = "inf" if self.max_output_tokens is None else self.max_output_tokens
-        common = {"id": self.id, "object": "realtime.session", "model": self.model,
-                  "instructions": self.instructions, "tools": self.tools,
-                  "tool_choice": self.tool_choice, "expires_at": self.expires_at}  # fmt: skip
-        if self.ga:
-            return {"type": "realtime", **common, "output_modalities": ["text"],
-                    "max_output_tokens": cap, "tracing": None, "prompt": None}  # fmt: skip
-        return {**common, "modalities": ["text"], "voice": self.voice,
-                "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-                "input_audio_transcription": None, "turn_detection": None,
-                "temperature": self.temperature, "max_response_output_tokens": cap}  # fmt: skip
-
-    def update(self, changes: Any) -> None:
-        """Apply ``session.update``'s fields, all or none.
-
-        Raises:
-          RealtimeError: a bad or unknown field.
-        """
-        if not isinstance(changes, dict):
-            raise RealtimeError("Missing required parameter: 'session'.",
-                                "missing_required_parameter", "session")  # fmt: skip
-        staged: dict[str, Any] = {}
-        for name, value in changes.items():
-            param = f"session.{name}"
-            if name in ("instructions", "voice", "model"):
-                if not isinstance(value, str):
-                    raise RealtimeError(f"Invalid type for '{param}': expected a string.",
-                                        "invalid_type", param)  # fmt: skip
-                staged[name] = value
-            elif name == "temperature":
-                if type(value) not in (int, float):
-                    raise RealtimeError(f"Invalid type for '{param}': expected a number.",
-                                        "invalid_type", param)  # fmt: skip
-                staged[name] = float(value)
-            elif name in ("max_response_output_tokens", "max_output_tokens"):
-                staged["max_output_tokens"] = max_tokens(value, param)
-            elif name == "tools":
-                if not isinstance(value, list):
-                    raise RealtimeError(f"Invalid type for '{param}': expected an array.",
-                                        "invalid_type", param)  # fmt: skip
-                staged[name] = value
-            elif name == "tool_choice":
-                staged[name] = value
-            elif name not in IGNORED_SESSION_FIELDS:
-                raise RealtimeError(f"Unknown parameter: '{param}'.", "unknown_parameter", param)
-        for name, value in staged.items():
-            setattr(self, name, value)
-
-
-# Accepted and kept as the server's own (audio and transcription do not apply to text).
-IGNORED_SESSION_FIELDS = frozenset(
-    {"type", "modalities", "output_modalities", "input_audio_format", "output_audio_format",
-     "input_audio_transcription", "turn_detection", "audio", "include", "tracing", "prompt",
-     "truncation", "input_audio_noise_reduction", "speed", "client_secret"}
-)  # fmt: skip
 
 
 @define
@@ -232,14 +83,12 @@ class RealtimeEndpoint:
         self,
         model: MockModel,
         services: Services,
-        tokenizer: Tokenizer,
         latest: Callable[[], RealtimeEndpoint] | None = None,
     ) -> None:
         """``latest``: the endpoint of the settings now in force. A session outlives
         runtime config changes, so each response takes its model and services from it."""
         self.model = model
         self.services = services
-        self.tokenizer = tokenizer
         self.latest = latest or (lambda: self)
         # As the HTTP endpoints: each ITL step stretched by the decode count at that moment.
         factor = services.settings.latency.itl_load_factor
@@ -266,15 +115,6 @@ class RealtimeEndpoint:
         beta = any(n == b"openai-beta" and b"realtime" in v.lower() for n, v in headers)
         connection = Connection(self, scope, send, Session(model=model), overrides, beta)
         await connection.run(receive)
-
-
-def random_ids(length: int = 29, block: int = 256) -> Iterator[bytes]:
-    """The random part of ids shaped as ``new_id``'s, ``block`` of them from each
-    ``os.urandom`` call: a stream's per-delta ``event_id``s cost a slice each, not a
-    system call and a join of characters."""
-    while True:
-        drawn = os.urandom(length * block).translate(ID_TABLE)
-        yield from (drawn[i : i + length] for i in range(0, len(drawn), length))
 
 
 def query_model(scope: Message) -> str | None:
@@ -460,24 +300,32 @@ class Connection:
         """Plan, admit and stream one response; journal it whatever happens."""
         endpoint = self.latest()
         services = endpoint.services
+        observer = services.observer
         start = trio.current_time()
-        record = services.observer.open({**self.scope, "method": "WEBSOCKET"}, start,
-                                        response.id.encode())  # fmt: skip
-        services.observer.received(record, orjson.dumps(event))
-        record.model, record.stream = self.session.model, True
+        record = observer.open({**self.scope, "method": "WEBSOCKET"}, start,
+                               response.id.encode())  # fmt: skip
+        observer.received(record, orjson.dumps(event))
+        exchange: Exchange[RealtimeReply] = Exchange(start=start, model=self.session.model)
         admission: Admission | None = None
         refusal: RealtimeError | None = None
         try:
             try:
-                plan = await self.plan(endpoint, context, instructions, cap, record)
-                with response.queue:  # a cancel reaches a response still queued
-                    admission = await services.load.admit()
+                exchange, refusal = await self.plan(endpoint, context, instructions, cap, exchange)
+                if refusal is None:
+                    with response.queue:  # a cancel reaches a response still queued
+                        admission = await services.load.admit()
             except OpenAIError as error:  # the queue is full
                 refusal = event_error(error)
-            except RealtimeError as error:
-                refusal = error
+            if admission is not None and exchange.reply is not None:
+                admitted, scale = trio.current_time(), admission.ttft_scale
+                ttft_s, itl_s, events = planned_times(exchange.reply, start, admitted, scale)
+                exchange = attrs.evolve(exchange, admitted=admitted, ttft_scale=scale,
+                                        planned_ttft_s=ttft_s, planned_itl_s=itl_s,
+                                        planned_events=events)  # fmt: skip
+            observer.planned(record, exchange)
             if refusal is None and admission is None:  # cancelled while queued
-                record.status, record.cut = 200, "cancelled"
+                observer.answered(record, 200)
+                observer.cut(record, "cancelled")
                 await self.emit(
                     "response.created", response=self.response_view(response, "in_progress")
                 )
@@ -486,20 +334,19 @@ class Connection:
                 )
             elif refusal is None:
                 assert admission is not None
-                await self.stream(endpoint, response, plan, admission, record, in_band)
+                await self.stream(endpoint, response, exchange, admission, record, in_band)
         except Exception:  # a bug must not end the session with a traceback
             log.exception("realtime: unexpected error in response %s", response.id)
             refusal = SERVER_ERROR
         finally:
-            record.disconnected = self.gone
+            if self.gone:
+                observer.gone(record)
             if admission is not None:
                 admission.finish()
             self.active = None
             if refusal is not None:
-                record.status = refusal.status
-                record.error = {"type": refusal.kind, "code": refusal.code,
-                                "message": refusal.message}  # fmt: skip
-            services.observer.close(record)
+                observer.refused(record, refusal.status, refusal.body())
+            observer.close(record)
         if refusal is not None and not self.gone:
             await self.error(refusal, event.get("event_id"))
 
@@ -509,52 +356,50 @@ class Connection:
         context: list[dict[str, Any]],
         instructions: str,
         cap: int | None,
-        record: Record,
-    ) -> ChoicePlan:
-        """The model's plan for a reply to ``context``; a scripted rule may decide it."""
+        exchange: Exchange[RealtimeReply],
+    ) -> tuple[Exchange[RealtimeReply], RealtimeError | None]:
+        """The response's exchange with the model's plan for a reply to ``context`` (a
+        scripted rule may decide it), or with the rule that refuses it and the refusal."""
         services = endpoint.services
         prompt = "\n".join([instructions, *map(item_text, context)])
-        prompt_tokens = len(await off_loop(len(prompt), endpoint.tokenizer.encode, prompt))
+        encode = endpoint.model.tokenizer_for(self.session.model).encode
+        prompt_tokens = len(await off_loop(len(prompt), encode, prompt))
         overrides = self.overrides
         messages = [{"role": i.get("role", "user"), "content": item_text(i)} for i in context]
         data = {"model": self.session.model, "messages": messages}
         rule = services.scripts.take(self.scope["path"], data, self.scope["headers"])
         if rule is not None:
-            record.rule = rule.label
+            exchange = attrs.evolve(exchange, rule=rule.label)
             if rule.error is not None:
-                raise event_error(rule.error)
+                return exchange, event_error(rule.error)
             overrides = merged(rule.overrides, overrides)
         ask = Ask(model=self.session.model, limits=Limits(max_tokens=cap), can_reason=False)
         try:
             (plan,) = await endpoint.model.plan(ask, prompt_tokens, overrides)
         except OpenAIError as error:
-            raise event_error(error) from None
-        record.prompt_tokens, record.completion_tokens = prompt_tokens, plan.tokens
-        record.finish_reason = plan.finish_reason
-        return plan
+            return exchange, event_error(error)
+        return attrs.evolve(exchange, reply=RealtimeReply(plan, prompt_tokens)), None
 
     async def stream(
         self,
         endpoint: RealtimeEndpoint,
         response: Response,
-        plan: ChoicePlan,
+        exchange: Exchange[RealtimeReply],
         admission: Admission,
         record: Record,
         in_band: bool,
     ) -> None:
         """The response's events, its text deltas on schedule from admission."""
-        admitted = trio.current_time()
-        offsets = plan.offsets
-        record.admitted, record.planned_events = admitted, len(offsets) if plan.tokens else 0
-        record.planned_ttft_s = admitted - record.start + offsets[0] * admission.ttft_scale
-        record.planned_itl_s = (offsets[-1] - offsets[0]) / max(len(offsets) - 1, 1)
+        assert exchange.reply is not None
+        plan = exchange.reply.plan
         ids = {"response_id": response.id, "item_id": response.item_id, "output_index": 0}
         item: dict[str, Any] = {
             "id": response.item_id, "object": "realtime.item", "type": "message",
             "status": "in_progress", "role": "assistant", "content": [],
         }  # fmt: skip
+        observer = endpoint.services.observer
         await self.emit("response.created", response=self.response_view(response, "in_progress"))
-        record.status, record.headers_sent = 200, trio.current_time()
+        observer.answered(record, 200)
         await self.emit("response.output_item.added", response_id=response.id, output_index=0,
                         item=item)  # fmt: skip
         if in_band:
@@ -565,11 +410,13 @@ class Connection:
         await self.emit("response.content_part.added", **ids, content_index=0, part=part)
         with response.scope:
             if plan.tokens:
-                await self.deltas(endpoint, response, plan, admission, admitted, ids, record)
+                await self.deltas(endpoint, response, plan, admission, exchange.admitted, ids,
+                                  record)  # fmt: skip
         text = "".join(plan.pieces[: response.sent_tokens])
         status = "completed"
         if response.cancelled:
-            status, record.cut = "cancelled", "cancelled"
+            status = "cancelled"
+            observer.cut(record, "cancelled")
         elif plan.finish_reason == "length":
             status = "incomplete"
         item |= {"status": "completed" if status == "completed" else "incomplete",
@@ -580,7 +427,7 @@ class Connection:
         await self.emit("response.content_part.done", **ids, content_index=0, part=part)
         await self.emit("response.output_item.done", response_id=response.id, output_index=0,
                         item=item)  # fmt: skip
-        done = self.response_view(response, status, [item], record.prompt_tokens)
+        done = self.response_view(response, status, [item], exchange.reply.prompt_tokens)
         await self.emit("response.done", response=done)
 
     async def deltas(
@@ -596,53 +443,33 @@ class Connection:
         """The text deltas, each on its deadline (as ``_pacing`` schedules the HTTP
         streams, from admission), noting when each went out.
 
-        As ``_pacing.paced`` does for SSE, deltas due together (or overdue, behind a slow
-        client) are drawn together and sent back to back under one hold of the lock, with
-        one wait for the group: a WebSocket message carries one event, so each is still a
-        message of its own, but no scheduler round is spent between them."""
+        The same timeline and pacing loop as the HTTP streams (``_sim._timeline``,
+        ``_pacing.paced``): deltas due together (or overdue, behind a slow client) are drawn
+        together and sent back to back under one hold of the lock, with one wait for the
+        group: a WebSocket message carries one event, so each is still a message of its
+        own, but no scheduler round is spent between them."""
         ends = plan.event_ends
-        frames = self.delta_frames(plan, ids)
-        timing = (admitted, admission.ttft_scale, endpoint.itl_scale, admission.first_token)
-        pending = schedule([(plan.offsets, frames)], *timing)
+        frames = delta_frames(plan, ids, self.session.ga)
+        clock = Clock(admitted, ttft_scale=admission.ttft_scale, itl_scale=endpoint.itl_scale,
+                      on_first=admission.first_token)  # fmt: skip
+        events = timeline([(plan.offsets, frames)], [ends], clock, Ending(bytes), Ending(bytes))
         sleep_until = endpoint.services.pacer.sleep_until  # the HTTP streams' timer too
-        nxt = next(pending, None)
         sent = 0  # delta events sent
-        while nxt is not None:
-            await sleep_until(nxt[0])  # a past deadline is just a checkpoint
-            now = trio.current_time()
-            due, batch = [nxt[0]], [next(nxt[1]).decode()]
-            size = len(batch[0])
-            nxt = next(pending, None)
-            while nxt is not None and nxt[0] <= now and size < WRITE_BYTES:
-                due.append(nxt[0])
-                batch.append(next(nxt[1]).decode())
-                size += len(batch[-1])
-                nxt = next(pending, None)
-            first = sent
-            try:
-                async with self.sending:
-                    for text in batch:
-                        await self.socket_send({"type": "websocket.send", "text": text})
-                        response.sent_tokens = ends[sent]
-                        sent += 1
-            finally:  # a cancel may land between two sends: count what went
-                record.wrote(due[: sent - first], trio.current_time())
-
-    def delta_frames(self, plan: ChoicePlan, ids: dict[str, Any]) -> Iterator[bytes]:
-        """Each event's ``response.text.delta``, built as it goes out from a template made
-        once per response: per delta only its ``event_id`` (drawn in blocks) and its
-        already escaped token bytes are joined in, in the key order ``orjson`` would give."""
-        kind = GA_NAMES["response.text.delta"] if self.session.ga else "response.text.delta"
-        middle = b'","type":"%s",%s,"content_index":0,"delta":"' % (
-            kind.encode(),
-            orjson.dumps(ids)[1:-1],
-        )
-        event_ids = random_ids()
-        escaped, previous = plan.escaped, 0
-        for end in plan.event_ends:
-            text = escaped[previous] if end - previous == 1 else b"".join(escaped[previous:end])
-            previous = end
-            yield b'{"event_id":"event_%s%s%s"}' % (next(event_ids), middle, text)
+        async with aclosing(paced(events, sleep_until, list)) as batches:
+            async for due, ending, batch in batches:
+                if ending is not None:  # the end of the deltas: no message of its own
+                    del batch[-1], due[-1]
+                first = sent
+                try:
+                    async with self.sending:
+                        for frame in batch:
+                            await self.socket_send(
+                                {"type": "websocket.send", "text": frame.decode()}
+                            )
+                            response.sent_tokens = ends[sent]
+                            sent += 1
+                finally:  # a cancel may land between two sends: count what went
+                    record.wrote(due[: sent - first], trio.current_time())
 
     def response_view(
         self,

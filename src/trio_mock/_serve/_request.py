@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
-from .._openai._errors import BODY_TIMEOUT, TOO_LARGE, OpenAIError
+from .._openai._errors import BODY_TIMEOUT, TOO_LARGE, OpenAIError, error_body_for
 from .._openai._frames import new_id
 
 if TYPE_CHECKING:
@@ -77,9 +78,11 @@ async def send_body(send: Send, status: int, body: bytes, headers: Headers) -> N
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_error(send: Send, error: OpenAIError, headers: Headers) -> None:
-    """An error in OpenAI's shape, with the error's own headers (``retry-after``...)."""
-    await send_body(send, error.status, error.to_json(), [*JSON_HEADERS, *headers, *error.headers])
+async def send_error(send: Send, error: OpenAIError, headers: Headers, path: str = "") -> None:
+    """An error in the shape of the API ``path`` belongs to (OpenAI's, or OpenRouter's
+    under ``/api/v1``), with the error's own headers (``retry-after``...)."""
+    body = orjson.dumps(error_body_for(path)(error))
+    await send_body(send, error.status, body, [*JSON_HEADERS, *headers, *error.headers])
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -105,7 +108,7 @@ async def front(
     except ClientGone:
         return
     except OpenAIError as error:
-        await send_error(send, error, named)
+        await send_error(send, error, named, scope["path"])
         return
 
     async def send_named(message: Message) -> None:

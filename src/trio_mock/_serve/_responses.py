@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from .._openai._context import REPLY_PRIMING, TOKENS_PER_MESSAGE
 from .._openai._convert import structure
 from .._openai._errors import invalid
 from .._openai._frames import charged, new_id
-from .._openai._model import Ask, FunctionTool, check_effort, output_schema, pick_tool
+from .._openai._model import (
+    EMPTY_PARAMETERS,
+    Ask,
+    FunctionTool,
+    check_effort,
+    output_schema,
+    pick_tool,
+)
 from .._openai._protocol import ResponsesRequest
 from .._openai._validate import (
     MAX_TOP_LOGPROBS,
@@ -31,7 +39,6 @@ from .._openai._validate import (
     listed,
 )
 from .._sim._plan import Limits
-from ._chat import EMPTY_PARAMETERS, REPLY_PRIMING, TOKENS_PER_MESSAGE
 from ._offload import off_loop
 
 if TYPE_CHECKING:
@@ -209,9 +216,9 @@ class ResponsesHandler:
         self.model = model
         self.settings = model.settings
 
-    def count(self, texts: list[tuple[str, str]]) -> int:
-        """Chat's accounting: each item is a message."""
-        encode = self.model.tokenizer.encode
+    def count(self, texts: list[tuple[str, str]], model: str) -> int:
+        """Chat's accounting: each item is a message; with ``model``'s tokenizer."""
+        encode = self.model.tokenizer_for(model).encode
         return REPLY_PRIMING + sum(TOKENS_PER_MESSAGE + 1 + len(encode(t)) for _, t in texts)
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ResponsesEmitter:
@@ -231,7 +238,8 @@ class ResponsesHandler:
         check_sampling(request)
         check_model(request.model, self.settings.models)
         ask = responses_ask(request, texts)
-        prompt_tokens = await off_loop(sum(len(t) for _, t in texts), self.count, texts)
+        chars = sum(len(t) for _, t in texts)
+        prompt_tokens = await off_loop(chars, self.count, texts, request.model)
         (choice,) = await self.model.plan(ask, prompt_tokens, overrides)
         return ResponsesEmitter(choice, prompt_tokens, request, data)
 

@@ -26,7 +26,7 @@ import orjson
 from attrs import define, field, frozen
 
 from .._config._faults import parse_fault
-from .._openai._convert import converter, shape_error
+from .._openai._convert import content_text, converter, shape_error
 from .._openai._errors import OpenAIError, invalid, status_error
 from .._openai._overrides import OVERRIDE_RANGES, Overrides, ScriptedCall
 
@@ -40,6 +40,7 @@ ENDPOINTS = {
     "responses": "/responses",
     "embeddings": "/embeddings",
     "realtime": "/realtime",  # each response.create of a Realtime session
+    "messages": "/messages",  # Anthropic's
 }
 
 
@@ -47,7 +48,9 @@ ENDPOINTS = {
 class Match:
     """Which requests a rule answers; every condition given must hold."""
 
-    endpoint: str | None = None  # chat, completions, responses, embeddings, realtime, a path
+    endpoint: str | None = (
+        None  # chat, completions, responses, embeddings, realtime, messages, a path
+    )
     model: str | None = None  # a name, or a * pattern
     text: str | None = None  # a substring of the text being answered
     regex: str | None = None  # a regular expression searched in that text
@@ -135,7 +138,8 @@ class Rule:
     def matches(self, path: str, model: str, text: str, headers: Mapping[bytes, bytes]) -> bool:
         m = self.spec.match
         return (
-            (self.path is None or path.removeprefix("/v1") == self.path)
+            # OpenRouter's /api/v1 routes are the same endpoints
+            (self.path is None or path.removeprefix("/api").removeprefix("/v1") == self.path)
             and (m.model is None or fnmatch.fnmatchcase(model, m.model))
             and (m.text is None or m.text in text)
             and (self.regex is None or self.regex.search(text) is not None)
@@ -236,19 +240,6 @@ def answered_text(data: Mapping[str, Any]) -> str:
             return content_text(last.get("content") if isinstance(last, dict) else last)
         if value is not None:
             return content_text(value)
-    return ""
-
-
-def content_text(content: Any) -> str:
-    """Text out of a string, a list of strings, or a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [
-            p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else ""
-            for p in content
-        ]
-        return " ".join(p for p in parts if isinstance(p, str) and p)
     return ""
 
 
@@ -367,9 +358,3 @@ class Scripts:
                 if rule.spec.times is not None:  # used up by other workers: skip it now
                     rule.hits = rule.spec.times
         return None
-
-
-def merged(scripted: Overrides, asked: Overrides) -> Overrides:
-    """A scripted answer under the request's own ``x-mock-*`` headers, which win."""
-    given = {k: v for k, v in attrs.asdict(asked, recurse=False).items() if v is not None}
-    return attrs.evolve(scripted, **given) if given else scripted

@@ -48,6 +48,10 @@ data study model value network energy history science music story process langua
 ZIPF_SHIFT = 2.7  # flattens the head so "the" is common but not every other word
 
 
+class CorpusError(ValueError):
+    """The corpus cannot be cut into this tokenizer's tokens."""
+
+
 class Corpus:
     """A pool of generated articles as one long array of piece ids.
 
@@ -58,7 +62,16 @@ class Corpus:
     """
 
     def __init__(self, tokenizer: Tokenizer, articles: int, seed: int) -> None:
+        """Raises:
+        CorpusError: no word is one token of ``tokenizer`` in each of its forms.
+        """
         words = list(dict.fromkeys(w for w in WORDS if one_token_each(tokenizer, w)))
+        if not words:
+            raise CorpusError(
+                f"{tokenizer.name}: no corpus word is one token (as ' word', ' Word' and "
+                "'Word'), so corpus replies cannot be cut into its tokens; use "
+                "--output-mode echo or fixed"
+            )
         v = len(words)
         self.pieces: list[str] = (
             [f" {w}" for w in words]
@@ -67,6 +80,8 @@ class Corpus:
         )
         comma, period, paragraph = len(self.pieces), len(self.pieces) + 1, len(self.pieces) + 2
         self.pieces += [",", ".", ".\n\n"]
+        if not one_token(tokenizer, ".\n\n"):  # no paragraphs, so counts stay exact
+            paragraph = period
         self.escaped: list[bytes] = [orjson.dumps(p)[1:-1] for p in self.pieces]
         rng = np.random.default_rng(seed)
         weights = 1.0 / (np.arange(v) + ZIPF_SHIFT)
@@ -80,7 +95,8 @@ class Corpus:
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         ids[starts] += v  # " Word" after a period
         paragraph_first = np.concatenate(([0], np.cumsum(sentences)[:-1]))
-        ids[starts[paragraph_first]] += v  # "Word" after a paragraph break
+        if paragraph != period:
+            ids[starts[paragraph_first]] += v  # "Word" after a paragraph break
 
         ends = np.full(len(lengths), period, dtype=np.int32)
         ends[np.cumsum(sentences) - 1] = paragraph
@@ -106,18 +122,21 @@ class Corpus:
         return self.ids[take]
 
 
-SHARED: list[tuple[Tokenizer, int, int, Corpus]] = []  # one (tokenizer, articles, seed, corpus)
+SHARED: list[tuple[Tokenizer, int, int, Corpus]] = []  # (tokenizer, articles, seed, corpus)
+MAX_SHARED = 65  # the default tokenizer's and one per --tokenizer-models entry
 
 
 def shared_corpus(tokenizer: Tokenizer, articles: int, seed: int) -> Corpus:
-    """The corpus for these knobs, built once per process and never written: the
-    ``--workers`` supervisor builds it before it forks, so the workers share its pages
-    rather than each building a copy. One entry, so a changed corpus frees the old one."""
+    """The corpus for these knobs and this tokenizer, built once per process and never
+    written: the ``--workers`` supervisor builds it before it forks, so the workers share
+    its pages rather than each building a copy. One per tokenizer; a change of the corpus
+    knobs frees the old ones."""
     for known, known_articles, known_seed, corpus in SHARED:
         if known is tokenizer and (known_articles, known_seed) == (articles, seed):
             return corpus
     corpus = Corpus(tokenizer, articles, seed)
-    SHARED[:] = [(tokenizer, articles, seed, corpus)]
+    kept = [entry for entry in SHARED if entry[1:3] == (articles, seed)]
+    SHARED[:] = [*kept[-(MAX_SHARED - 1) :], (tokenizer, articles, seed, corpus)]
     return corpus
 
 
@@ -126,6 +145,10 @@ def release_free_memory() -> None:
     keeps freed memory otherwise. Call it once they are out of scope."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def one_token(tokenizer: Tokenizer, text: str) -> bool:
+    return len(tokenizer.encode(text)) == 1 or tokenizer.name == "approx"
 
 
 def one_token_each(tokenizer: Tokenizer, word: str) -> bool:

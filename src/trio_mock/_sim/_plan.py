@@ -89,6 +89,7 @@ class ChoicePlan:
     offsets: Sequence[float]  # seconds after arrival each event is due
     parts: list[Part]
     logprobs: Logprobs | None = None
+    stop_sequence: str | None = None  # the stop string that ended it (Anthropic names it)
 
     @property
     def tokens(self) -> int:
@@ -186,8 +187,14 @@ def as_indices(ends: Sequence[int]) -> npt.NDArray[np.int64]:
 def stop_at(pieces: list[str], stops: Sequence[str]) -> int | None:
     """Where the text must end for the earliest stop string: a piece index whose piece may
     need trimming, or None when no stop string occurs. The stop string itself is not sent."""
+    hit = stop_hit(pieces, stops)
+    return None if hit is None else hit[0]
+
+
+def stop_hit(pieces: list[str], stops: Sequence[str]) -> tuple[int, str] | None:
+    """The earliest stop string in the text: where it starts, and which one it is."""
     text = "".join(pieces)
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    hits = [(i, s) for i, s in ((text.find(s), s) for s in stops if s) if i >= 0]
     return min(hits) if hits else None
 
 
@@ -229,6 +236,7 @@ def plan_reply(
     pieces: list[str] = []
     escaped: list[bytes] = []
     spans: list[tuple[Segment, int, int]] = []
+    stopped_by: str | None = None
     remaining = n
     for k, segment in enumerate(segments):
         take = remaining if k == len(segments) - 1 else min(segment.natural, remaining)
@@ -238,8 +246,9 @@ def plan_reply(
         if (
             segment.kind == "content"
             and limits.stop
-            and (at := stop_at(text, limits.stop)) is not None
+            and (hit := stop_hit(text, limits.stop)) is not None
         ):
+            at, stopped_by = hit
             take = cut_text(text, esc, at)
             del text[take:], esc[take:]
             finish, remaining = "stop", take
@@ -277,6 +286,7 @@ def plan_reply(
         event_ends=ends,
         offsets=offsets,
         parts=parts,
+        stop_sequence=stopped_by,
         logprobs=None
         if top_logprobs is None
         else token_logprobs(pieces, top_logprobs, alternatives, rng),

@@ -1,4 +1,4 @@
-"""Checking a schema before sampling (``_schema``): what the sampler cannot honour is a
+"""Checking a schema before sampling (``_schema_values``): what the sampler cannot honour is a
 ``SchemaError`` (a 400), before any value is drawn."""
 
 from __future__ import annotations
@@ -203,3 +203,24 @@ def _nesting(value: Any) -> int:
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node)
     return deepest
+
+
+def check_schema(schema: Any) -> None:
+    """Raise ``SchemaError`` unless ``sample_json`` can honour ``schema``.
+
+    Checks the shape of every keyword the sampler reads, that every ``$ref`` is local and
+    resolves, and the plainly unsatisfiable (``minimum > maximum``, no integer in range,
+    more required properties than ``maxProperties``, ...).
+
+    Args:
+      schema: any JSON value (it comes from the request body); nothing but
+        ``SchemaError`` escapes, whatever it is.
+
+    Raises:
+      SchemaError: e.g. ``"schema.properties.city.type: unknown type 'strng'"``.
+    """
+    if not isinstance(schema, Mapping):
+        raise SchemaError("schema: must be a JSON object")
+    if _nesting(schema) > _MAX_NESTING:
+        raise SchemaError(f"schema: nested more than {_MAX_NESTING} levels deep")
+    _Checker(schema).run()

@@ -1,4 +1,4 @@
-"""Strings that match a simple ``pattern`` (``_schema``): literals, classes, quantifiers,
+"""Strings that match a simple ``pattern`` (``_schema_values``): literals, classes, quantifiers,
 groups, alternation, anchors; anything else is ``_Unsupported``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""JSON Schema support shared by checking and sampling (``_schema``): the limits that
+"""JSON Schema support shared by checking and sampling (``_schema_values``): the limits that
 keep both bounded, ``SchemaError``, and small readers of a schema's keywords."""
 
 from __future__ import annotations

