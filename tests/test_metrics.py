@@ -525,19 +525,31 @@ class Cluster:
             time.sleep(0.05)
 
     def two_workers(self) -> tuple[httpx.Client, httpx.Client]:
-        """Two clients whose connections two different workers serve: a request sent on
-        the second is in the journal (each worker's own) read on the second, and not in
-        the one read on the first, before and after."""
+        """Two clients whose connections two different workers serve: the journal (one
+        view of every worker's) names the worker that served each one's probes."""
         first = self.client()
-        for attempt in range(30):
+        served_first = self.worker_of(first)
+        for _ in range(30):
             second = self.client()
-            probe = f"probe-{attempt}"
-            self.post(second, probe)
-            seen = [probe in self.journal(c) for c in (first, second, first)]
-            if seen == [False, True, False]:
+            if self.worker_of(second) != served_first:
                 return first, second
             second.close()
         pytest.fail("30 connections in a row went to one worker")
+
+    def worker_of(self, client: httpx.Client) -> int:
+        """The worker serving ``client``'s connection, as the journal names it. A request
+        is journaled a moment after its last byte, so a probe may show only once a later
+        one was sent: probes go until one shows (no sleeping)."""
+        probes: set[str] = set()
+        for _ in range(20):
+            probes.add(probe := f"probe-{self.sent}")
+            self.post(client, probe)
+            r = client.get("/_mock/requests", params={"limit": 1000})
+            assert r.status_code == 200, r.text
+            for entry in r.json()["data"]:
+                if entry["id"] in probes:
+                    return int(entry["worker"])
+        pytest.fail(f"none of {sorted(probes)} is in the journal")
 
     @staticmethod
     def journal(client: httpx.Client) -> list[str]:

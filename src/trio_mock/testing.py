@@ -127,7 +127,8 @@ class MockServer:
     # --- the live state, through the server's thread ---------------------------------------
 
     def requests(self, **filters: Any) -> list[dict[str, Any]]:
-        """Journal entries, oldest first (filters: model, endpoint, status, since, limit)."""
+        """Journal entries in arrival order, each with its ``worker`` (filters: model,
+        endpoint, status, since, limit)."""
         return self._call(lambda: self._running().requests(**filters))
 
     def clear_requests(self) -> int:

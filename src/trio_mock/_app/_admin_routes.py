@@ -5,7 +5,9 @@ With ``--admin-key`` set, ``/_mock/*`` and ``/configure`` need that key (Bearer,
 ``api-key`` or ``x-admin-key``); without it they take the API keys, like every route but
 ``/health``, ``/metrics`` and the dashboard page (which holds no data: it asks for it with
 the key given in its URL fragment). ``--metrics-auth`` guards ``/metrics`` as a control
-route. The keys are checked before any route runs (``_serve._auth``).
+route. The keys are checked before any route runs (``_serve._auth``). Changes and the
+journal go through ``Control``: with several workers, every worker's, and a change's
+answer says which workers applied it (``workers``) and its number (``version``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ._json_routes import json_response
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from ._runtime import Live
+    from ._control import Control
+    from ._hub import Change, Report
 
 # AIPerf's mock names these in its POST /configure; both are milliseconds.
 CONFIGURE_ALIASES = {"ttft": "ttft_ms", "itl": "itl_ms"}
@@ -71,27 +74,34 @@ def start_up_only() -> list[str]:
     return [k.name for k in KNOBS.values() if not k.live]
 
 
-def install_control_routes(app: QuartTrio, live: Live) -> None:
+def reported(view: dict[str, Any], report: Report | None) -> dict[str, Any]:
+    """``view``, and with several workers which of them applied the change."""
+    return view if report is None else view | {"workers": report.to_data()}
+
+
+def install_control_routes(app: QuartTrio, control: Control) -> None:
     dashboard = importlib.resources.files("trio_mock").joinpath("dashboard.html").read_bytes()
+    live = control.live
 
     async def body_object() -> dict[str, Any]:
         data = await request.get_data()
         return parse_json(data if isinstance(data, bytes) else data.encode())
 
-    async def change(leaves: dict[str, Any]) -> list[str]:
+    async def change(leaves: dict[str, Any]) -> dict[str, Any]:
         try:
-            changed = await live.update(leaves)
+            done, report = await control.configure(leaves)
         except SettingsError as error:
             raise setting_error(error) from None
-        return changed
+        return reported(config_view(done), report)
 
-    def config_view(changed: list[str] | None = None) -> dict[str, Any]:
-        view: dict[str, Any] = {
-            "settings": live.settings.public(),
-            "start_up_only": start_up_only(),
-        }
-        if changed is not None:
-            view["changed"] = changed
+    def config_view(done: Change | None = None) -> dict[str, Any]:
+        settings = live.settings if done is None else done.settings
+        view: dict[str, Any] = {"settings": settings.public(), "start_up_only": start_up_only()}
+        if done is not None:
+            view["changed"] = done.changed
+        if control.shared:  # and which worker answers
+            view["version"] = live.version if done is None else done.version
+            view["worker"] = control.worker
         return view
 
     @app.get("/metrics")
@@ -106,7 +116,7 @@ def install_control_routes(app: QuartTrio, live: Live) -> None:
 
     @app.route("/_mock/config", methods=["PATCH", "POST"])
     async def change_config() -> Response:
-        return json_response(config_view(await change(await body_object())))
+        return json_response(await change(await body_object()))
 
     @app.post("/configure")
     async def configure() -> Response:
@@ -118,23 +128,24 @@ def install_control_routes(app: QuartTrio, live: Live) -> None:
         if "tokenizer_models" in leaves:
             configured = live.settings.models.tokenizer_models
             leaves["tokenizer_models"] = preloaded(configured, leaves["tokenizer_models"])
-        changed = await change(leaves)
-        return json_response({"status": "configured", "ignored": ignored, **config_view(changed)})
+        view = await change(leaves)
+        return json_response({"status": "configured", "ignored": ignored, **view})
 
     @app.get("/_mock/requests")
     async def list_requests() -> Response:
-        found = live.journal.select(
+        found, report = await control.requests(
             model=request.args.get("model") or None,
             endpoint=request.args.get("endpoint") or None,
             status=query_number("status", int, 100),
             since=query_number("since", float, 0),
             limit=query_number("limit", int, 0),
         )
-        return json_response({"object": "list", "data": found})
+        return json_response(reported({"object": "list", "data": found}, report))
 
     @app.delete("/_mock/requests")
     async def clear_requests() -> Response:
-        return json_response({"deleted": live.journal.clear()})
+        deleted, report = await control.clear_requests()
+        return json_response(reported({"deleted": deleted}, report))
 
     @app.get("/_mock/scripts")
     async def list_scripts() -> Response:
@@ -148,18 +159,20 @@ def install_control_routes(app: QuartTrio, live: Live) -> None:
             data = None
         if not isinstance(data, dict | list):
             raise invalid('The body must be a rule, a list of rules, or {"rules": [...]}.')
-        added = live.scripts.add(data)
-        return json_response({"object": "list", "data": [r.to_data() for r in added]})
+        added, report = await control.add_scripts(data)
+        return json_response(reported({"object": "list", "data": added}, report))
 
     @app.delete("/_mock/scripts")
     async def clear_scripts() -> Response:
-        return json_response({"deleted": live.scripts.clear()})
+        deleted, report = await control.clear_scripts()
+        return json_response(reported({"deleted": deleted}, report))
 
     @app.delete("/_mock/scripts/<int:rule_id>")
     async def delete_script(rule_id: int) -> Response:
-        if not live.scripts.remove(rule_id):
+        found, report = await control.remove_script(rule_id)
+        if not found:
             raise OpenAIError(404, f"No rule with id {rule_id}.", code="not_found")
-        return json_response({"deleted": 1})
+        return json_response(reported({"deleted": 1}, report))
 
     @app.get("/_mock/stats")
     async def stats() -> Response:

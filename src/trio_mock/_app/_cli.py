@@ -153,7 +153,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         " (any name accepted)" if settings.models.any_model else "",
     )
     if settings.server.workers > 1:
-        raise SystemExit(supervise(settings))
+        try:
+            status = supervise(settings)
+        except SettingsError as error:  # the scripts file, read once for all workers
+            print(f"trio-mock: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise SystemExit(status)
     trio.run(partial(run_until_signal, settings))
 
 
@@ -164,4 +169,4 @@ async def run_until_signal(settings: Settings) -> None:
         # server: out of later collections, a full one of which would stall every stream.
         gc.collect()
         gc.freeze()
-        log.info("serving on %s (Ctrl+C to stop)", ", ".join(binds))
+        log.info("serving on %s in one process (Ctrl+C to stop)", ", ".join(binds))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
+    from ._control import Control
     from ._runtime import Live
 
 ENDPOINTS = [
@@ -159,6 +160,7 @@ class TrioMockApp(QuartTrio):
     Quart routes them."""
 
     live: Live
+    control: Control
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

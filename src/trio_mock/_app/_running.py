@@ -72,7 +72,8 @@ class RunningServer:
         return self.live.settings
 
     async def requests(self, **filters: Any) -> list[dict[str, Any]]:
-        """Journal entries, oldest first, as ``GET /_mock/requests`` gives them.
+        """Journal entries in arrival order, each with its ``worker``, as
+        ``GET /_mock/requests`` gives them.
 
         A client may read its answer's last byte a moment before the server journals
         the request, so this first waits until no request is being served (for at most
@@ -83,7 +84,8 @@ class RunningServer:
         """
         with trio.move_on_after(SETTLE_S):
             await self.live.observer.wait_quiet()
-        return self.live.journal.select(**filters)
+        found, _ = await self.app.control.requests(**filters)
+        return found
 
     def clear_requests(self) -> int:
         """Empty the journal; return how many entries it held."""

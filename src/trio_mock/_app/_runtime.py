@@ -6,7 +6,8 @@ start-up, then builds anew only what it touches and swaps the endpoints in one
 assignment: requests that arrive later see the new settings, requests already running
 finish with the ones they started with. The load model, the journal, the metrics and the
 scripts outlive every change; rate-limit buckets and the fault generator are kept unless
-their own knobs change.
+their own knobs change. With several workers the supervisor checks a change
+(``_change``) and every worker ``adopt``s the result (``_hub``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._anthropic_routes import install_anthropic_routes
 from ._cassettes import proxy_routes, replayed_cassette, replayer, upstream_client
+from ._change import change_of, changed_knobs
+from ._control import Control, SharedControl
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
@@ -60,9 +63,9 @@ if TYPE_CHECKING:
 
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
+    from ._hub import Membership
 
 log = logging.getLogger("trio_mock")
-SECRETS = ("api_keys", "admin_key", "upstream_api_key")  # shown masked by Settings.public()
 HOUSEKEEPING_S = 0.25
 
 
@@ -101,25 +104,27 @@ def same_corpus(old: Settings, new: Settings) -> bool:
 class Live:
     """Settings, and the endpoints built from them, as of now."""
 
-    def __init__(self, settings: Settings, tokenizer: Tokenizer) -> None:
-        """Raises:
-        SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
-          cannot be loaded.
+    def __init__(
+        self, settings: Settings, tokenizer: Tokenizer, scripts: Scripts | None = None
+    ) -> None:
+        """Args:
+          scripts: rules loaded already (the supervisor's, with several workers); else
+            those of the scripts file, if any.
+
+        Raises:
+          SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
+            cannot be loaded.
         """
         obs = settings.observability
         self.settings = settings
+        self.version = 0  # changes made so far (with several workers, the supervisor's count)
         self.tokenizer = tokenizer
         self.load = Load(settings.capacity, settings.latency)
         self.journal = Journal(obs.journal_size, obs.journal_file, obs.journal_body_bytes)
         self.metrics = Metrics(settings, self.load) if obs.metrics else None
         itl_s = settings.latency.itl_ms / 1000
         self.observer = Observer(self.journal, self.metrics, obs.log_raw, itl_s)
-        self.scripts = Scripts()
-        if obs.scripts_file:
-            try:
-                self.scripts.load(obs.scripts_file)
-            except ValueError as error:
-                raise SettingsError(f"{describe('scripts_file')}: {error}") from None
+        self.scripts = scripts if scripts is not None else load_scripts(settings)
         self.tokenizers = model_tokenizers(settings.models)  # a model's own, by name
         self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
         self.limiter = RateLimiter(settings.rate_limits)
@@ -176,20 +181,24 @@ class Live:
         async with self.changing:  # one change at a time: each builds on the last
             return await self.apply(flatten(data, "config"))
 
+    async def adopt(self, new: Settings, version: int) -> list[str]:
+        """Take settings the supervisor checked (change number ``version``); return the
+        names that changed here."""
+        async with self.changing:
+            changed = await self.install(new, changed_knobs(self.settings, new))
+            self.version = version
+            return changed
+
     async def apply(self, leaves: dict[str, Any]) -> list[str]:
         """Check every knob first, then rebuild only what the changed ones touch."""
+        new, changed = change_of(self.settings, leaves)
+        await self.install(new, changed)
+        self.version += bool(changed)
+        return changed
+
+    async def install(self, new: Settings, changed: list[str]) -> list[str]:
+        """Put ``new`` in force, building anew only what the ``changed`` knobs touch."""
         old = self.settings
-        shown = old.public()
-        for name in SECRETS:  # the masked view sent back means "unchanged"
-            if name in leaves and leaves[name] == shown[KNOBS[name].group][name]:
-                del leaves[name]
-        new = old.replace(**leaves)
-        changed = [k.name for k in KNOBS.values() if new.value(k.name) != old.value(k.name)]
-        fixed = [name for name in changed if not KNOBS[name].live]
-        if fixed:
-            raise SettingsError(
-                f"{describe(fixed[0])}: read at start-up only; restart the server to change it"
-            )
         tokenizers = self.tokenizers
         if "tokenizer_models" in changed:  # loaded (or refused) before anything changes
             tokenizers = await trio.to_thread.run_sync(model_tokenizers, new.models)
@@ -270,8 +279,13 @@ class Live:
             self.build_routes()
 
 
-def create_app(settings: Settings | None = None) -> TrioMockApp:
+def create_app(
+    settings: Settings | None = None, membership: Membership | None = None
+) -> TrioMockApp:
     """Build the app for ``settings`` (from the environment when None).
+
+    Args:
+      membership: a worker of ``--workers N``: its place in the state they share.
 
     Raises:
       SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
@@ -284,31 +298,44 @@ def create_app(settings: Settings | None = None) -> TrioMockApp:
 
     origins = settings.server.cors_origins
     app = CorsApp("trio_mock", origins) if origins else TrioMockApp("trio_mock")
-    live = app.live = Live(settings, tokenizer)
+    if membership is None:
+        live = app.live = Live(settings, tokenizer)
+        app.control = Control(live)
+    else:
+        live = app.live = Live(settings, tokenizer, membership.scripts)
+        live.version = membership.version
+        app.control = SharedControl(live, membership)
     install_info_routes(app, live, tokenizer)
     install_vllm_routes(app, lambda: live.settings, lambda model: live.model.tokenizer_for(model))
-    install_control_routes(app, live)
+    install_control_routes(app, app.control)
     install_anthropic_routes(app, live)
     release_free_memory()  # the corpus build's temporaries are gone by now
     install_error_handlers(app)
     app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
 
-    chores, pacing = trio.CancelScope(), trio.CancelScope()
+    chores, pacing, sharing = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
 
     async def pace() -> None:
         with pacing:
             await live.pacer.run()
+
+    async def share(control: SharedControl) -> None:
+        with sharing:
+            await control.run()
 
     @app.before_serving
     async def mark_start() -> None:
         live.limiter.start()  # rate_limit_after_s counts from here
         app.nursery.start_soon(live.housekeeping, chores)
         app.nursery.start_soon(pace)
+        if isinstance(app.control, SharedControl):
+            app.nursery.start_soon(share, app.control)
 
     @app.after_serving
     async def close_journal() -> None:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
+        sharing.cancel()
         live.journal.close()
         if live.upstream is not None:
             await live.upstream.aclose()
@@ -377,3 +404,18 @@ async def refuse(scope: Mapping[str, Any], send: Any) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
         await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def load_scripts(settings: Settings, scripts: Scripts | None = None) -> Scripts:
+    """``scripts`` (new ones when None) with the scripts file's rules, if one is set.
+
+    Raises:
+      SettingsError: the file cannot be read or holds a bad rule.
+    """
+    scripts = Scripts() if scripts is None else scripts
+    if path := settings.observability.scripts_file:
+        try:
+            scripts.load(path)
+        except ValueError as error:
+            raise SettingsError(f"{describe('scripts_file')}: {error}") from None
+    return scripts

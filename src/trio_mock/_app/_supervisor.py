@@ -10,6 +10,10 @@ Workers are forked, not spawned: the supervisor loads the tokenizer and builds t
 first, so every worker shares those pages (and the imported modules') copy-on-write
 instead of holding its own copy, and a replacement starts without re-importing anything.
 That needs the supervisor never to start Trio or a thread before it forks.
+
+The supervisor also keeps the state the workers share (``_hub``): each worker has a pipe
+to it, which the supervisor's loop reads beside the workers' sentinels, and a replacement
+starts from the config and rules committed so far.
 """
 
 from __future__ import annotations
@@ -23,19 +27,24 @@ import tempfile
 import time
 from functools import partial
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
+from attrs import frozen
 
 from .._observe._metrics import MULTIPROC_DIR
+from .._serve._scripts import Scripts
+from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
-from ._runtime import create_app
+from ._hub import MECHANISM, Hub, Membership
+from ._runtime import create_app, load_scripts
 from ._server import hypercorn_config, listen, serve_sockets, sockets
 from ._tokenizers import model_tokenizers
 
 if TYPE_CHECKING:
     import socket
+    from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
     from multiprocessing.synchronize import Event
 
@@ -53,19 +62,23 @@ def supervise(settings: Settings) -> int:
 
     Each worker builds its own app from ``settings`` and keeps its metrics in
     prometheus-client's multiprocess files, so any worker's /metrics reports them all.
+
+    Raises:
+      SettingsError: the scripts file cannot be read or holds a bad rule.
     """
     preload(settings)
+    hub = Hub(settings, load_scripts(settings, Scripts(Tally())))
     srv = settings.server
     with listen(srv.host, srv.port, srv.backlog) as sock:
         host, port = sock.getsockname()[:2]
-        log.info("serving on http%s://%s:%d with %d workers (Ctrl+C to stop)",
-                 "s" if srv.certfile else "", host, port, srv.workers)  # fmt: skip
+        log.info("serving on http%s://%s:%d with %d workers; shared state: %s (Ctrl+C to stop)",
+                 "s" if srv.certfile else "", host, port, srv.workers, MECHANISM)  # fmt: skip
         if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
-            return Supervisor(settings, sock).run()  # a directory the user chose is theirs
+            return Supervisor(settings, sock, hub).run()  # a directory the user chose is theirs
         with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
             os.environ[MULTIPROC_DIR] = directory
             try:
-                return Supervisor(settings, sock).run()
+                return Supervisor(settings, sock, hub).run()
             finally:
                 del os.environ[MULTIPROC_DIR]
 
@@ -86,6 +99,13 @@ def preload(settings: Settings) -> None:
     gc.freeze()
 
 
+@frozen
+class Worker:
+    process: BaseProcess
+    ready: Event
+    number: int  # 0 to N-1; a replacement takes the number of the worker it replaces
+
+
 class Supervisor:
     """Starts the workers, replaces the ones that die, and stops them on a signal.
 
@@ -94,12 +114,13 @@ class Supervisor:
     its ``set`` waits for every waiter to wake, forever when one was killed waiting.)
     """
 
-    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket, hub: Hub) -> None:
         self.settings = settings
         self.sock = sock
+        self.hub = hub
         self.context = multiprocessing.get_context("fork")
         self.stop_reader, self.stop_writer = os.pipe()
-        self.workers: dict[int, tuple[BaseProcess, Event]] = {}  # by sentinel
+        self.workers: dict[int, Worker] = {}  # by sentinel
         self.stopping = False
 
     def run(self) -> int:
@@ -107,13 +128,21 @@ class Supervisor:
             signal.signal(signum, self.on_signal)
         failures = 0
         status = 0
-        for _ in range(self.settings.server.workers):
-            self.start_worker()
+        for number in range(self.settings.server.workers):
+            self.start_worker(number)
         while not self.stopping:
-            for sentinel in wait(list(self.workers), timeout=1.0):
-                process, ready = self.workers.pop(sentinel)  # type: ignore[arg-type]
+            pipes = self.hub.connections()
+            due = self.hub.wait_s()  # a signal sets ``stopping`` but does not end the wait
+            timeout = 1.0 if due is None else min(1.0, due)
+            for ready in wait([*self.workers, *pipes], timeout=timeout):
+                if not isinstance(ready, int):  # a worker's pipe: a message for the hub
+                    self.hub.receive(cast("Connection", ready))
+                    continue
+                worker = self.workers.pop(ready)
+                process = worker.process
                 process.join()
-                failures = 0 if ready.is_set() else failures + 1
+                self.hub.leave(worker.number)
+                failures = 0 if worker.ready.is_set() else failures + 1
                 self.forget(process)
                 if failures >= START_FAILURES:
                     log.error("worker %d %s before serving, %d times in a row: stopping",
@@ -122,7 +151,8 @@ class Supervisor:
                     break
                 log.error("worker %d %s; starting a new one", process.pid,
                           describe(process.exitcode))  # fmt: skip
-                self.start_worker()
+                self.start_worker(worker.number)
+            self.hub.expire()
         self.stop_workers()
         return status
 
@@ -130,13 +160,19 @@ class Supervisor:
         log.info("received %s, stopping the workers", signal.Signals(signum).name)
         self.stopping = True
 
-    def start_worker(self) -> None:
-        """Fork a worker. SIGINT and SIGTERM wait, blocked, until it has its own handlers
-        (the supervisor's would stop only the worker's copy of the supervisor)."""
+    def start_worker(self, number: int) -> None:
+        """Fork worker ``number``, with the state committed so far. SIGINT and SIGTERM
+        wait, blocked, until it has its own handlers (the supervisor's would stop only the
+        worker's copy of the supervisor)."""
         ready = self.context.Event()
+        ours, theirs = self.context.Pipe()
+        hub = self.hub
+        membership = Membership(number, theirs, hub.scripts, hub.version)
+        not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,
-            args=(self.settings, self.sock, self.stop_reader, self.stop_writer, ready),
+            args=(hub.settings, self.sock, self.stop_reader, self.stop_writer, ready),
+            kwargs={"membership": membership, "not_its": not_its},
             daemon=True,
         )
         gc.freeze()  # what the supervisor made since: shared too, and out of their collections
@@ -145,14 +181,17 @@ class Supervisor:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        self.workers[process.sentinel] = (process, ready)
+            theirs.close()
+        hub.join(number, ours)
+        self.workers[process.sentinel] = Worker(process, ready, number)
 
     def stop_workers(self) -> None:
         """Ask every worker to stop; those still running after the grace period and a
         margin are killed."""
         os.close(self.stop_writer)
         deadline = time.monotonic() + self.settings.server.graceful_timeout_s + STOP_MARGIN_S
-        for process, _ in self.workers.values():
+        for worker in self.workers.values():
+            process = worker.process
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
                 log.error("worker %d did not stop in time: killed", process.pid)
@@ -175,18 +214,27 @@ def describe(exitcode: int | None) -> str:
 
 
 def run_worker(
-    settings: Settings, sock: socket.socket, stop_reader: int, stop_writer: int, ready: Event
+    settings: Settings,
+    sock: socket.socket,
+    stop_reader: int,
+    stop_writer: int,
+    ready: Event,
+    *,
+    membership: Membership,
+    not_its: list[Connection],
 ) -> None:
     """A worker process: serve on the supervisor's socket until ``stop_reader`` reads EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the supervisor, which stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     os.close(stop_writer)  # else the pipe would stay open for as long as this worker
+    for conn in not_its:
+        conn.close()
     from prometheus_client import values
 
     # Chosen when prometheus-client was imported, before the multiprocess directory was set.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    app = create_app(settings)
+    app = create_app(settings, membership)
 
     async def stopped() -> None:
         await trio.lowlevel.wait_readable(stop_reader)  # EOF: the supervisor closed its end
@@ -196,6 +244,6 @@ def run_worker(
             bound = sockets(hypercorn_config(settings), sock)
             await nursery.start(partial(serve_sockets, app, settings, bound, stopped))
             ready.set()
-            log.info("worker %d serving", os.getpid())
+            log.info("worker %d serving as number %d", os.getpid(), membership.worker)
 
     trio.run(main)

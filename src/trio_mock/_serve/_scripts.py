@@ -3,7 +3,8 @@
 A rule matches on endpoint, model, the text being answered and headers, and answers with
 fixed content, a tool call, an error, a fault or a latency; it may fire a set number of
 times. The first rule that matches and is not used up wins, and is used up at once (no
-await between match and count), so concurrent requests never share a one-shot rule. A
+await between match and count), so concurrent requests never share a one-shot rule; with
+several workers, uses are counted in a ``Tally`` they share, so that holds across them. A
 scripted answer is carried as ``Overrides``, which the request's own ``x-mock-*`` headers
 override field by field.
 """
@@ -17,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
@@ -28,6 +29,9 @@ from .._config._faults import parse_fault
 from .._openai._convert import content_text, converter, shape_error
 from .._openai._errors import OpenAIError, invalid, status_error
 from .._openai._overrides import OVERRIDE_RANGES, Overrides, ScriptedCall
+
+if TYPE_CHECKING:
+    from ._tally import Tally
 
 # Short names for the generation endpoints; a rule may also give the path itself.
 ENDPOINTS = {
@@ -120,7 +124,8 @@ class Rule:
     path: str | None
     regex: re.Pattern[str] | None
     headers: tuple[tuple[bytes, bytes], ...]
-    hits: int = 0
+    hits: int = 0  # with a Tally: this worker's last look at it
+    slot: int = -1  # its count's place in the Tally, if any
 
     @property
     def remaining(self) -> int | None:
@@ -239,11 +244,13 @@ def answered_text(data: Mapping[str, Any]) -> str:
 
 
 class Scripts:
-    """The ordered rules of one app."""
+    """The ordered rules of one app, or of a server's workers when given their ``Tally``
+    (the supervisor's copy ``add``s them, each worker's ``install``s them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally | None = None) -> None:
         self.rules: list[Rule] = []
         self.ids = itertools.count(1)
+        self.tally = tally
 
     def add(self, data: Any, where: str = "rules") -> list[Rule]:
         """Append rules from decoded JSON: one rule, a list, or ``{"rules": [...]}``.
@@ -266,8 +273,28 @@ class Scripts:
                 shaped = shape_error(error, item)
                 raise invalid(f"{label}: {shaped.message}", shaped.param, shaped.code) from None
             rules.append(compile_rule(next(self.ids), spec, label))
+        if self.tally is not None:
+            if len(rules) > self.tally.available:
+                raise invalid(
+                    f"{where}: at most {len(self.rules) + self.tally.available} rules at once "
+                    "with several workers; delete some first.",
+                    code="too_many_rules",
+                )
+            for rule in rules:
+                rule.slot = self.tally.claim(rule.id)
         self.rules += rules
         return rules
+
+    def install(self, entries: Iterable[tuple[int, int, RuleSpec]]) -> None:
+        """Append rules the supervisor checked and numbered: (id, tally slot, spec)."""
+        for rule_id, slot, spec in entries:
+            rule = compile_rule(rule_id, spec, "rules")
+            rule.slot = slot
+            self.rules.append(rule)
+
+    def entries(self, rules: Iterable[Rule]) -> list[tuple[int, int, RuleSpec]]:
+        """What ``install`` takes, for ``rules``."""
+        return [(rule.id, rule.slot, rule.spec) for rule in rules]
 
     def load(self, path: str) -> None:
         """Rules from a TOML (``[[rules]]`` tables) or JSON file.
@@ -286,16 +313,27 @@ class Scripts:
 
     def remove(self, rule_id: int) -> bool:
         kept = [r for r in self.rules if r.id != rule_id]
+        self.forget([r for r in self.rules if r.id == rule_id])
         found = len(kept) != len(self.rules)
         self.rules = kept
         return found
 
     def clear(self) -> int:
         count = len(self.rules)
+        self.forget(self.rules)
         self.rules = []
         return count
 
+    def forget(self, rules: Iterable[Rule]) -> None:
+        if self.tally is not None:
+            for rule in rules:
+                self.tally.release(rule.slot, rule.id)
+
     def listing(self) -> list[dict[str, Any]]:
+        if self.tally is not None:  # every worker's uses
+            for rule in self.rules:
+                uses = self.tally.uses(rule.slot, rule.id)
+                rule.hits = rule.hits if uses is None else uses
         return [r.to_data() for r in self.rules]
 
     def take(
@@ -310,6 +348,13 @@ class Scripts:
         lowered = {name.lower(): value for name, value in headers}
         for rule in self.rules:
             if rule.remaining != 0 and rule.matches(path, model, text, lowered):
-                rule.hits += 1
-                return rule
+                if self.tally is None:
+                    rule.hits += 1
+                    return rule
+                uses = self.tally.use(rule.slot, rule.id, rule.spec.times)
+                if uses is not None:
+                    rule.hits = uses
+                    return rule
+                if rule.spec.times is not None:  # used up by other workers: skip it now
+                    rule.hits = rule.spec.times
         return None

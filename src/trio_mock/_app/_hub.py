@@ -1,0 +1,299 @@
+"""The supervisor's end of the state the workers of ``--workers N`` share.
+
+What changes rarely goes through the supervisor: a worker asked to change the runtime
+config or the scripted rules, or to show or clear the journal, sends the ask here
+(``Ask``). The supervisor checks a change against its own copy of the state, commits it,
+sends it to every worker (``Order``) and answers the asker once each one has applied it
+(``Done``) or its time is up, naming the workers that did not (``Report``). Asks are
+handled one at a time, so two changes at once end as if made one after the other, each
+built on the last, and a worker forked later starts from what was committed. Each worker
+has a duplex pipe to the supervisor; requests never use it (rule uses are counted in a
+shared ``Tally``). Sync, without Trio or threads: the supervisor forks.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field, frozen
+
+from .._config._knobs import SettingsError
+from .._config._settings import flatten
+from .._openai._errors import OpenAIError
+from ._change import change_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+
+    from .._config._settings import Settings
+    from .._serve._scripts import Scripts
+
+log = logging.getLogger("trio_mock")
+ANSWER_WITHIN_S = 30.0  # for every worker to apply a change (a new corpus takes seconds)
+MECHANISM = "config and scripts pushed through the supervisor, rule uses counted in shared memory"
+
+
+@frozen
+class Ask:
+    """A worker's request to the supervisor: ``op`` (a ``Hub.ops`` name) with ``payload``."""
+
+    ticket: int
+    op: str
+    payload: Any = None
+
+
+@frozen
+class Order:
+    """What every worker applies for an ask (``SharedControl.obey``)."""
+
+    id: int
+    op: str
+    payload: Any = None
+
+
+@frozen
+class Done:
+    """A worker's result for an order: a value, or the exception it raised."""
+
+    id: int
+    result: Any
+
+
+@frozen
+class Report:
+    """Which workers applied an order, and why the others did not."""
+
+    applied: tuple[int, ...] = ()
+    failed: tuple[tuple[int, str], ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        failed = [{"worker": worker, "reason": why} for worker, why in self.failed]
+        return {"applied": list(self.applied), "failed": failed}
+
+
+@frozen
+class Answer:
+    """The supervisor's answer to an ask: a value (or an exception to raise) and who
+    applied it."""
+
+    ticket: int
+    result: Any
+    report: Report = Report()
+
+
+@frozen
+class Change:
+    """A committed config change: what changed, the settings it made, and its number."""
+
+    changed: list[str]
+    settings: Settings
+    version: int
+
+
+@frozen
+class Membership:
+    """What a forked worker needs to join: its number, its end of the pipe, and the
+    rules and the change count committed when it was forked (its settings are passed
+    beside it: the committed ones too)."""
+
+    worker: int
+    conn: Connection
+    scripts: Scripts
+    version: int
+
+
+# What an ask does here: the order for the workers (None: nothing for them to do), and
+# what makes the answer of their results (by worker).
+Step = tuple[Order | None, "Callable[[dict[int, Any]], Any]"]
+
+
+@define
+class Operation:
+    """An ask being applied: the workers yet to answer, and their results so far."""
+
+    asker: int
+    ticket: int
+    id: int
+    finish: Callable[[dict[int, Any]], Any]
+    deadline: float
+    waiting: set[int]
+    results: dict[int, Any] = field(factory=dict)
+    failed: dict[int, str] = field(factory=dict)
+
+    def report(self) -> Report:
+        applied = tuple(sorted(self.results))
+        return Report(applied, tuple(sorted(self.failed.items())))
+
+
+class Hub:
+    """The committed state (settings, rules, a change count) and the asks in turn."""
+
+    def __init__(self, settings: Settings, scripts: Scripts) -> None:
+        self.settings = settings
+        self.scripts = scripts
+        self.version = 0
+        self.members: dict[int, Connection] = {}  # by worker number
+        self.asks: collections.deque[tuple[int, Ask]] = collections.deque()
+        self.current: Operation | None = None
+        self.ids = itertools.count(1)
+        self.ops: dict[str, Callable[[Any], Step]] = {
+            "configure": self.configure,
+            "scripts.add": self.add_scripts,
+            "scripts.remove": self.remove_script,
+            "scripts.clear": self.clear_scripts,
+            "journal.select": self.select_journal,
+            "journal.clear": self.clear_journal,
+        }
+
+    # --- the supervisor's loop calls these ------------------------------------------------
+
+    def join(self, worker: int, conn: Connection) -> None:
+        self.members[worker] = conn
+
+    def leave(self, worker: int) -> None:
+        """``worker`` exited: it answers nothing more."""
+        conn = self.members.pop(worker, None)
+        if conn is None:
+            return
+        conn.close()
+        self.asks = collections.deque((w, ask) for w, ask in self.asks if w != worker)
+        if self.current is not None and worker in self.current.waiting:
+            self.current.waiting.discard(worker)
+            self.current.failed[worker] = "exited (its replacement starts from the change)"
+        self.advance()
+
+    def connections(self) -> dict[Connection, int]:
+        return {conn: worker for worker, conn in self.members.items()}
+
+    def receive(self, conn: Connection) -> None:
+        """Read one message from a worker's pipe, which is readable."""
+        worker = self.connections().get(conn)
+        if worker is None:
+            return
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            self.leave(worker)
+            return
+        except Exception:  # a message that does not unpickle: its pipe is no good now
+            log.exception("shared state: a bad message from worker %d; closing its pipe", worker)
+            self.leave(worker)
+            return
+        current = self.current
+        if isinstance(message, Ask):
+            self.asks.append((worker, message))
+        elif isinstance(message, Done) and current is not None and message.id == current.id:
+            current.waiting.discard(worker)
+            if isinstance(message.result, BaseException):
+                current.failed[worker] = str(message.result) or type(message.result).__name__
+            else:
+                current.results[worker] = message.result
+        self.advance()
+
+    def wait_s(self) -> float | None:
+        """How long until the current ask's time is up (None: no ask)."""
+        if self.current is None:
+            return None
+        return max(0.0, self.current.deadline - time.monotonic())
+
+    def expire(self) -> None:
+        """Answer the current ask if its time is up, naming the workers still silent."""
+        current = self.current
+        if current is not None and time.monotonic() >= current.deadline:
+            for worker in current.waiting:
+                current.failed[worker] = f"did not answer within {ANSWER_WITHIN_S:g} s"
+            current.waiting.clear()
+            self.advance()
+
+    # --- asks, one at a time ----------------------------------------------------------------
+
+    def advance(self) -> None:
+        while True:
+            current = self.current
+            if current is not None:
+                if current.waiting:
+                    return
+                self.current = None
+                self.answer(current)
+            if not self.asks:
+                return
+            self.begin(*self.asks.popleft())
+
+    def begin(self, worker: int, ask: Ask) -> None:
+        try:
+            order, finish = self.ops[ask.op](ask.payload)
+        except (SettingsError, OpenAIError) as error:
+            self.send(worker, Answer(ask.ticket, error))
+            return
+        except Exception as error:  # a bug: the asker reports it, the supervisor goes on
+            log.exception("shared state: %s failed", ask.op)
+            self.send(worker, Answer(ask.ticket, RuntimeError(f"{ask.op} failed: {error}")))
+            return
+        if order is None:  # nothing for the workers to do
+            self.send(worker, Answer(ask.ticket, finish({}), Report(tuple(sorted(self.members)))))
+            return
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        operation = Operation(worker, ask.ticket, order.id, finish, deadline, set())
+        self.current = operation
+        for member in sorted(self.members):
+            if self.send(member, order):
+                operation.waiting.add(member)
+            else:
+                operation.failed[member] = "its pipe is closed"
+
+    def answer(self, operation: Operation) -> None:
+        try:
+            result = operation.finish(operation.results)
+        except Exception as error:  # a bug: the asker reports it, the supervisor goes on
+            log.exception("shared state: answering ask %d failed", operation.id)
+            result = error
+        self.send(operation.asker, Answer(operation.ticket, result, operation.report()))
+
+    def send(self, worker: int, message: Any) -> bool:
+        conn = self.members.get(worker)
+        if conn is None:
+            return False
+        try:
+            conn.send(message)
+        except OSError:  # it died: its sentinel tells the supervisor
+            return False
+        return True
+
+    def order(self, op: str, payload: Any = None) -> Order:
+        return Order(next(self.ids), op, payload)
+
+    # --- what each ask does here, and what it answers -----------------------------------------
+
+    def configure(self, data: Any) -> Step:
+        new, changed = change_of(self.settings, flatten(data, "config"))
+        if not changed:
+            return None, lambda _: Change([], new, self.version)
+        self.settings, self.version = new, self.version + 1
+        change = Change(changed, new, self.version)
+        return self.order("settings", (new, self.version)), lambda _: change
+
+    def add_scripts(self, data: Any) -> Step:
+        rules = self.scripts.add(data)
+        listed = [rule.to_data() for rule in rules]
+        return self.order("scripts.add", self.scripts.entries(rules)), lambda _: listed
+
+    def remove_script(self, rule_id: int) -> Step:
+        if not self.scripts.remove(rule_id):
+            return None, lambda _: False
+        return self.order("scripts.remove", rule_id), lambda _: True
+
+    def clear_scripts(self, _: Any) -> Step:
+        count = self.scripts.clear()
+        return self.order("scripts.clear"), lambda _: count
+
+    def select_journal(self, filters: dict[str, Any]) -> Step:
+        """Each worker's own entries, answered by worker (the asker merges them)."""
+        return self.order("journal.select", filters), dict
+
+    def clear_journal(self, _: Any) -> Step:
+        return self.order("journal.clear"), dict
