@@ -38,7 +38,8 @@ from helpers import clean_env, served_url
 from test_entrypoints import launched, run_cli
 from trio_mock import Settings, SettingsError
 from trio_mock._app import _hub
-from trio_mock._app._hub import Answer, Ask, Change, Done, Hub, Order, Report
+from trio_mock._app._hub import Hub
+from trio_mock._app._messages import Answer, Ask, Change, Done, Order, Report
 from trio_mock._serve._scripts import Scripts
 from trio_mock._serve._tally import Tally, TallyFull
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from ._control import Control
-    from ._hub import Change, Report
+    from ._messages import Change, Report
 
 # AIPerf's mock names these in its POST /configure; both are milliseconds.
 CONFIGURE_ALIASES = {"ttft": "ttft_ms", "itl": "itl_ms"}

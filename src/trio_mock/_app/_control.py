@@ -19,10 +19,10 @@ import orjson
 import trio
 
 from .._openai._errors import OpenAIError
-from ._hub import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
+from ._messages import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
 
 if TYPE_CHECKING:
-    from ._hub import Membership
+    from ._messages import Membership
     from ._runtime import Live
 
 log = logging.getLogger("trio_mock")

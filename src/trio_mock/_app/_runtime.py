@@ -7,7 +7,7 @@ assignment: requests that arrive later see the new settings, requests already ru
 finish with the ones they started with. The load model, the journal, the metrics and the
 scripts outlive every change; rate-limit buckets and the fault generator are kept unless
 their own knobs change. With several workers the supervisor checks a change
-(``_change``) and every worker ``adopt``s the result (``_hub``).
+(``_config._changes``) and every worker ``adopt``s the result (``_hub``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._config._changes import change_of, changed_knobs
 from .._config._faults import FaultInjector
 from .._config._knobs import SettingsError
 from .._config._settings import KNOBS, Settings, describe, flatten
@@ -51,7 +52,6 @@ from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._anthropic_routes import install_anthropic_routes
 from ._cassettes import proxy_routes, replayed_cassette, replayer, upstream_client
-from ._change import change_of, changed_knobs
 from ._control import Control, SharedControl
 from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
-    from ._hub import Membership
+    from ._messages import Membership
 
 log = logging.getLogger("trio_mock")
 HOUSEKEEPING_S = 0.25

@@ -37,7 +37,8 @@ from .._serve._scripts import Scripts
 from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
-from ._hub import MECHANISM, Hub, Membership
+from ._hub import MECHANISM, Hub
+from ._messages import Membership
 from ._runtime import create_app, load_scripts
 from ._server import hypercorn_config, listen, serve_sockets, sockets
 from ._tokenizers import model_tokenizers

@@ -1,18 +1,18 @@
 """The check a runtime config change passes, in one process or in the supervisor.
 
-Pure over ``Settings``: ``Live`` (``_runtime``) applies what it returns in one process,
-the supervisor (``_hub``) commits it for every worker.
+Pure over ``Settings``: ``Live`` (``_app._runtime``) applies what it returns in one
+process, the supervisor (``_app._hub``) commits it for every worker.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._config._knobs import SettingsError
-from .._config._settings import KNOBS, describe
+from ._knobs import SettingsError
+from ._settings import KNOBS, describe
 
 if TYPE_CHECKING:
-    from .._config._settings import Settings
+    from ._settings import Settings
 
 SECRETS = ("api_keys", "admin_key", "upstream_api_key")  # shown masked by Settings.public()
 
