@@ -704,6 +704,8 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "upstream_api_key": {"upstream_api_key": "sk-other"},
     "upstream_timeout_s": {"upstream_timeout_s": 5},
     "replay_ignore": {"replay_ignore": "user"},
+    "prefix_cache_blocks": {"prefix_cache_blocks": 64},
+    "kv_block_size": {"kv_block_size": 32},
 }
 
 
