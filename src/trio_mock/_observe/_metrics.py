@@ -377,11 +377,11 @@ class Metrics:
             for (endpoint, model), n in counts.items():
                 own.labels(endpoint, model).inc(n)
                 vllm.labels(model, ENGINE).inc(n)
-        for counts, family in (
+        for tokens, family in (
             (batch.cache_queries, self.vllm_cache_queries),
             (batch.cache_hits, self.vllm_cache_hits),
         ):
-            for model, n in counts.items():
+            for model, n in tokens.items():
                 for counter in family:
                     counter.labels(model, ENGINE).inc(n)
         for key, values in batch.ttft.items():

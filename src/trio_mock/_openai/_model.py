@@ -23,7 +23,7 @@ from .._config._knobs import ENV_PREFIX, SettingsError
 from .._sim._corpus import WORDS, Corpus, CorpusError, shared_corpus
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
-from .._sim._prefix_cache import PrefixCaches, block_hashes
+from .._sim._prefix_cache import PrefixCaches, block_hashes, cache_encoder
 from .._sim._schema_check import check_schema
 from .._sim._schema_rules import SchemaError
 from .._sim._schema_values import sample_json, sample_json_object
@@ -316,6 +316,10 @@ class MockModel:
             if len(self.windows) < MAX_CACHED and len(model) <= MAX_CACHED_NAME:
                 self.windows[model] = known
         return known
+
+    def cache_encoder(self, model: str) -> Callable[[str], list[int]]:
+        """How the prefix cache reads ``model``'s texts as ids (``cache_encoder``)."""
+        return cache_encoder(self.tokenizer_for(model))
 
     def prompt_hashes(self, ids: list[int]) -> list[int]:
         """The prompt's block hashes for the prefix cache (pure: may run in a thread)."""

@@ -130,7 +130,7 @@ class ChatHandler:
     def hash_messages(self, messages: list[ChatMessage], model: str) -> tuple[int, list[int]]:
         """The prompt's tokens (as ``count_messages`` counts them) and its block hashes
         for the prefix cache."""
-        encode = self.model.tokenizer_for(model).encode
+        encode = self.model.cache_encoder(model)
         ids: list[int] = []
         for m in messages:
             name = encode(m.name) if m.name else ()

@@ -21,6 +21,7 @@ from .._openai._openrouter import OpenRouterChoices, openai_request
 from .._openai._protocol import CompletionRequest
 from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
+from .._sim._prefix_cache import cache_encoder
 from .._sim._tokens import unknown_token
 from ._offload import off_loop
 
@@ -83,9 +84,10 @@ class CompletionsHandler:
         """Each prompt's text, token count and, ``hashing`` for the prefix cache, block
         hashes (else none)."""
         out = []
+        encode = cache_encoder(tokenizer) if hashing else tokenizer.encode
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
-                ids = tokenizer.encode(prompt)
+                ids = encode(prompt)
                 text = prompt
             else:
                 param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"

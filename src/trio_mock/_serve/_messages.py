@@ -75,7 +75,7 @@ class MessagesHandler:
     def hash_prompt(self, prompt: Prompt, model: str) -> tuple[int, list[int]]:
         """The prompt's tokens (as ``count`` counts them) and the block hashes of its
         texts, in order and each opened by a marker, for the prefix cache."""
-        encode = self.model.tokenizer_for(model).encode
+        encode = self.model.cache_encoder(model)
         ids = [i for text in prompt.texts for i in (SEP, *encode(text))]
         total = REPLY_PRIMING + TOKENS_PER_MESSAGE * prompt.messages + prompt.tools_tokens
         total += TOKENS_PER_IMAGE * prompt.images + len(ids) - len(prompt.texts)

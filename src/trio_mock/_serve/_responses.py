@@ -225,7 +225,7 @@ class ResponsesHandler:
     def hash_texts(self, texts: list[tuple[str, str]], model: str) -> tuple[int, list[int]]:
         """The prompt's tokens (as ``count`` counts them) and its block hashes for the
         prefix cache."""
-        encode = self.model.tokenizer_for(model).encode
+        encode = self.model.cache_encoder(model)
         ids = [i for role, text in texts for i in message_ids(role, encode(text))]
         ids += priming_ids()
         return len(ids), self.model.prompt_hashes(ids)

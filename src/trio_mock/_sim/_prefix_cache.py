@@ -15,7 +15,11 @@ prompt: vLLM recomputes at least the last token, for its logits.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # by name only: importing _tokens would lengthen the import chain
+    from ._tokens import Tokenizer
 
 # The parent of a prompt's first block (vLLM's NONE_HASH). Caches are per model, so the
 # model needs no place in the hash.
@@ -23,6 +27,18 @@ ROOT = 0
 # Client-chosen model names each get a cache, so their number is bounded: past this many,
 # the least recently used model's cache is dropped.
 MAX_MODELS = 8
+
+
+def cache_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
+    """How the cache reads a text's ids: the tokenizer's, except approx's, whose ids count
+    0, 1, 2... whatever the text says (every prompt of one length would hit)."""
+    return approx_ids if tokenizer.name == "approx" else tokenizer.encode
+
+
+def approx_ids(text: str) -> list[int]:
+    """One id per approx token (four characters), from its text; never negative, as the
+    chat framing's ids are (``_openai._prompt_ids``)."""
+    return [hash(text[i : i + 4]) & 0x7FFF_FFFF_FFFF_FFFF for i in range(0, len(text), 4)]
 
 
 def block_hashes(ids: Sequence[int], block_size: int) -> list[int]:
