@@ -17,7 +17,7 @@ from .._openai._anthropic import Tool, check_version, messages_request
 from .._openai._anthropic_frames import MessageEmitter
 from .._openai._context import REPLY_PRIMING, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE
 from .._openai._model import Ask, FunctionTool, ToolMode, output_schema
-from .._openai._prompt_ids import SEP
+from .._openai._prompt_ids import END, SEP
 from .._openai._validate import check_model
 from .._sim._plan import Limits
 from ._offload import off_loop
@@ -73,12 +73,14 @@ class MessagesHandler:
         return total + sum(len(encode(text)) for text in prompt.texts)
 
     def hash_prompt(self, prompt: Prompt, model: str) -> tuple[int, list[int]]:
-        """The prompt's tokens (as ``count`` counts them) and the block hashes of its
-        texts, in order and each opened by a marker, for the prefix cache."""
+        """The prompt's tokens (as ``count`` counts them) and its block hashes for the
+        prefix cache: its texts in order, each opened by a marker, then as many markers as
+        the rest of the framing counts (the prompt keeps no more of its structure)."""
         encode = self.model.cache_encoder(model)
         ids = [i for text in prompt.texts for i in (SEP, *encode(text))]
         total = REPLY_PRIMING + TOKENS_PER_MESSAGE * prompt.messages + prompt.tools_tokens
         total += TOKENS_PER_IMAGE * prompt.images + len(ids) - len(prompt.texts)
+        ids += [END] * (total - len(ids))
         return total, self.model.prompt_hashes(ids)
 
     async def cached_prompt(self, request: MessagesRequest, ask: Ask) -> tuple[int, int]:
