@@ -8,10 +8,9 @@ vLLM metrics count them. Off (the default), nothing changes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import trio.testing
 
 from asgi import call, token_times
 from conftest import async_client, fast_settings
@@ -25,6 +24,9 @@ from trio_mock._sim._prefix_cache import (
     approx_ids,
     block_hashes,
 )
+
+if TYPE_CHECKING:
+    import trio.testing
 
 # A system prompt long enough to fill blocks; the user's question follows it.
 SYSTEM = "You are a careful assistant who answers in full sentences. " * 8
