@@ -28,6 +28,8 @@ from trio_mock._sim._prefix_cache import (
 if TYPE_CHECKING:
     import trio.testing
 
+    from conftest import StartServer
+
 # A system prompt long enough to fill blocks; the user's question follows it.
 SYSTEM = "You are a careful assistant who answers in full sentences. " * 8
 CACHED: dict[str, Any] = {"prefix_cache_blocks": 64, "kv_block_size": 16}
@@ -285,7 +287,9 @@ async def test_a_runtime_change_keeps_what_the_cache_holds() -> None:
 # --- the official SDK --------------------------------------------------------------------
 
 
-async def test_sdk_sees_cached_tokens_on_a_conversations_next_turn(start_server: Any) -> None:
+async def test_sdk_sees_cached_tokens_on_a_conversations_next_turn(
+    start_server: StartServer,
+) -> None:
     url = await start_server(**CACHED, output_tokens_mean=8, output_tokens_stddev=0)
     async with async_client(url) as client:
         messages: list[Any] = [
