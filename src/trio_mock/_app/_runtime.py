@@ -57,6 +57,7 @@ from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
 from ._vllm import install_vllm_routes
+from ._watch import Watch
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
     from ._messages import Membership
+    from ._watch import Sources
 
 log = logging.getLogger("trio_mock")
 HOUSEKEEPING_S = 0.25
@@ -280,12 +282,17 @@ class Live:
 
 
 def create_app(
-    settings: Settings | None = None, membership: Membership | None = None
+    settings: Settings | None = None,
+    membership: Membership | None = None,
+    *,
+    watch: Sources | None = None,
 ) -> TrioMockApp:
     """Build the app for ``settings`` (from the environment when None).
 
     Args:
       membership: a worker of ``--workers N``: its place in the state they share.
+      watch: where ``settings`` came from, to apply changes to the config and scripts
+        files while serving (``_watch``); None: the files are read at start-up only.
 
     Raises:
       SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
@@ -319,6 +326,10 @@ def create_app(
         with pacing:
             await live.pacer.run()
 
+    async def watching(files: Watch) -> None:
+        with chores:
+            await files.run()
+
     async def share(control: SharedControl) -> None:
         with sharing:
             await control.run()
@@ -330,6 +341,9 @@ def create_app(
         app.nursery.start_soon(pace)
         if isinstance(app.control, SharedControl):
             app.nursery.start_soon(share, app.control)
+        scripts = settings.observability.scripts_file
+        if watch is not None and (watch.config or scripts) and app.control.worker == 0:
+            app.nursery.start_soon(watching, Watch(app.control, watch, scripts))
 
     @app.after_serving
     async def close_journal() -> None:
