@@ -46,7 +46,7 @@ from .._serve._pacing import Pacer
 from .._serve._ratelimit import RateLimiter
 from .._serve._realtime import RealtimeEndpoint
 from .._serve._responses import ResponsesHandler
-from .._serve._scripts import Scripts
+from .._serve._scripts import Scripts, read_rules
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
@@ -343,7 +343,7 @@ def create_app(
             app.nursery.start_soon(share, app.control)
         scripts = settings.observability.scripts_file
         if watch is not None and (watch.config or scripts) and app.control.worker == 0:
-            app.nursery.start_soon(watching, Watch(app.control, watch, scripts))
+            app.nursery.start_soon(watching, Watch(app.control, watch, scripts, read_rules))
 
     @app.after_serving
     async def close_journal() -> None:

@@ -12,11 +12,8 @@ supervisor like any other, so every worker gets each one once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pathlib
-import tomllib
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,10 +22,9 @@ from attrs import field, frozen
 from .._config._knobs import SettingsError
 from .._config._settings import KNOBS, Settings
 from .._openai._errors import OpenAIError
-from .._serve._scripts import Scripts
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ._control import Control
 
@@ -62,28 +58,22 @@ def stamp(path: str) -> Stamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def read_rules(path: str) -> Any:
-    """The rules in a TOML or JSON scripts file, checked (as ``Scripts.load`` reads it).
-
-    Raises:
-      ValueError: the file cannot be read or holds a bad rule.
-    """
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
-        Scripts().add(data, f"{path}: rules")  # every rule checked before any is replaced
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot load scripts from {path!r}: {error}") from None
-    except OpenAIError as error:
-        raise ValueError(error.message) from None
-    return data
-
-
 class Watch:
     """The watched files, and what was last applied from each."""
 
-    def __init__(self, control: Control, sources: Sources, scripts: str | None) -> None:
+    def __init__(
+        self,
+        control: Control,
+        sources: Sources,
+        scripts: str | None,
+        read_rules: Callable[[str], Any],
+    ) -> None:
+        """Args:
+        read_rules: the rules in a scripts file, checked (``_serve._scripts.read_rules``:
+          passed in, which keeps the CLI's import chain short); raises ValueError.
+        """
         self.control = control
+        self.read_rules = read_rules
         self.sources = sources
         self.scripts = scripts
         self.config_stamp = stamp(sources.config) if sources.config else None
@@ -144,7 +134,7 @@ class Watch:
 
     async def apply_scripts(self, path: str) -> None:
         try:
-            data = await trio.to_thread.run_sync(read_rules, path)
+            data = await trio.to_thread.run_sync(self.read_rules, path)
         except ValueError as error:
             log.warning("scripts file %s not applied (the running rules stay): %s", path, error)
             return
