@@ -321,13 +321,14 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
 
     chores, pacing, sharing = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
+    looking = trio.CancelScope()  # the watch of the config and scripts files
 
     async def pace() -> None:
         with pacing:
             await live.pacer.run()
 
     async def watching(files: Watch) -> None:
-        with chores:
+        with looking:
             await files.run()
 
     async def share(control: SharedControl) -> None:
@@ -350,6 +351,7 @@ def create_app(
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         sharing.cancel()
+        looking.cancel()
         live.journal.close()
         if live.upstream is not None:
             await live.upstream.aclose()
