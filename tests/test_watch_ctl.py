@@ -11,6 +11,8 @@ What this file proves:
 - The same through the real CLI with ``--workers 2``: worker 0 applies the file's change
   through the supervisor, so requests on fresh connections, whichever worker serves
   them, all plan the new TTFT.
+- ``deploy/replicas``: the headless Service and the files' ConfigMap validate, the files
+  load, and the overlay takes out of the environment every knob the file sets.
 - ``trio-mock ctl`` against two real servers (two loopback ports, ``--url``, an admin
   key): both get the change and the rules, one line each, exit 0; an endpoint that is
   down is reported and the exit status is 1; a host name stands for each of its
@@ -23,6 +25,7 @@ import json
 import logging
 import socket
 import sys
+import tomllib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -30,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import trio
+import yaml
 
 from helpers import clean_env, free_port, served_url
 from test_entrypoints import launched, run_cli
@@ -40,6 +45,8 @@ from trio_mock._app import _watch
 from trio_mock._app._ctl import CtlError, ctl_main, endpoints
 from trio_mock._app._running import running, serve
 from trio_mock._app._watch import Sources
+from trio_mock._config._settings import KNOBS, flatten
+from trio_mock._serve._scripts import read_rules
 
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
@@ -269,3 +276,46 @@ async def test_ctl_is_a_subcommand_of_the_cli(tmp_path: Path) -> None:
             assert f"ok     {server.base_url}: changed ttft_ms" in done.stdout
             assert server.settings.latency.ttft_ms == 12
             assert isinstance(server.settings, Settings)
+
+
+# --- deploy/replicas: the headless Service and the watched files ---------------------------------
+
+
+REPLICAS = Path(__file__).parent.parent / "deploy" / "replicas"
+
+
+def manifest(name: str) -> dict[str, Any]:
+    (doc,) = [doc for doc in yaml.safe_load_all((REPLICAS / name).read_text()) if doc]
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.mark.parametrize("name", ["headless-service.yaml", "files-configmap.yaml"])
+def test_replicas_manifests_validate(name: str) -> None:
+    obj = manifest(name)
+    version = ".".join(kubernetes_validate.latest_version().split(".")[:2])
+    for release in ("1.30", version):
+        kubernetes_validate.validate(obj, release, strict=True)
+
+
+def test_the_watched_files_load_and_the_environment_does_not_outrank_them(
+    tmp_path: Path,
+) -> None:
+    service = manifest("headless-service.yaml")["spec"]
+    assert service["clusterIP"] == "None"
+    assert service["selector"] == {"app.kubernetes.io/name": "trio-mock"}
+    files = manifest("files-configmap.yaml")["data"]
+    (tmp_path / "config.toml").write_text(files["config.toml"])
+    (tmp_path / "scripts.json").write_text(files["scripts.json"])
+    settings = Settings.load(env={}, config=tmp_path / "config.toml")
+    assert settings.latency.ttft_ms == 200
+    assert read_rules(str(tmp_path / "scripts.json")) == {"rules": []}
+    overlay = manifest("kustomization.yaml")
+    removed = {
+        op["path"].removeprefix("/data/")
+        for patch in overlay["patches"]
+        if patch["target"]["kind"] == "ConfigMap"
+        for op in yaml.safe_load(patch["patch"])
+    }
+    in_file = {KNOBS[name].env for name in flatten(tomllib.loads(files["config.toml"]), "file")}
+    assert in_file <= removed
