@@ -8,9 +8,11 @@ What this file proves:
   and left alone, flags keep outranking the file, a changed scripts file replaces the
   rules, and a bad file of either kind is logged with its path while the running state
   stays.
-- The same through the real CLI with ``--workers 2``: worker 0 applies the file's change
+- The same through the real CLI with ``--workers 2``: worker 0 applies the files' changes
   through the supervisor, so requests on fresh connections, whichever worker serves
-  them, all plan the new TTFT.
+  them, all plan the new TTFT and get the new rule's answer.
+- ``PUT /_mock/scripts`` replaces the rules at once (in one process, and through the hub
+  for several workers in one order), and a bad rule leaves the old ones.
 - ``deploy/replicas``: the headless Service and the files' ConfigMap validate, the files
   load, and the overlay takes out of the environment every knob the file sets.
 - ``trio-mock ctl`` against two real servers (two loopback ports, ``--url``, an admin
@@ -40,6 +42,7 @@ import yaml
 
 from helpers import clean_env, free_port, served_url
 from test_entrypoints import launched, run_cli
+from test_shared_state import Members
 from trio_mock import Settings
 from trio_mock._app import _watch
 from trio_mock._app._ctl import CtlError, ctl_main, endpoints
@@ -151,10 +154,13 @@ async def test_watched_files_apply_their_changes_and_keep_state_on_a_bad_one(
 
 
 @pytest.mark.slow
-async def test_workers_all_take_the_watched_config_once(tmp_path: Path) -> None:
+async def test_workers_all_take_the_watched_files_once(tmp_path: Path) -> None:
     config, log = tmp_path / "config.toml", tmp_path / "server.log"
+    scripts = tmp_path / "rules.json"
     config.write_text("ttft_ms = 0\nitl_ms = 0\ncorpus_articles = 64\n")
-    args = [str(BIN / "trio-mock"), "--port", "0", "--workers", "2", "--config", str(config)]
+    scripts.write_text('{"rules": []}')
+    args = [str(BIN / "trio-mock"), "--port", "0", "--workers", "2", "--config", str(config),
+            "--scripts-file", str(scripts)]  # fmt: skip
     with trio.fail_after(LIMIT_S):
         async with launched(args, log, clean_env()) as process:
             url = await served_url(process, log)
@@ -172,6 +178,16 @@ async def test_workers_all_take_the_watched_config_once(tmp_path: Path) -> None:
                 assert ttfts == [30] * 12
                 found = (await client.get("/_mock/requests")).json()["data"]
                 assert {entry["worker"] for entry in found} == {0, 1}
+                scripts.write_text(json.dumps([RULE]))
+
+                async def replaced() -> bool:
+                    text = await trio.Path(log).read_text()
+                    return f"scripts file {scripts} applied: 1 rules" in text
+
+                await wait_for(replaced)
+                for _ in range(6):  # fresh connections: both workers
+                    answer = await client.post(CHAT, json=chat("magic"))
+                    assert answer.json()["choices"][0]["message"]["content"] == "scripted"
             text = await trio.Path(log).read_text()
             assert text.count("applied: ttft_ms") == 1  # one watcher: worker 0
 
@@ -319,3 +335,42 @@ def test_the_watched_files_load_and_the_environment_does_not_outrank_them(
     }
     in_file = {KNOBS[name].env for name in flatten(tomllib.loads(files["config.toml"]), "file")}
     assert in_file <= removed
+
+
+# --- PUT /_mock/scripts: the rules replaced at once ----------------------------------------------
+
+
+def test_the_hub_replaces_the_rules_in_one_order() -> None:
+    members = Members()
+    members.ask(0, 1, "scripts.add", [{"reply": {"content": "old"}}])
+    for worker, order in enumerate(members.orders()):
+        members.done(worker, order, 1)
+    members.answer(0)
+    members.ask(1, 2, "scripts.replace", {"rules": [RULE, {"reply": {"content": "x"}}]})
+    orders = members.orders()
+    assert {order.op for order in orders} == {"scripts.replace"}
+    assert [rule_id for rule_id, _, _ in orders[0].payload] == [2, 3]
+    for worker, order in enumerate(orders):
+        members.done(worker, order, 2)
+    assert [rule["id"] for rule in members.answer(1).result] == [2, 3]
+    assert [rule.id for rule in members.hub.scripts.rules] == [2, 3]
+    members.ask(2, 3, "scripts.replace", [{"reply": {"status": 999}}])
+    assert isinstance(members.answer(2).result, Exception)  # refused: no order sent
+    assert not any(end.poll(0) for end in members.ends)
+    assert [rule.id for rule in members.hub.scripts.rules] == [2, 3]
+
+
+async def test_put_scripts_replaces_them_and_a_bad_rule_keeps_them() -> None:
+    with trio.fail_after(LIMIT_S):
+        async with (
+            running(corpus_articles=64) as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as client,
+        ):
+            await client.post("/_mock/scripts", json={"reply": {"content": "old"}})
+            answer = await client.put("/_mock/scripts", json={"rules": [RULE]})
+            assert answer.status_code == 200, answer.text
+            assert [r["reply"]["content"] for r in answer.json()["data"]] == ["scripted"]
+            bad = await client.put("/_mock/scripts", json=[{"reply": {"status": 999}}])
+            assert bad.status_code == 400
+            listed = (await client.get("/_mock/scripts")).json()["data"]
+            assert [r["reply"]["content"] for r in listed] == ["scripted"]

@@ -100,8 +100,7 @@ def apply(client: httpx.Client, base: str, change: dict[str, Any] | None, rules:
         answer = checked(client.patch(f"{base}/_mock/config", json=change))
         done.append("changed " + (", ".join(answer.get("changed", [])) or "nothing"))
     if rules is not None:
-        checked(client.delete(f"{base}/_mock/scripts"))
-        answer = checked(client.post(f"{base}/_mock/scripts", json=rules))
+        answer = checked(client.put(f"{base}/_mock/scripts", json=rules))
         done.append(f"{len(answer.get('data', []))} rules")
     return "; ".join(done)
 

@@ -139,8 +139,7 @@ class Watch:
             log.warning("scripts file %s not applied (the running rules stay): %s", path, error)
             return
         try:
-            await self.control.clear_scripts()
-            added, report = await self.control.add_scripts(data)
+            added, report = await self.control.replace_scripts(data)
         except OpenAIError as error:
             log.warning("scripts file %s not applied: %s", path, error.message)
             return

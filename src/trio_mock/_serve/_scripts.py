@@ -285,6 +285,16 @@ class Scripts:
         self.rules += rules
         return rules
 
+    def replace(self, data: Any, where: str = "rules") -> list[Rule]:
+        """Put the rules of ``data`` in place of all the rules, at once.
+
+        Raises:
+          OpenAIError: 400 naming the first bad rule (the old rules stay).
+        """
+        Scripts().add(data, where)  # every rule checked before the old ones go
+        self.clear()
+        return self.add(data, where)
+
     def install(self, entries: Iterable[tuple[int, int, RuleSpec]]) -> None:
         """Append rules the supervisor checked and numbered: (id, tally slot, spec)."""
         for rule_id, slot, spec in entries:
