@@ -1,5 +1,7 @@
 """``trio-mock``: flags generated from Settings, then serve until SIGINT or SIGTERM
-(``trio-mock fit CASSETTE``: a profile fitted to a recording, ``_fit_cli``).
+(``trio-mock fit CASSETTE``: a profile fitted to a recording, ``_fit_cli``; ``trio-mock
+ctl``: a change applied to every replica, ``_ctl``). The config and scripts files are
+watched while serving (``_watch``).
 
 Every knob gets a flag whose help names its default and environment variable. Bad
 settings end start-up with one line on stderr and exit status 2, never a traceback.
@@ -41,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-mock",
         description="An OpenAI-compatible LLM API simulator. Precedence: flags > "
-        f"{ENV_PREFIX}* environment variables > --config file > defaults.",
+        f"{ENV_PREFIX}* environment variables > --config file > defaults. The --config and "
+        "--scripts-file files are watched while serving. Subcommands: `trio-mock fit "
+        "CASSETTE`, `trio-mock ctl` (steer every replica; see its --help).",
         formatter_class=argparse.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trio-mock {__version__}")
