@@ -151,16 +151,25 @@ def install_control_routes(app: QuartTrio, control: Control) -> None:
     async def list_scripts() -> Response:
         return json_response({"object": "list", "data": live.scripts.listing()})
 
-    @app.post("/_mock/scripts")
-    async def add_scripts() -> Response:
+    async def rules_body() -> Any:
         try:
             data = orjson.loads(await request.get_data())
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict | list):
             raise invalid('The body must be a rule, a list of rules, or {"rules": [...]}.')
-        added, report = await control.add_scripts(data)
+        return data
+
+    @app.post("/_mock/scripts")
+    async def add_scripts() -> Response:
+        added, report = await control.add_scripts(await rules_body())
         return json_response(reported({"object": "list", "data": added}, report))
+
+    @app.put("/_mock/scripts")
+    async def replace_scripts() -> Response:
+        """All the rules at once (``trio-mock ctl --scripts-file``): no moment without them."""
+        placed, report = await control.replace_scripts(await rules_body())
+        return json_response(reported({"object": "list", "data": placed}, report))
 
     @app.delete("/_mock/scripts")
     async def clear_scripts() -> Response:

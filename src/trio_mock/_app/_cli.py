@@ -1,5 +1,7 @@
 """``trio-mock``: flags generated from Settings, then serve until SIGINT or SIGTERM
-(``trio-mock fit CASSETTE``: a profile fitted to a recording, ``_fit_cli``).
+(``trio-mock fit CASSETTE``: a profile fitted to a recording, ``_fit_cli``; ``trio-mock
+ctl``: a change applied to every replica, ``_ctl``). The config and scripts files are
+watched while serving (``_watch``).
 
 Every knob gets a flag whose help names its default and environment variable. Bad
 settings end start-up with one line on stderr and exit status 2, never a traceback.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -25,11 +28,13 @@ from .._openai._model import MockModel
 from .._sim._tokens import TokenizerError, load_tokenizer
 from .._version import __version__
 from ._cassettes import replayed_cassette
+from ._ctl import ctl_main
 from ._fit_cli import fit_main
 from ._running import serve
 from ._server import raise_open_files_limit, wait_for_signal
 from ._supervisor import supervise
 from ._tokenizers import model_tokenizers
+from ._watch import Sources
 
 log = logging.getLogger("trio_mock")
 
@@ -38,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-mock",
         description="An OpenAI-compatible LLM API simulator. Precedence: flags > "
-        f"{ENV_PREFIX}* environment variables > --config file > defaults.",
+        f"{ENV_PREFIX}* environment variables > --config file > defaults. The --config and "
+        "--scripts-file files are watched while serving. Subcommands: `trio-mock fit "
+        "CASSETTE`, `trio-mock ctl` (steer every replica; see its --help).",
         formatter_class=argparse.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trio-mock {__version__}")
@@ -115,17 +122,25 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     Raises:
       SettingsError: a bad value; the message names the knob.
     """
+    return load_sources(argv).load()
+
+
+def load_sources(argv: Sequence[str] | None = None) -> Sources:
+    """The command line's knobs and config file (``TRIO_MOCK_CONFIG``'s when no flag)."""
     args = vars(build_parser().parse_args(argv))
-    config = args.pop("config", None)
-    return Settings.load(cli=args, config=config)
+    config = args.pop("config", None) or os.environ.get(ENV_PREFIX + "CONFIG") or None
+    return Sources(config, args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["fit"]:  # a subcommand, so `trio-mock fit --help` is its own
         raise SystemExit(fit_main(args[1:]))
+    if args[:1] == ["ctl"]:
+        raise SystemExit(ctl_main(args[1:]))
     try:
-        settings = load_settings(args)
+        sources = load_sources(args)
+        settings = sources.load()
         tokenizer = load_tokenizer(settings.output.tokenizer)
         # Each model's own tokenizer and its corpus, built now (shared with the app and any
         # forked worker), so a missing one is a one-line error before serving.
@@ -154,17 +169,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if settings.server.workers > 1:
         try:
-            status = supervise(settings)
+            status = supervise(settings, sources)
         except SettingsError as error:  # the scripts file, read once for all workers
             print(f"trio-mock: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         raise SystemExit(status)
-    trio.run(partial(run_until_signal, settings))
+    trio.run(partial(run_until_signal, settings, sources))
 
 
-async def run_until_signal(settings: Settings) -> None:
+async def run_until_signal(settings: Settings, sources: Sources | None = None) -> None:
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, settings, shutdown_trigger=wait_for_signal))
+        run = partial(serve, settings, shutdown_trigger=wait_for_signal, watch=sources)
+        binds = await nursery.start(run)
         # What start-up built (the corpus, the tokenizer, the app) lives as long as the
         # server: out of later collections, a full one of which would stall every stream.
         gc.collect()

@@ -64,6 +64,15 @@ class Control:
         await trio.lowlevel.checkpoint()
         return [rule.to_data() for rule in self.live.scripts.add(data)], None
 
+    async def replace_scripts(self, data: Any) -> tuple[list[dict[str, Any]], Report | None]:
+        """Put rules in place of all the rules, at once (``PUT /_mock/scripts``).
+
+        Raises:
+          OpenAIError: a bad rule (the old rules stay).
+        """
+        await trio.lowlevel.checkpoint()
+        return [rule.to_data() for rule in self.live.scripts.replace(data)], None
+
     async def remove_script(self, rule_id: int) -> tuple[bool, Report | None]:
         await trio.lowlevel.checkpoint()
         return self.live.scripts.remove(rule_id), None
@@ -118,6 +127,11 @@ class SharedControl(Control):
     async def add_scripts(self, data: Any) -> tuple[list[dict[str, Any]], Report | None]:
         listed: list[dict[str, Any]]
         listed, report = await self.ask("scripts.add", data)
+        return listed, report
+
+    async def replace_scripts(self, data: Any) -> tuple[list[dict[str, Any]], Report | None]:
+        listed: list[dict[str, Any]]
+        listed, report = await self.ask("scripts.replace", data)
         return listed, report
 
     async def remove_script(self, rule_id: int) -> tuple[bool, Report | None]:
@@ -200,6 +214,10 @@ class SharedControl(Control):
         if order.op == "settings":
             return await live.adopt(*payload)
         if order.op == "scripts.add":
+            live.scripts.install(payload)
+            return len(payload)
+        if order.op == "scripts.replace":  # with no checkpoint between: at once
+            live.scripts.clear()
             live.scripts.install(payload)
             return len(payload)
         if order.op == "scripts.remove":

@@ -75,6 +75,7 @@ class Hub:
         self.ops: dict[str, Callable[[Any], Step]] = {
             "configure": self.configure,
             "scripts.add": self.add_scripts,
+            "scripts.replace": self.replace_scripts,
             "scripts.remove": self.remove_script,
             "scripts.clear": self.clear_scripts,
             "journal.select": self.select_journal,
@@ -212,6 +213,11 @@ class Hub:
         rules = self.scripts.add(data)
         listed = [rule.to_data() for rule in rules]
         return self.order("scripts.add", self.scripts.entries(rules)), lambda _: listed
+
+    def replace_scripts(self, data: Any) -> Step:
+        rules = self.scripts.replace(data)
+        listed = [rule.to_data() for rule in rules]
+        return self.order("scripts.replace", self.scripts.entries(rules)), lambda _: listed
 
     def remove_script(self, rule_id: int) -> Step:
         if not self.scripts.remove(rule_id):

@@ -22,6 +22,7 @@ from ._server import serve_app
 if TYPE_CHECKING:
     from ._quart_app import TrioMockApp
     from ._runtime import Live
+    from ._watch import Sources
 
 SETTLE_S = 1.0
 
@@ -30,6 +31,7 @@ async def serve(
     settings: Settings,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    watch: Sources | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve trio-mock in the current Trio run until ``shutdown_trigger`` returns.
@@ -40,9 +42,14 @@ async def serve(
       task_status: for ``nursery.start``: receives the bound root URLs, e.g.
         ``["http://127.0.0.1:41234"]`` (``RunningServer.base_url``; the OpenAI SDK wants
         them with ``/v1``, as ``RunningServer.url`` gives them).
+      watch: where ``settings`` came from: changes to the config and scripts files are
+        applied while serving (``_watch``).
     """
     await serve_app(
-        create_app(settings), settings, shutdown_trigger=shutdown_trigger, task_status=task_status
+        create_app(settings, watch=watch),
+        settings,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
     )
 
 

@@ -46,7 +46,7 @@ from .._serve._pacing import Pacer
 from .._serve._ratelimit import RateLimiter
 from .._serve._realtime import RealtimeEndpoint
 from .._serve._responses import ResponsesHandler
-from .._serve._scripts import Scripts
+from .._serve._scripts import Scripts, read_rules
 from .._sim._corpus import release_free_memory
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
@@ -57,6 +57,7 @@ from ._json_routes import install_error_handlers
 from ._quart_app import CorsApp, TrioMockApp, install_info_routes
 from ._tokenizers import model_tokenizers
 from ._vllm import install_vllm_routes
+from ._watch import Watch
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
     from ._messages import Membership
+    from ._watch import Sources
 
 log = logging.getLogger("trio_mock")
 HOUSEKEEPING_S = 0.25
@@ -290,12 +292,17 @@ class Live:
 
 
 def create_app(
-    settings: Settings | None = None, membership: Membership | None = None
+    settings: Settings | None = None,
+    membership: Membership | None = None,
+    *,
+    watch: Sources | None = None,
 ) -> TrioMockApp:
     """Build the app for ``settings`` (from the environment when None).
 
     Args:
       membership: a worker of ``--workers N``: its place in the state they share.
+      watch: where ``settings`` came from, to apply changes to the config and scripts
+        files while serving (``_watch``); None: the files are read at start-up only.
 
     Raises:
       SettingsError, TokenizerError: bad settings; the CLI reports them in one line.
@@ -324,10 +331,15 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = None  # ``front`` has read the body, within our limit
 
     chores, pacing, sharing = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
+    looking = trio.CancelScope()  # the watch of the config and scripts files
 
     async def pace() -> None:
         with pacing:
             await live.pacer.run()
+
+    async def watching(files: Watch) -> None:
+        with looking:
+            await files.run()
 
     async def share(control: SharedControl) -> None:
         with sharing:
@@ -340,12 +352,16 @@ def create_app(
         app.nursery.start_soon(pace)
         if isinstance(app.control, SharedControl):
             app.nursery.start_soon(share, app.control)
+        scripts = settings.observability.scripts_file
+        if watch is not None and (watch.config or scripts) and app.control.worker == 0:
+            app.nursery.start_soon(watching, Watch(app.control, watch, scripts, read_rules))
 
     @app.after_serving
     async def close_journal() -> None:
         chores.cancel()  # else Quart-Trio waits BACKGROUND_TASK_SHUTDOWN_TIMEOUT for them
         pacing.cancel()
         sharing.cancel()
+        looking.cancel()
         live.journal.close()
         if live.upstream is not None:
             await live.upstream.aclose()

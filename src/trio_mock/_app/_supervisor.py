@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
 
     from .._config._settings import Settings
+    from ._watch import Sources
 
 log = logging.getLogger("trio_mock")
 
@@ -58,11 +59,15 @@ STOP_MARGIN_S = 5.0  # after the grace period, how long workers get before SIGKI
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def supervise(settings: Settings) -> int:
+def supervise(settings: Settings, watch: Sources | None = None) -> int:
     """Serve ``settings`` with ``settings.server.workers`` processes; returns the exit status.
 
     Each worker builds its own app from ``settings`` and keeps its metrics in
     prometheus-client's multiprocess files, so any worker's /metrics reports them all.
+
+    Args:
+      watch: where ``settings`` came from: worker 0 applies changes to the config and
+        scripts files through the hub, so every worker gets each one once.
 
     Raises:
       SettingsError: the scripts file cannot be read or holds a bad rule.
@@ -75,11 +80,13 @@ def supervise(settings: Settings) -> int:
         log.info("serving on http%s://%s:%d with %d workers; shared state: %s (Ctrl+C to stop)",
                  "s" if srv.certfile else "", host, port, srv.workers, MECHANISM)  # fmt: skip
         if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
-            return Supervisor(settings, sock, hub).run()  # a directory the user chose is theirs
+            return Supervisor(
+                settings, sock, hub, watch
+            ).run()  # a directory the user chose is theirs
         with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
             os.environ[MULTIPROC_DIR] = directory
             try:
-                return Supervisor(settings, sock, hub).run()
+                return Supervisor(settings, sock, hub, watch).run()
             finally:
                 del os.environ[MULTIPROC_DIR]
 
@@ -115,7 +122,10 @@ class Supervisor:
     its ``set`` waits for every waiter to wake, forever when one was killed waiting.)
     """
 
-    def __init__(self, settings: Settings, sock: socket.socket, hub: Hub) -> None:
+    def __init__(
+        self, settings: Settings, sock: socket.socket, hub: Hub, watch: Sources | None = None
+    ) -> None:
+        self.watch = watch
         self.settings = settings
         self.sock = sock
         self.hub = hub
@@ -173,7 +183,11 @@ class Supervisor:
         process = self.context.Process(
             target=run_worker,
             args=(hub.settings, self.sock, self.stop_reader, self.stop_writer, ready),
-            kwargs={"membership": membership, "not_its": not_its},
+            kwargs={
+                "membership": membership,
+                "not_its": not_its,
+                "watch": self.watch if number == 0 else None,
+            },
             daemon=True,
         )
         gc.freeze()  # what the supervisor made since: shared too, and out of their collections
@@ -223,6 +237,7 @@ def run_worker(
     *,
     membership: Membership,
     not_its: list[Connection],
+    watch: Sources | None = None,
 ) -> None:
     """A worker process: serve on the supervisor's socket until ``stop_reader`` reads EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the supervisor, which stops us
@@ -235,7 +250,7 @@ def run_worker(
 
     # Chosen when prometheus-client was imported, before the multiprocess directory was set.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    app = create_app(settings, membership)
+    app = create_app(settings, membership, watch=watch)
 
     async def stopped() -> None:
         await trio.lowlevel.wait_readable(stop_reader)  # EOF: the supervisor closed its end

@@ -285,6 +285,16 @@ class Scripts:
         self.rules += rules
         return rules
 
+    def replace(self, data: Any, where: str = "rules") -> list[Rule]:
+        """Put the rules of ``data`` in place of all the rules, at once.
+
+        Raises:
+          OpenAIError: 400 naming the first bad rule (the old rules stay).
+        """
+        Scripts().add(data, where)  # every rule checked before the old ones go
+        self.clear()
+        return self.add(data, where)
+
     def install(self, entries: Iterable[tuple[int, int, RuleSpec]]) -> None:
         """Append rules the supervisor checked and numbered: (id, tally slot, spec)."""
         for rule_id, slot, spec in entries:
@@ -302,13 +312,10 @@ class Scripts:
         Raises:
           ValueError: the file cannot be read or holds a bad rule.
         """
+        data = read_rules(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-            data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
             self.add(data, f"{path}: rules")
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot load scripts from {path!r}: {error}") from None
-        except OpenAIError as error:
+        except OpenAIError as error:  # more rules than the workers' tally holds
             raise ValueError(error.message) from None
 
     def remove(self, rule_id: int) -> bool:
@@ -358,3 +365,20 @@ class Scripts:
                 if rule.spec.times is not None:  # used up by other workers: skip it now
                     rule.hits = rule.spec.times
         return None
+
+
+def read_rules(path: str) -> Any:
+    """The rules of a TOML (``[[rules]]`` tables) or JSON file, decoded and checked.
+
+    Raises:
+      ValueError: the file cannot be read or holds a bad rule.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+        Scripts().add(data, f"{path}: rules")  # every rule checked, none kept
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot load scripts from {path!r}: {error}") from None
+    except OpenAIError as error:
+        raise ValueError(error.message) from None
+    return data
