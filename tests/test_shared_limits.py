@@ -174,3 +174,16 @@ async def test_three_workers_share_one_requests_bucket(tmp_path: Path) -> None:
             assert int(answer.headers["retry-after"]) == math.ceil(wait_ms / 1000)
     assert len({e["worker"] for e in entries}) >= 2  # the kernel spread the connections
     assert Counter(e["status"] for e in entries) == statuses
+
+
+async def test_the_window_counts_from_the_tables_making_in_every_worker() -> None:
+    """A worker that starts later (a replacement) does not open the window again."""
+    clock = Clock()
+    early, late = workers(clock, rate_limit_after_s=10, rate_limit_for_s=5)
+    early.start()
+    clock.now += 12
+    late.start()
+    for limiter in (early, late):
+        assert refused(limiter, key("a"))[b"retry-after"] == b"3"
+    clock.now += 3
+    assert late.charge(key("a"), "m", 1) == []  # no buckets: only the window

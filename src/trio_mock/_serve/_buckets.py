@@ -53,6 +53,7 @@ class SharedBuckets:
         """
         self.slots = slots
         self.clock = clock
+        self.created = clock()  # the server's start, for ``rate_limit_after_s``
         self.fd, path = tempfile.mkstemp(prefix="trio-mock-buckets-")
         os.unlink(path)  # the descriptor, which forks inherit, keeps it
         os.ftruncate(self.fd, slots * SLOT.size)

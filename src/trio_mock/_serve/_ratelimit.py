@@ -11,7 +11,8 @@ Injected 429s and 503s (faults, scripted errors) get the same headers (``injecte
 
 Time is ``trio.current_time()``, so tests drive the buckets with a MockClock. The workers
 of ``--workers N`` keep their levels in ``SharedBuckets`` (``_buckets``) instead, on its
-clock: the limits are then the server's, whichever worker serves a request.
+clock: the limits, and the ``rate_limit_after_s`` window, are then the server's, whichever
+worker serves a request.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .._openai._errors import OpenAIError
 from ._auth import presented_key
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from .._config._settings import RateLimitSettings
     from ._buckets import Levels, SharedBuckets
@@ -101,11 +102,15 @@ class RateLimiter:
         self.active = bool(self.rpm or self.tpm or settings.rate_limit_after_s is not None)
         self.buckets: dict[str, tuple[Bucket | None, Bucket | None]] = {}
         self.started: float | None = None
+        self.clock: Callable[[], float] = trio.current_time if shared is None else shared.clock
 
     def start(self, at: float | None = None) -> None:
         """Mark the server's start (now, or ``at``), from which ``rate_limit_after_s``
-        counts."""
-        self.started = trio.current_time() if at is None else at
+        counts. With shared levels the server started when they were made, before the
+        first fork, so a worker that replaces another does not open the window again."""
+        if at is None:
+            at = self.clock() if self.shared is None else self.shared.created
+        self.started = at
 
     def charge(
         self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int, peer: str = ""
@@ -121,7 +126,7 @@ class RateLimiter:
         Raises:
           OpenAIError: 429, with the headers, when the request does not fit now.
         """
-        now = trio.current_time()
+        now = self.clock()
         if self.started is None:
             self.started = now
         self.check_window(now, model)
@@ -132,7 +137,9 @@ class RateLimiter:
         return self.take(requests, budget, model, tokens, now)
 
     def charge_shared(self, shared: SharedBuckets, key: str, model: str, tokens: int) -> Headers:
-        """``take`` on the caller's shared levels, under the lock that every worker takes."""
+        """``take`` on the caller's shared levels, under the lock that every worker takes.
+        The time is read under the lock too: read before it, it could precede another
+        worker's charge, and a refill over a negative time would take from the bucket."""
         with shared.held(key) as levels:
             requests, budget = self.restored(levels)
             answer = self.take(requests, budget, model, tokens, shared.clock())
