@@ -10,10 +10,11 @@ What this file proves:
   fills every bucket; a full probe window forgets its least recently charged caller.
 - The supervisor's hub clears the levels when a change touches a rate-limit knob, and
   only then.
-- Through the real CLI with ``--workers 3 --rate-limit-rpm 30`` (loopback, bounded): of
-  60 requests on fresh connections, served by several workers, exactly 30 succeed, each
-  with its own ``x-ratelimit-remaining-requests`` from 29 down to 0, and the other 30
-  are 429s with ``retry-after``.
+- Through the real CLI with ``--workers 3 --rate-limit-rpm 30`` (loopback, bounded), or
+  the limit turned on by one PATCH: of 60 requests on fresh connections, served by
+  several workers, exactly 30 succeed, each with its own ``x-ratelimit-remaining-requests``
+  from 29 down to 0, and the other 30 are 429s with ``retry-after``.
+- ``rate_limit_after_s`` counts from the table's making, in a worker started later too.
 """
 
 from __future__ import annotations
@@ -151,9 +152,17 @@ RPM = 30
 
 
 @pytest.mark.slow
-async def test_three_workers_share_one_requests_bucket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["flag", "patch"])
+async def test_three_workers_share_one_requests_bucket(tmp_path: Path, how: str) -> None:
+    """Set at start-up, or turned on later by one PATCH (the table is there either way)."""
+    flags = ["--rate-limit-rpm", str(RPM)] if how == "flag" else []
     with trio.fail_after(LIMIT_S):
-        async with cluster(tmp_path, "--rate-limit-rpm", str(RPM)) as server:
+        async with cluster(tmp_path, *flags) as server:
+            if how == "patch":
+                async with server.client() as client:
+                    answer = await client.patch("/_mock/config", json={"rate_limit_rpm": RPM})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["workers"] == {"applied": [0, 1, 2], "failed": []}
             began = trio.current_time()
             responses = await send_all(server, REQUESTS)
             elapsed_s = trio.current_time() - began
