@@ -50,6 +50,10 @@ some), each on a fresh server:
                              pace phase's 1000 streams at factor 0 (``itl_*_ms_vs_unloaded``);
                              also ``decode_itl_ms``, a median stream's mean gap, since a late
                              server's tokens come several to a read and the ITL p50 can be 0
+  replay, trio-mock only: 100 paced streams (pace's settings) recorded from an upstream
+                             trio-mock through one in record mode, then replayed from the
+                             cassette at zero latency (``replay_recorded``, ``replay`` with
+                             ``*_vs_recorded``: 1.0 = the recorded timing, kept)
   workers2, trio-mock --workers 2 (not with --quick): the throughput phase again
   resilience, trio-mock only, what abusive clients do (``resilience.py``), a line each:
                              h2load_goaway (``h2load -D 1`` runs survived, of 10; a dead server
@@ -146,7 +150,7 @@ CAPACITY_BURST_S, CAPACITY_CLOSED_S = 30.0, 60.0  # each search's budget
 QUICK_CAPACITY_BURST_S, QUICK_CAPACITY_CLOSED_S = 20.0, 35.0
 CAPACITY_PROBE_S, QUICK_CAPACITY_PROBE_S = 3.0, 2.0  # a closed-loop probe's measured seconds
 CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 3 * (90.0 + 20.0), 3 * (55.0 + 15.0)  # added
-PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "workers2", "resilience")
+PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "replay", "workers2", "resilience")
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
@@ -493,6 +497,29 @@ class Bench:
                     line["tokens_per_s_vs_chat"] = ratio(line["tokens_per_s"], chat_tokens)
                 self.record(label, line["scenario"], line)
             self.note(label, server)
+
+    def replay(self, template: str, label: str) -> None:
+        """100 paced streams of an upstream trio-mock (TTFT 50, ITL 10 ms), recorded through
+        a second one in record mode, then replayed from the cassette by a third at zero
+        latency: the replayed TTFT and ITL against the recorded ones (``*_vs_recorded``)."""
+        pace = ["--ttft-ms", f"{PACE_TTFT_MS:g}", "--itl-ms", f"{PACE_ITL_MS:g}"]
+        pace += ["--pace-tokens", str(PACE_TOKENS), "--pace-n", "100"]
+        phase = {"phase": "replay"}
+        with tempfile.TemporaryDirectory(prefix="bench-cassette-") as folder:
+            cassette = str(Path(folder) / "recorded.jsonl")
+            with self.running(template, PACE_TTFT_MS, PACE_ITL_MS) as upstream:
+                record = ["--record-upstream", upstream.url, "--cassette", cassette]
+                with self.running(template, 0.0, 0.0, extra=record) as proxy:
+                    (recorded,) = self.run(proxy, label, "pace", *pace)
+                    self.record(
+                        label, "replay_recorded", recorded | phase | {"scenario": "replay_recorded"}
+                    )
+            with self.running(template, 0.0, 0.0, extra=["--cassette", cassette]) as replayer:
+                (replayed,) = self.run(replayer, label, "pace", *pace)
+                for key in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms"):
+                    replayed[f"{key}_vs_recorded"] = ratio(replayed.get(key), recorded.get(key))
+                self.record(label, "replay", replayed | phase | {"scenario": "replay"})
+                self.note(label, server=replayer)
 
     def resilient(self, label: str, line: Record) -> None:
         """Record a resilience line (other work on the box skews every figure: say how much)."""
@@ -903,6 +930,10 @@ def main() -> None:
         print(
             "bench: --server-cmd has no {itl_load_factor}: skipping the load phase", file=sys.stderr
         )
+    if "replay" in phases and mock == TRIO_MOCK_CMD:
+        bench.attempt("trio-mock replay", bench.replay, mock, MOCK)
+    elif "replay" in phases:
+        bench.skipped.append("replay: --server-cmd is not trio-mock's own command")
     if "workers2" in phases and not args.quick and "{workers}" in mock:
         vs_1worker = [(MOCK, "_vs_1worker")]
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)

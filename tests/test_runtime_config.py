@@ -704,6 +704,8 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "upstream_api_key": {"upstream_api_key": "sk-other"},
     "upstream_timeout_s": {"upstream_timeout_s": 5},
     "replay_ignore": {"replay_ignore": "user"},
+    "prefix_cache_blocks": {"prefix_cache_blocks": 64},
+    "kv_block_size": {"kv_block_size": 32},
 }
 
 
@@ -931,11 +933,11 @@ async def test_concurrent_changes_are_not_lost(monkeypatch: pytest.MonkeyPatch) 
     real = MockModel
     entered, gate = threading.Event(), threading.Event()
 
-    def held_model(*args: Any) -> MockModel:
+    def held_model(*args: Any, **kwargs: Any) -> MockModel:
         """The model rebuild, held until the test lets it go (it runs in a thread)."""
         entered.set()
         gate.wait(10)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(trio_mock._app._runtime, "MockModel", held_model)
     out: dict[str, Answer] = {}

@@ -133,6 +133,8 @@ class Live:
         self.scripts = scripts if scripts is not None else load_scripts(settings)
         self.tokenizers = model_tokenizers(settings.models)  # a model's own, by name
         self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
+        if self.metrics is not None:  # the caches outlive runtime changes, as the model's
+            self.metrics.cache = self.model.prefix_caches
         self.buckets = buckets
         self.limiter = RateLimiter(settings.rate_limits, buckets)
         self.faults = FaultInjector(settings.faults)
@@ -214,7 +216,15 @@ class Live:
             corpus = self.model.corpus if same_corpus(old, new) else None
             # A new corpus takes seconds to build: in a thread, so streams keep pace.
             self.model = await trio.to_thread.run_sync(
-                partial(MockModel, new, self.tokenizer, corpus, off_loop, tokenizers)
+                partial(
+                    MockModel,
+                    new,
+                    self.tokenizer,
+                    corpus,
+                    off_loop,
+                    tokenizers,
+                    prefix_caches=self.model.prefix_caches,
+                )
             )
         self.tokenizers = tokenizers
         if "rate_limits" in groups:

@@ -260,6 +260,17 @@ class LatencySettings:
     ttft_load_factor: float = knob(
         0.0, "TTFT grows by this fraction per other request in prefill", LOAD_FACTOR
     )
+    prefix_cache_blocks: int = knob(
+        0,
+        "prefix (KV) cache: blocks each model keeps, least recently used evicted; a "
+        "cached prompt prefix skips its prefill cost (0: off)",
+        Range(0, 1_000_000),
+        live=False,
+    )
+    kv_block_size: int = knob(
+        16, "prefix cache: prompt tokens a block holds (vLLM's block_size)", Range(1, 1024),
+        live=False,
+    )  # fmt: skip
     itl_distribution: Distribution = knob(
         "normal", "ITL distribution: constant, normal, lognormal or uniform"
     )

@@ -82,6 +82,7 @@ class Record:
     rule: str | None = None
     recording: str | None = None  # the cassette's ``file:line`` that answered
     prompt_tokens: int = 0
+    cached_tokens: int | None = None  # the prompt's prefix the cache held; None: no cache
     completion_tokens: int = 0
     finish_reason: str | None = None
     planned_ttft_s: float | None = None  # first token after admission, as planned
@@ -177,6 +178,7 @@ class Record:
             "body": shown(self.body, body_limit, self.body_size),
             "plan": {
                 "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens,
                 "completion_tokens": self.completion_tokens,
                 "finish_reason": self.finish_reason,
                 "ttft_ms": None if self.planned_ttft_s is None else self.planned_ttft_s * 1000,

@@ -121,6 +121,13 @@ class LoadView(Protocol):
     def snapshot(self) -> dict[str, int]: ...
 
 
+class CacheView(Protocol):
+    """What the gauges read of the prefix caches (``_sim._prefix_cache.PrefixCaches``)."""
+
+    @property
+    def usage(self) -> float: ...
+
+
 class ModelLabels:
     """The ``model`` label each model name is counted under.
 
@@ -161,6 +168,9 @@ class Batch:
         self.success: collections.Counter[tuple[str, str]] = collections.Counter()
         self.prompt: collections.Counter[tuple[str, str]] = collections.Counter()
         self.generation: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Prefix cache lookups and hits, in tokens, by model (vLLM counts tokens).
+        self.cache_queries: collections.Counter[str] = collections.Counter()
+        self.cache_hits: collections.Counter[str] = collections.Counter()
         self.ttft: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         self.e2e: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         self.succeeded_e2e: dict[str, list[float]] = collections.defaultdict(list)
@@ -193,6 +203,9 @@ class Batch:
         key = (endpoint, model)
         self.prompt[key] += record.prompt_tokens
         self.generation[key] += record.tokens_sent()
+        if record.cached_tokens is not None:
+            self.cache_queries[model] += record.prompt_tokens
+            self.cache_hits[model] += record.cached_tokens
         times = record.token_times()
         if times:
             self.ttft[key].append(round(times[0] - record.start, ROUND_TO))
@@ -226,6 +239,7 @@ class Metrics:
     def __init__(self, settings: Settings, load: LoadView) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.load = load
+        self.cache: CacheView | None = None  # the prefix caches, when there are
         self.model_name = ""
         self.model_labels = ModelLabels((), 0)
         self.configure(settings)
@@ -304,6 +318,22 @@ class Metrics:
             "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
             vllm, buckets=VLLM_E2E_BUCKETS, registry=r,
         )  # fmt: skip
+        self.vllm_cache_queries = [
+            Counter(name, "Prefix cache queries, in terms of number of queried tokens.",
+                    vllm, registry=r)
+            for name in ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries")
+        ]  # fmt: skip
+        self.vllm_cache_hits = [
+            Counter(name, "Prefix cache hits, in terms of number of cached tokens.",
+                    vllm, registry=r)
+            for name in ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits")
+        ]  # fmt: skip
+        # With several workers, each holds its own caches: the fullest one's share shows.
+        self.vllm_cache_usage = [
+            Gauge(name, "KV-cache usage. 1 means 100 percent usage.", vllm, registry=r,
+                  multiprocess_mode="livemax")
+            for name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+        ]  # fmt: skip
         self.batch = Batch()
         self.pending = 0
         self.refresh()
@@ -347,6 +377,13 @@ class Metrics:
             for (endpoint, model), n in counts.items():
                 own.labels(endpoint, model).inc(n)
                 vllm.labels(model, ENGINE).inc(n)
+        for tokens, family in (
+            (batch.cache_queries, self.vllm_cache_queries),
+            (batch.cache_hits, self.vllm_cache_hits),
+        ):
+            for model, n in tokens.items():
+                for counter in family:
+                    counter.labels(model, ENGINE).inc(n)
         for key, values in batch.ttft.items():
             observe_many(self.ttft.labels(*key), np.asarray(values))
             observe_many(self.vllm_ttft.labels(key[1], ENGINE), np.asarray(values))
@@ -369,6 +406,9 @@ class Metrics:
         self.waiting.set(snapshot["queued"])
         self.vllm_running.labels(self.model_name, ENGINE).set(snapshot["running"])
         self.vllm_waiting.labels(self.model_name, ENGINE).set(snapshot["queued"])
+        usage = 0.0 if self.cache is None else self.cache.usage
+        for gauge in self.vllm_cache_usage:
+            gauge.labels(self.model_name, ENGINE).set(usage)
 
     def collected(self) -> CollectorRegistry:
         """The registry to read: this process's, or every worker's files."""

@@ -77,6 +77,7 @@ class Observer:
         if reply is not None:
             record.stream = reply.stream
             record.prompt_tokens = reply.prompt_tokens
+            record.cached_tokens = reply.cached_tokens
             record.completion_tokens = reply.completion_tokens
             record.finish_reason = reply.finish_reason
             record.planned_ttft_s = exchange.planned_ttft_s

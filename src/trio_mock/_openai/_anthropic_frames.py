@@ -58,9 +58,11 @@ class MessageEmitter:
         model: str,
         stream: bool,
         max_tokens: int,
+        cached_tokens: int | None = None,
     ) -> None:
         self.choice = choice
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens  # None: no prefix cache
         self.model = model
         self.stream = stream
         self.max_tokens = max_tokens
@@ -91,11 +93,16 @@ class MessageEmitter:
             return "stop_sequence"
         return STOP_REASONS[self.choice.finish_reason]
 
+    @property
+    def input_tokens(self) -> int:
+        """Anthropic's ``input_tokens`` leave out the tokens read from the cache."""
+        return self.prompt_tokens - (self.cached_tokens or 0)
+
     def usage(self, output_tokens: int) -> dict[str, Any]:
         return {
-            "input_tokens": self.prompt_tokens,
+            "input_tokens": self.input_tokens,
             "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_read_input_tokens": self.cached_tokens or 0,
             "output_tokens": output_tokens,
             "service_tier": "standard",
         }
@@ -186,9 +193,9 @@ class MessageEmitter:
                 "stop_sequence": self.choice.stop_sequence,
             },
             "usage": {
-                "input_tokens": self.prompt_tokens,
+                "input_tokens": self.input_tokens,
                 "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_read_input_tokens": self.cached_tokens or 0,
                 "output_tokens": self.choice.tokens,
             },
         }

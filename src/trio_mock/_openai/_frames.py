@@ -48,6 +48,11 @@ class Planned(Protocol):
     def prompt_tokens(self) -> int: ...
 
     @property
+    def cached_tokens(self) -> int | None:
+        """The prompt's tokens the prefix cache held; None with no prefix cache."""
+        ...
+
+    @property
     def completion_tokens(self) -> int:
         """Tokens planned for the reply (every choice's)."""
         ...
@@ -90,12 +95,14 @@ class PlannedReply(Planned, Protocol):
         ...
 
 
-def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict[str, Any]:
+def usage(
+    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
+) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
@@ -150,9 +157,11 @@ class ChoicesEmitter:
         stream: bool = False,
         include_usage: bool = False,
         max_tokens: int | None = None,
+        cached_tokens: int | None = None,
     ) -> None:
         self.choices = choices
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens
         self.max_tokens = max_tokens
         self.id = new_id(self.id_prefix)
         self.created = int(time.time())
@@ -186,6 +195,7 @@ class ChoicesEmitter:
             self.prompt_tokens,
             sum(c.tokens for c in self.choices),
             sum(c.count("reasoning") for c in self.choices),
+            self.cached_tokens or 0,
         )
 
     def chunk_head(self) -> bytes:

@@ -23,6 +23,7 @@ from .._config._knobs import ENV_PREFIX, SettingsError
 from .._sim._corpus import WORDS, Corpus, CorpusError, shared_corpus
 from .._sim._latency import draw_one
 from .._sim._plan import COMMON_TOKENS, ChoicePlan, Limits, Segment, ToolCall, plan_reply
+from .._sim._prefix_cache import PrefixCaches, block_hashes, cache_encoder
 from .._sim._schema_check import check_schema
 from .._sim._schema_rules import SchemaError
 from .._sim._schema_values import sample_json, sample_json_object
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 # describe("tokenizer_models"), spelled out: _settings sits too deep in the import chain.
 OWN_TOKENIZERS_KNOB = f"--tokenizer-models ({ENV_PREFIX}TOKENIZER_MODELS)"
+PREFIX_CACHE_KNOB = f"--prefix-cache-blocks ({ENV_PREFIX}PREFIX_CACHE_BLOCKS)"
+# Where each API holds its prompt: the ``param`` of a prompt the cache cannot hold.
+PROMPT_PARAMS = {"chat": "messages", "completions": "prompt", "responses": "input"}
 # Per-model answers are cached for names a client sends again; the name is the key, so
 # both the count and each name's length are bounded (a name is whatever a client sends).
 MAX_CACHED = 10_000
@@ -260,12 +264,16 @@ class MockModel:
         corpus: Corpus | None = None,
         offload: Offload | None = None,
         tokenizers: Mapping[str, Tokenizer] | None = None,
+        *,
+        prefix_caches: PrefixCaches | None = None,
     ) -> None:
         """``corpus``: one already built for these settings and ``tokenizer`` (a runtime
         config change that leaves the corpus knobs alone reuses it). ``offload``: how to
         run tokenizer work off the event loop (``_offload.off_loop``); inline when None.
         ``tokenizers``: model name -> that model's own tokenizer; the others use
-        ``tokenizer``."""
+        ``tokenizer``. ``prefix_caches``: the caches of the model this one replaces (a
+        runtime change keeps what the engine holds); new ones when the settings ask for
+        a prefix cache, None when they do not."""
         self.settings = settings
         self.offload = offload or inline
         self.voice = Voice(settings.output, tokenizer, corpus)
@@ -280,6 +288,10 @@ class MockModel:
         self.unseeded = np.random.default_rng()  # shared: building a generator costs ~10 us
         self.reasoning: dict[str, bool] = {}  # model name -> whether it reasons
         self.windows: dict[str, int] = {}  # model name -> context length
+        latency = settings.latency
+        if prefix_caches is None and latency.prefix_cache_blocks:
+            prefix_caches = PrefixCaches(latency.prefix_cache_blocks, latency.kv_block_size)
+        self.prefix_caches = prefix_caches
 
     def voice_for(self, model: str) -> Voice:
         """The voice of ``model``: its own tokenizer's, else the default one."""
@@ -305,6 +317,36 @@ class MockModel:
                 self.windows[model] = known
         return known
 
+    def cache_encoder(self, model: str) -> Callable[[str], list[int]]:
+        """How the prefix cache reads ``model``'s texts as ids (``cache_encoder``)."""
+        return cache_encoder(self.tokenizer_for(model))
+
+    def prompt_hashes(self, ids: list[int]) -> list[int]:
+        """The prompt's block hashes for the prefix cache (pure: may run in a thread)."""
+        return block_hashes(ids, self.settings.latency.kv_block_size)
+
+    def cached_tokens(self, ask: Ask, hashes: list[int], prompt_tokens: int) -> int:
+        """How many of the prompt's tokens the model's prefix cache holds; the prompt's
+        blocks are cached from now on. On the event loop: the cache is shared.
+
+        Raises:
+          OpenAIError: the prompt needs more blocks than the whole cache holds, so no
+            engine configured so could ever run it.
+        """
+        caches = self.prefix_caches
+        assert caches is not None
+        # First the context window, as ``plan`` checks it: a refused prompt is not cached.
+        check_context(self.context_window(ask.model), prompt_tokens, ask.limits.max_tokens, ask.api)
+        if not caches.fits(prompt_tokens):
+            raise invalid(
+                f"The prompt ({prompt_tokens} tokens) needs more KV blocks of "
+                f"{caches.block_size} tokens than the {caches.blocks} the cache holds "
+                f"({PREFIX_CACHE_KNOB}). Please reduce the length of the prompt.",
+                PROMPT_PARAMS.get(ask.api, "messages"),
+                "context_length_exceeded",
+            )
+        return caches.lookup(ask.model, hashes, prompt_tokens)
+
     async def source_for(self, echo: str, voice: Voice) -> TextSource:
         if voice.text is not None:
             return voice.text
@@ -315,13 +357,19 @@ class MockModel:
         return self.unseeded if seed is None else np.random.default_rng(seed & (2**64 - 1))
 
     async def plan(
-        self, ask: Ask, prompt_tokens: int, overrides: Overrides, first_index: int = 0
+        self,
+        ask: Ask,
+        prompt_tokens: int,
+        overrides: Overrides,
+        first_index: int = 0,
+        cached_tokens: int = 0,
     ) -> list[ChoicePlan]:
         """One plan per choice; a seed makes text, structure and schedule reproducible.
 
         Args:
           overrides: the request's ``x-mock-*`` headers, which win over the settings.
           first_index: the first choice's ``index`` (completions number choices per prompt).
+          cached_tokens: the prompt's prefix the cache holds: only the rest is prefilled.
         """
         window = self.context_window(ask.model)
         check_context(window, prompt_tokens, ask.limits.max_tokens, ask.api)
@@ -344,7 +392,7 @@ class MockModel:
                     latency,
                     per_event,
                     rng,
-                    prompt_tokens=prompt_tokens,
+                    prompt_tokens=prompt_tokens - cached_tokens,  # the prefill TTFT pays for
                     top_logprobs=ask.top_logprobs,
                     alternatives=voice.alternatives,
                 )

@@ -221,6 +221,7 @@ class RealtimeReply:
 
     plan: ChoicePlan
     prompt_tokens: int
+    cached_tokens: int | None = None  # the prefix cache serves the HTTP APIs only
     stream: bool = True
 
     @property

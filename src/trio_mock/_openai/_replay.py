@@ -125,6 +125,7 @@ class ReplayedReply:
         if prompt is None:  # the Responses API's names
             prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
         self.prompt_tokens = prompt if isinstance(prompt, int) else 0
+        self.cached_tokens: int | None = None  # a recording's, not the mock's cache
         self.completion_tokens = completion if isinstance(completion, int) else len(chunks)
         self.finish_reason: str | None = None
 

@@ -21,6 +21,7 @@ from .._openai._model import (
     pick_tool,
 )
 from .._openai._openrouter import OpenRouterChat, openai_request
+from .._openai._prompt_ids import message_ids, priming_ids
 from .._openai._protocol import ChatCompletionRequest
 from .._openai._validate import MAX_TOP_LOGPROBS, at_least, at_most, check_chat, stops
 from .._sim._plan import Limits
@@ -126,6 +127,26 @@ class ChatHandler:
         """The reply's renderer, in this route's dialect."""
         return ChatEmitter(choices, prompt_tokens, **common)
 
+    def hash_messages(self, messages: list[ChatMessage], model: str) -> tuple[int, list[int]]:
+        """The prompt's tokens (as ``count_messages`` counts them) and its block hashes
+        for the prefix cache."""
+        encode = self.model.cache_encoder(model)
+        ids: list[int] = []
+        for m in messages:
+            name = encode(m.name) if m.name else ()
+            images = 0
+            if isinstance(m.content, list):
+                images = sum(p.type == "image_url" for p in m.content)
+            ids += message_ids(m.role, encode(message_text(m)), name, images)
+        ids += priming_ids()
+        return len(ids), self.model.prompt_hashes(ids)
+
+    async def cached_prompt(self, chat: ChatCompletionRequest, ask: Ask) -> tuple[int, int]:
+        """The prompt's tokens, and how many of them the prefix cache holds."""
+        chars = sum(len(message_text(m)) for m in chat.messages)
+        tokens, hashes = await off_loop(chars, self.hash_messages, chat.messages, chat.model)
+        return tokens, self.model.cached_tokens(ask, hashes, tokens)
+
     def count_messages(self, messages: list[ChatMessage], model: str) -> int:
         """The prompt's tokens, with ``model``'s tokenizer."""
         total = REPLY_PRIMING
@@ -147,11 +168,16 @@ class ChatHandler:
         chat = structure(data, ChatCompletionRequest)
         check_chat(chat, self.settings.models)
         ask = chat_ask(chat)
-        prompt_tokens = await self.prompt_tokens(chat)
-        choices = await self.model.plan(ask, prompt_tokens, overrides)
+        cached: int | None = None
+        if self.model.prefix_caches is None:
+            prompt_tokens = await self.prompt_tokens(chat)
+        else:
+            prompt_tokens, cached = await self.cached_prompt(chat, ask)
+        choices = await self.model.plan(ask, prompt_tokens, overrides, cached_tokens=cached or 0)
         return self.render(
             choices,
             prompt_tokens,
+            cached_tokens=cached,
             model=chat.model,
             fingerprint=self.settings.models.system_fingerprint,
             stream=chat.stream,

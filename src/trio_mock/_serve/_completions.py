@@ -21,6 +21,7 @@ from .._openai._openrouter import OpenRouterChoices, openai_request
 from .._openai._protocol import CompletionRequest
 from .._openai._validate import MAX_N, at_least, at_most, check_model, check_sampling, stops
 from .._sim._plan import Limits, token_logprobs
+from .._sim._prefix_cache import cache_encoder
 from .._sim._tokens import unknown_token
 from ._offload import off_loop
 
@@ -77,17 +78,23 @@ class CompletionsHandler:
         """The reply's renderer, in this route's dialect."""
         return CompletionEmitter(choices, prompt_tokens, **common)
 
-    def texts(self, prompts: list[str | list[int]], tokenizer: Tokenizer) -> list[tuple[str, int]]:
-        """Each prompt's text and token count."""
+    def texts(
+        self, prompts: list[str | list[int]], tokenizer: Tokenizer, hashing: bool = False
+    ) -> list[tuple[str, int, list[int]]]:
+        """Each prompt's text, token count and, ``hashing`` for the prefix cache, block
+        hashes (else none)."""
         out = []
+        encode = cache_encoder(tokenizer) if hashing else tokenizer.encode
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
-                out.append((prompt, len(tokenizer.encode(prompt))))
-                continue
-            param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
-            if unknown_token(tokenizer, prompt) is not None:
-                raise invalid(f"Invalid token id in '{param}'.", param, "invalid_value")
-            out.append((tokenizer.decode(prompt), len(prompt)))
+                ids = encode(prompt)
+                text = prompt
+            else:
+                param = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+                if unknown_token(tokenizer, prompt) is not None:
+                    raise invalid(f"Invalid token id in '{param}'.", param, "invalid_value")
+                ids, text = prompt, tokenizer.decode(prompt)
+            out.append((text, len(ids), self.model.prompt_hashes(ids) if hashing else []))
         return out
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> CompletionEmitter:
@@ -113,7 +120,8 @@ class CompletionsHandler:
         check_model(request.model, self.settings.models)
         chars = sum(len(p) for p in prompts)
         voice = self.model.voice_for(request.model)
-        texts = await off_loop(chars, self.texts, prompts, voice.tokenizer)
+        hashing = self.model.prefix_caches is not None
+        texts = await off_loop(chars, self.texts, prompts, voice.tokenizer, hashing)
         limits = Limits(
             max_tokens=request.max_tokens,
             min_tokens=request.min_tokens,
@@ -121,7 +129,8 @@ class CompletionsHandler:
             stop=stops(request.stop),
         )
         choices: list[ChoicePlan] = []
-        for p, (text, tokens) in enumerate(texts):
+        cached = 0  # each prompt is a sequence of its own: the cache is asked for each
+        for p, (text, tokens, hashes) in enumerate(texts):
             ask = Ask(
                 model=request.model,
                 n=request.n,
@@ -132,14 +141,19 @@ class CompletionsHandler:
                 api="completions",
                 echo=text,
             )
-            choices += await self.model.plan(ask, tokens, overrides, first_index=p * request.n)
-        echoes = [text for text, _ in texts] if request.echo else None
+            hit = self.model.cached_tokens(ask, hashes, tokens) if hashing else 0
+            cached += hit
+            choices += await self.model.plan(
+                ask, tokens, overrides, first_index=p * request.n, cached_tokens=hit
+            )
+        echoes = [text for text, _, _ in texts] if request.echo else None
         logprobs = None
         if request.echo:
             logprobs = await off_loop(chars, self.echo_logprobs, prompts, request.logprobs, voice)
         return self.render(
             choices,
-            sum(tokens for _, tokens in texts),
+            sum(tokens for _, tokens, _ in texts),
+            cached_tokens=cached if hashing else None,
             model=request.model,
             fingerprint=self.settings.models.system_fingerprint,
             stream=request.stream,

@@ -294,6 +294,7 @@ class RenderedEmbeddings:
     delay_s: float
     data: bytes
     prompt_tokens: int  # the input's, which a rate limit charges
+    cached_tokens: int | None = None  # no prefix cache: nothing is generated
     stream: bool = False
     completion_tokens: int = 0
     finish_reason: str | None = None

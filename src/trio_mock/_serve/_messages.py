@@ -17,6 +17,7 @@ from .._openai._anthropic import Tool, check_version, messages_request
 from .._openai._anthropic_frames import MessageEmitter
 from .._openai._context import REPLY_PRIMING, TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE
 from .._openai._model import Ask, FunctionTool, ToolMode, output_schema
+from .._openai._prompt_ids import END, SEP
 from .._openai._validate import check_model
 from .._sim._plan import Limits
 from ._offload import off_loop
@@ -71,6 +72,23 @@ class MessagesHandler:
         total += TOKENS_PER_IMAGE * prompt.images
         return total + sum(len(encode(text)) for text in prompt.texts)
 
+    def hash_prompt(self, prompt: Prompt, model: str) -> tuple[int, list[int]]:
+        """The prompt's tokens (as ``count`` counts them) and its block hashes for the
+        prefix cache: its texts in order, each opened by a marker, then as many markers as
+        the rest of the framing counts (the prompt keeps no more of its structure)."""
+        encode = self.model.cache_encoder(model)
+        ids = [i for text in prompt.texts for i in (SEP, *encode(text))]
+        total = REPLY_PRIMING + TOKENS_PER_MESSAGE * prompt.messages + prompt.tools_tokens
+        total += TOKENS_PER_IMAGE * prompt.images + len(ids) - len(prompt.texts)
+        ids += [END] * (total - len(ids))
+        return total, self.model.prompt_hashes(ids)
+
+    async def cached_prompt(self, request: MessagesRequest, ask: Ask) -> tuple[int, int]:
+        """The prompt's tokens, and how many of them the prefix cache holds."""
+        chars = sum(len(text) for text in request.prompt.texts)
+        tokens, hashes = await off_loop(chars, self.hash_prompt, request.prompt, request.model)
+        return tokens, self.model.cached_tokens(ask, hashes, tokens)
+
     def checked(self, data: dict[str, Any], *, counting: bool = False) -> MessagesRequest:
         request = messages_request(data, counting=counting)
         check_model(request.model, self.settings.models)
@@ -83,12 +101,17 @@ class MessagesHandler:
 
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> MessageEmitter:
         request = self.checked(data)
-        prompt_tokens = await self.prompt_tokens(request)
         ask = messages_ask(request)
-        (choice,) = await self.model.plan(ask, prompt_tokens, overrides)
+        cached: int | None = None
+        if self.model.prefix_caches is None:
+            prompt_tokens = await self.prompt_tokens(request)
+        else:
+            prompt_tokens, cached = await self.cached_prompt(request, ask)
+        (choice,) = await self.model.plan(ask, prompt_tokens, overrides, cached_tokens=cached or 0)
         return MessageEmitter(
             choice,
             prompt_tokens,
+            cached_tokens=cached,
             model=request.model,
             stream=request.stream,
             max_tokens=request.max_tokens or 0,

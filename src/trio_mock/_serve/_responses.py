@@ -29,6 +29,7 @@ from .._openai._model import (
     output_schema,
     pick_tool,
 )
+from .._openai._prompt_ids import message_ids, priming_ids
 from .._openai._protocol import ResponsesRequest
 from .._openai._validate import (
     MAX_TOP_LOGPROBS,
@@ -221,6 +222,14 @@ class ResponsesHandler:
         encode = self.model.tokenizer_for(model).encode
         return REPLY_PRIMING + sum(TOKENS_PER_MESSAGE + 1 + len(encode(t)) for _, t in texts)
 
+    def hash_texts(self, texts: list[tuple[str, str]], model: str) -> tuple[int, list[int]]:
+        """The prompt's tokens (as ``count`` counts them) and its block hashes for the
+        prefix cache."""
+        encode = self.model.cache_encoder(model)
+        ids = [i for role, text in texts for i in message_ids(role, encode(text))]
+        ids += priming_ids()
+        return len(ids), self.model.prompt_hashes(ids)
+
     async def prepare(self, data: dict[str, Any], overrides: Overrides) -> ResponsesEmitter:
         request = structure(data, ResponsesRequest)
         if request.input is None:
@@ -239,9 +248,14 @@ class ResponsesHandler:
         check_model(request.model, self.settings.models)
         ask = responses_ask(request, texts)
         chars = sum(len(t) for _, t in texts)
-        prompt_tokens = await off_loop(chars, self.count, texts, request.model)
-        (choice,) = await self.model.plan(ask, prompt_tokens, overrides)
-        return ResponsesEmitter(choice, prompt_tokens, request, data)
+        cached: int | None = None
+        if self.model.prefix_caches is None:
+            prompt_tokens = await off_loop(chars, self.count, texts, request.model)
+        else:
+            prompt_tokens, hashes = await off_loop(chars, self.hash_texts, texts, request.model)
+            cached = self.model.cached_tokens(ask, hashes, prompt_tokens)
+        (choice,) = await self.model.plan(ask, prompt_tokens, overrides, cached_tokens=cached or 0)
+        return ResponsesEmitter(choice, prompt_tokens, request, data, cached)
 
 
 def sse(kind: str, body: dict[str, Any]) -> bytes:
@@ -257,9 +271,11 @@ class ResponsesEmitter:
         prompt_tokens: int,
         request: ResponsesRequest,
         data: dict[str, Any],
+        cached_tokens: int | None = None,
     ) -> None:
         self.choice = choice
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens  # None: no prefix cache
         self.request = request
         self.data = data  # the request as sent, for echoing its tools and format back
         self.stream = request.stream
@@ -352,7 +368,10 @@ class ResponsesEmitter:
         if finished:
             response["usage"] = {
                 "input_tokens": self.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "input_tokens_details": {
+                    "cached_tokens": self.cached_tokens or 0,
+                    "cache_write_tokens": 0,
+                },
                 "output_tokens": choice.tokens,
                 "output_tokens_details": {"reasoning_tokens": choice.count("reasoning")},
                 "total_tokens": self.prompt_tokens + choice.tokens,
