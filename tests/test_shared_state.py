@@ -205,10 +205,11 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path) -> AsyncGenerator[Cluster]:
+async def cluster(tmp_path: Path, *extra: str) -> AsyncGenerator[Cluster]:
+    """The server, with the ``extra`` flags, once every worker serves."""
     log = tmp_path / "server.log"
     args = [str(BIN / "trio-mock"), "--port", "0", "--workers", str(WORKERS),
-            "--ttft-ms", "0", "--itl-ms", "0", "--corpus-articles", "64"]  # fmt: skip
+            "--ttft-ms", "0", "--itl-ms", "0", "--corpus-articles", "64", *extra]  # fmt: skip
     async with launched(args, log, clean_env()) as process:
         running = Cluster(process, await served_url(process, log), log)
         await running.workers()

@@ -8,7 +8,7 @@ sends it to every worker (``Order``) and answers the asker once each one has app
 handled one at a time, so two changes at once end as if made one after the other, each
 built on the last, and a worker forked later starts from what was committed. Each worker
 has a duplex pipe to the supervisor; requests never use it (rule uses are counted in a
-shared ``Tally``). Sync, without Trio or threads: the supervisor forks.
+shared ``Tally``, rate-limit levels kept in ``SharedBuckets``). Sync, without Trio or threads: the supervisor forks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from attrs import define, field
 
 from .._config._changes import change_of
 from .._config._knobs import SettingsError
-from .._config._settings import flatten
+from .._config._settings import KNOBS, flatten
 from .._openai._errors import OpenAIError
 from ._messages import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
 
@@ -32,10 +32,14 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from .._config._settings import Settings
+    from .._serve._buckets import SharedBuckets
     from .._serve._scripts import Scripts
 
 log = logging.getLogger("trio_mock")
-MECHANISM = "config and scripts pushed through the supervisor, rule uses counted in shared memory"
+MECHANISM = (
+    "config and scripts pushed through the supervisor, rule uses and rate-limit buckets"
+    " in shared memory"
+)
 
 
 # What an ask does here: the order for the workers (None: nothing for them to do), and
@@ -64,9 +68,12 @@ class Operation:
 class Hub:
     """The committed state (settings, rules, a change count) and the asks in turn."""
 
-    def __init__(self, settings: Settings, scripts: Scripts) -> None:
+    def __init__(
+        self, settings: Settings, scripts: Scripts, buckets: SharedBuckets | None = None
+    ) -> None:
         self.settings = settings
         self.scripts = scripts
+        self.buckets = buckets
         self.version = 0
         self.members: dict[int, Connection] = {}  # by worker number
         self.asks: collections.deque[tuple[int, Ask]] = collections.deque()
@@ -206,6 +213,8 @@ class Hub:
         if not changed:
             return None, lambda _: Change([], new, self.version)
         self.settings, self.version = new, self.version + 1
+        if self.buckets is not None and any(KNOBS[n].group == "rate_limits" for n in changed):
+            self.buckets.clear()  # new limits start full, as one process's new limiter does
         change = Change(changed, new, self.version)
         return self.order("settings", (new, self.version)), lambda _: change
 

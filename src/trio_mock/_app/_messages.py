@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from .._config._settings import Settings
+    from .._serve._buckets import SharedBuckets
     from .._serve._scripts import Scripts
 
 ANSWER_WITHIN_S = 30.0  # for every worker to apply a change (a new corpus takes seconds)
@@ -78,9 +79,10 @@ class Change:
 class Membership:
     """What a forked worker needs to join: its number, its end of the pipe, and the
     rules and the change count committed when it was forked (its settings are passed
-    beside it: the committed ones too)."""
+    beside it: the committed ones too), and the rate-limit levels every worker shares."""
 
     worker: int
     conn: Connection
     scripts: Scripts
     version: int
+    buckets: SharedBuckets | None = None

@@ -62,6 +62,7 @@ from ._watch import Watch
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
+    from .._serve._buckets import SharedBuckets
     from .._serve._request import ASGIApp
     from .._sim._tokens import Tokenizer
     from ._messages import Membership
@@ -107,11 +108,16 @@ class Live:
     """Settings, and the endpoints built from them, as of now."""
 
     def __init__(
-        self, settings: Settings, tokenizer: Tokenizer, scripts: Scripts | None = None
+        self,
+        settings: Settings,
+        tokenizer: Tokenizer,
+        scripts: Scripts | None = None,
+        buckets: SharedBuckets | None = None,
     ) -> None:
         """Args:
           scripts: rules loaded already (the supervisor's, with several workers); else
             those of the scripts file, if any.
+          buckets: the rate-limit levels a server's workers share; None keeps them here.
 
         Raises:
           SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
@@ -131,7 +137,8 @@ class Live:
         self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
         if self.metrics is not None:  # the caches outlive runtime changes, as the model's
             self.metrics.cache = self.model.prefix_caches
-        self.limiter = RateLimiter(settings.rate_limits)
+        self.buckets = buckets
+        self.limiter = RateLimiter(settings.rate_limits, buckets)
         self.faults = FaultInjector(settings.faults)
         self.watchdog = Watchdog()
         self.pacer = Pacer()
@@ -224,7 +231,7 @@ class Live:
         self.tokenizers = tokenizers
         if "rate_limits" in groups:
             started = self.limiter.started
-            self.limiter = RateLimiter(new.rate_limits)
+            self.limiter = RateLimiter(new.rate_limits, self.buckets)  # the hub cleared them
             self.limiter.start(started)
         if "faults" in groups:
             self.faults = FaultInjector(new.faults)
@@ -280,8 +287,10 @@ class Live:
         """
         async with self.changing:
             await self.apply({name: settings.value(name) for name in KNOBS})
-            self.limiter = RateLimiter(settings.rate_limits)
+            self.limiter = RateLimiter(settings.rate_limits, self.buckets)
             self.limiter.start()
+            if self.buckets is not None:
+                self.buckets.clear()
             self.faults = FaultInjector(settings.faults)
             if self.metrics is not None and not multiprocess():
                 self.metrics = Metrics(settings, self.load)
@@ -319,7 +328,7 @@ def create_app(
         live = app.live = Live(settings, tokenizer)
         app.control = Control(live)
     else:
-        live = app.live = Live(settings, tokenizer, membership.scripts)
+        live = app.live = Live(settings, tokenizer, membership.scripts, membership.buckets)
         live.version = membership.version
         app.control = SharedControl(live, membership)
     install_info_routes(app, live, tokenizer)

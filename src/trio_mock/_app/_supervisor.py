@@ -33,6 +33,7 @@ import trio
 from attrs import frozen
 
 from .._observe._metrics import MULTIPROC_DIR
+from .._serve._buckets import SharedBuckets
 from .._serve._scripts import Scripts
 from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
@@ -73,7 +74,7 @@ def supervise(settings: Settings, watch: Sources | None = None) -> int:
       SettingsError: the scripts file cannot be read or holds a bad rule.
     """
     preload(settings)
-    hub = Hub(settings, load_scripts(settings, Scripts(Tally())))
+    hub = Hub(settings, load_scripts(settings, Scripts(Tally())), SharedBuckets())
     srv = settings.server
     with listen(srv.host, srv.port, srv.backlog) as sock:
         host, port = sock.getsockname()[:2]
@@ -178,7 +179,7 @@ class Supervisor:
         ready = self.context.Event()
         ours, theirs = self.context.Pipe()
         hub = self.hub
-        membership = Membership(number, theirs, hub.scripts, hub.version)
+        membership = Membership(number, theirs, hub.scripts, hub.version, hub.buckets)
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,

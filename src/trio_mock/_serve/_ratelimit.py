@@ -9,7 +9,10 @@ answer carries the ``x-ratelimit-*`` headers; a refusal is a 429 with ``retry-af
 ``retry-after-ms`` saying when the request would fit, which the official SDKs honour.
 Injected 429s and 503s (faults, scripted errors) get the same headers (``injected``).
 
-Time is ``trio.current_time()``, so tests drive the buckets with a MockClock.
+Time is ``trio.current_time()``, so tests drive the buckets with a MockClock. The workers
+of ``--workers N`` keep their levels in ``SharedBuckets`` (``_buckets``) instead, on its
+clock: the limits, and the ``rate_limit_after_s`` window, are then the server's, whichever
+worker serves a request.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from .._openai._errors import OpenAIError
 from ._auth import presented_key
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from .._config._settings import RateLimitSettings
+    from ._buckets import Levels, SharedBuckets
 
 Headers = list[tuple[bytes, bytes]]
 ORGANIZATION = "org-trio-mock"
@@ -61,6 +65,13 @@ class Bucket:
         self.level = float(capacity)
         self.updated = now
 
+    @classmethod
+    def restored(cls, capacity: int, level: float, updated: float) -> Bucket:
+        """A bucket from shared levels (an unknown caller's are infinite: full)."""
+        bucket = cls(capacity, updated)
+        bucket.level = min(float(capacity), level)  # a lowered limit caps what is left
+        return bucket
+
     def refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.per_s)
         self.updated = now
@@ -80,18 +91,26 @@ class Bucket:
 class RateLimiter:
     """The buckets of one app, and the ``rate_limit_after_s`` window."""
 
-    def __init__(self, settings: RateLimitSettings) -> None:
+    def __init__(self, settings: RateLimitSettings, shared: SharedBuckets | None = None) -> None:
+        """Args:
+        shared: the levels of a server's workers; None keeps them here.
+        """
+        self.shared = shared
         self.settings = settings
         self.rpm = settings.rate_limit_rpm
         self.tpm = settings.rate_limit_tpm
         self.active = bool(self.rpm or self.tpm or settings.rate_limit_after_s is not None)
         self.buckets: dict[str, tuple[Bucket | None, Bucket | None]] = {}
         self.started: float | None = None
+        self.clock: Callable[[], float] = trio.current_time if shared is None else shared.clock
 
     def start(self, at: float | None = None) -> None:
         """Mark the server's start (now, or ``at``), from which ``rate_limit_after_s``
-        counts."""
-        self.started = trio.current_time() if at is None else at
+        counts. With shared levels the server started when they were made, before the
+        first fork, so a worker that replaces another does not open the window again."""
+        if at is None:
+            at = self.clock() if self.shared is None else self.shared.created
+        self.started = at
 
     def charge(
         self, headers: Iterable[tuple[bytes, bytes]], model: str, tokens: int, peer: str = ""
@@ -107,11 +126,39 @@ class RateLimiter:
         Raises:
           OpenAIError: 429, with the headers, when the request does not fit now.
         """
-        now = trio.current_time()
+        now = self.clock()
         if self.started is None:
             self.started = now
         self.check_window(now, model)
-        requests, budget = self.buckets_for(self.caller(headers, peer), now)
+        key = self.caller(headers, peer)
+        if self.shared is not None:
+            return self.charge_shared(self.shared, key, model, tokens)
+        requests, budget = self.buckets_for(key, now)
+        return self.take(requests, budget, model, tokens, now)
+
+    def charge_shared(self, shared: SharedBuckets, key: str, model: str, tokens: int) -> Headers:
+        """``take`` on the caller's shared levels, under the lock that every worker takes.
+        The time is read under the lock too: read before it, it could precede another
+        worker's charge, and a refill over a negative time would take from the bucket."""
+        with shared.held(key) as levels:
+            requests, budget = self.restored(levels)
+            answer = self.take(requests, budget, model, tokens, shared.clock())
+            if requests is not None:
+                levels.requests, levels.updated = requests.level, requests.updated
+            if budget is not None:
+                levels.tokens, levels.updated = budget.level, budget.updated
+            return answer
+
+    def restored(self, levels: Levels) -> tuple[Bucket | None, Bucket | None]:
+        return (
+            Bucket.restored(self.rpm, levels.requests, levels.updated) if self.rpm else None,
+            Bucket.restored(self.tpm, levels.tokens, levels.updated) if self.tpm else None,
+        )
+
+    def take(
+        self, requests: Bucket | None, budget: Bucket | None, model: str, tokens: int, now: float
+    ) -> Headers:
+        """Raises: OpenAIError: 429 when the request does not fit now."""
         for bucket in (requests, budget):
             if bucket is not None:
                 bucket.refill(now)

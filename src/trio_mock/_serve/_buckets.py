@@ -1,0 +1,102 @@
+"""Rate-limit bucket levels shared by the workers of ``--workers N``, so that
+``--rate-limit-rpm``/``--rate-limit-tpm`` are the server's, not each worker's.
+
+As the ``Tally`` does: a table of slots in a file mapping that the supervisor makes before
+its first fork, read and written under a POSIX record lock on that file (two syscalls, no
+round trip to another process; the kernel drops the lock of a worker that dies holding
+it). Only a request charged by an active limiter pays this. A slot holds one caller's
+levels (its key's hash, requests and tokens left, when last charged), found by a short
+linear probe; when the probe finds neither the caller nor a free slot it takes the least
+recently charged one, whose caller starts full again, as a forgotten key does in one
+process. The clock is ``time.monotonic`` (one for every process: Trio's clock has an
+offset of its own in each run). No Trio, no arithmetic of buckets: ``_ratelimit`` does it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import mmap
+import os
+import struct
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from attrs import define
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+SLOT = struct.Struct("=qqddd")  # in use, key hash, requests left, tokens left, charged at
+SLOTS = 16_384  # callers a server keeps at once (640 KiB of address space, touched lazily)
+PROBES = 8  # slots looked at for one caller: a bound on the work under the lock
+FULL = math.inf  # a level a new caller starts with: the limiter clamps it to its capacity
+
+
+@define
+class Levels:
+    """One caller's levels, read under the lock; what the limiter leaves here is stored."""
+
+    requests: float
+    tokens: float
+    updated: float
+
+
+class SharedBuckets:
+    """The levels of every caller's buckets, in memory the workers share."""
+
+    def __init__(self, slots: int = SLOTS, clock: Callable[[], float] = time.monotonic) -> None:
+        """Args:
+        clock: seconds, the same in every process (tests inject their own).
+        """
+        self.slots = slots
+        self.clock = clock
+        self.created = clock()  # the server's start, for ``rate_limit_after_s``
+        self.fd, path = tempfile.mkstemp(prefix="trio-mock-buckets-")
+        os.unlink(path)  # the descriptor, which forks inherit, keeps it
+        os.ftruncate(self.fd, slots * SLOT.size)
+        self.map = mmap.mmap(self.fd, slots * SLOT.size)  # MAP_SHARED: forks share it
+
+    @contextmanager
+    def locked(self) -> Generator[None, None, None]:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)  # waits only for another's few instructions
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def held(self, key: str) -> Generator[Levels, None, None]:
+        """The caller's levels, under the lock for the whole block, then stored back
+        (unchanged when the limiter refused: a refused request takes nothing)."""
+        wanted = hash(key)  # forks share the hash seed: every worker finds the same slot
+        with self.locked():
+            offset, levels = self.find(wanted)
+            try:
+                yield levels
+            finally:
+                SLOT.pack_into(
+                    self.map, offset, 1, wanted, levels.requests, levels.tokens, levels.updated
+                )
+
+    def find(self, wanted: int) -> tuple[int, Levels]:
+        """The caller's slot (or a free one, or the least recently charged) and its levels."""
+        first = wanted % self.slots
+        victim, oldest = -1, math.inf
+        for probe in range(PROBES):
+            offset = (first + probe) % self.slots * SLOT.size
+            used, held, requests, tokens, updated = SLOT.unpack_from(self.map, offset)
+            if used and held == wanted:
+                return offset, Levels(requests, tokens, updated)
+            if not used:
+                return offset, Levels(FULL, FULL, self.clock())
+            if updated < oldest:
+                victim, oldest = offset, updated
+        return victim, Levels(FULL, FULL, self.clock())
+
+    def clear(self) -> None:
+        """Every caller full again: new limits, or a reset."""
+        with self.locked():
+            self.map[:] = bytes(len(self.map))
