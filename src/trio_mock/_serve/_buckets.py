@@ -1,10 +1,8 @@
 """Rate-limit bucket levels shared by the workers of ``--workers N``, so that
 ``--rate-limit-rpm``/``--rate-limit-tpm`` are the server's, not each worker's.
 
-As the ``Tally`` does: a table of slots in a file mapping that the supervisor makes before
-its first fork, read and written under a POSIX record lock on that file (two syscalls, no
-round trip to another process; the kernel drops the lock of a worker that dies holding
-it). Only a request charged by an active limiter pays this. A slot holds one caller's
+As the ``Tally`` does: a table of slots in pages every worker shares (``_shared_pages``),
+read and written under their lock. Only a request charged by an active limiter pays this. A slot holds one caller's
 levels (its key's hash, requests and tokens left, when last charged), found by a short
 linear probe; when the probe finds neither the caller nor a free slot it takes the least
 recently charged one, whose caller starts full again, as a forgotten key does in one
@@ -14,17 +12,15 @@ offset of its own in each run). No Trio, no arithmetic of buckets: ``_ratelimit`
 
 from __future__ import annotations
 
-import fcntl
 import math
-import mmap
-import os
 import struct
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from attrs import define
+
+from ._shared_pages import SharedPages
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -44,7 +40,7 @@ class Levels:
     updated: float
 
 
-class SharedBuckets:
+class SharedBuckets(SharedPages):
     """The levels of every caller's buckets, in memory the workers share."""
 
     def __init__(self, slots: int = SLOTS, clock: Callable[[], float] = time.monotonic) -> None:
@@ -54,18 +50,7 @@ class SharedBuckets:
         self.slots = slots
         self.clock = clock
         self.created = clock()  # the server's start, for ``rate_limit_after_s``
-        self.fd, path = tempfile.mkstemp(prefix="trio-mock-buckets-")
-        os.unlink(path)  # the descriptor, which forks inherit, keeps it
-        os.ftruncate(self.fd, slots * SLOT.size)
-        self.map = mmap.mmap(self.fd, slots * SLOT.size)  # MAP_SHARED: forks share it
-
-    @contextmanager
-    def locked(self) -> Generator[None, None, None]:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)  # waits only for another's few instructions
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        super().__init__(slots * SLOT.size, "trio-mock-buckets-")
 
     @contextmanager
     def held(self, key: str) -> Generator[Levels, None, None]:

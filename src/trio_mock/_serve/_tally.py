@@ -1,27 +1,16 @@
 """Uses of scripted rules, counted once for all the workers of ``--workers N``.
 
-A table of (rule id, uses) slots in a file mapping that the supervisor makes before its
-first fork, so every worker (replacements too) maps the same pages. A use is read and
-counted under a POSIX record lock on that file: two syscalls, no round trip to another
-process, and the kernel drops the lock of a worker that dies holding it. Only requests
-that match a rule pay this; the supervisor alone hands slots out, and a slot names its
-rule, so a worker that still holds a removed rule finds it gone rather than counting
-another rule's uses. Plain syscalls, no Trio: the supervisor, which must not start
-Trio, uses it too.
+A table of (rule id, uses) slots in pages every worker shares (``_shared_pages``); a use
+is read and counted under their lock. Only requests that match a rule pay this; the
+supervisor alone hands slots out, and a slot names its rule, so a worker that still holds
+a removed rule finds it gone rather than counting another rule's uses.
 """
 
 from __future__ import annotations
 
-import fcntl
-import mmap
-import os
 import struct
-import tempfile
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from collections.abc import Generator
+from ._shared_pages import SharedPages
 
 SLOT = struct.Struct("=qq")  # rule id (0: free), uses
 SLOTS = 4096  # rules a server of several workers holds at once (64 KiB)
@@ -31,24 +20,13 @@ class TallyFull(Exception):
     """Every slot holds a rule."""
 
 
-class Tally:
+class Tally(SharedPages):
     """Shared use counts. The supervisor claims and releases slots (its own ``free``
     list); the workers count uses."""
 
     def __init__(self, slots: int = SLOTS) -> None:
-        self.fd, path = tempfile.mkstemp(prefix="trio-mock-tally-")
-        os.unlink(path)  # the descriptor, which forks inherit, keeps it
-        os.ftruncate(self.fd, slots * SLOT.size)
-        self.map = mmap.mmap(self.fd, slots * SLOT.size)  # MAP_SHARED: forks share it
+        super().__init__(slots * SLOT.size, "trio-mock-tally-")
         self.free = list(range(slots - 1, -1, -1))  # the supervisor's own list
-
-    @contextmanager
-    def locked(self) -> Generator[None, None, None]:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)  # waits only for another's few instructions
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     @property
     def available(self) -> int:
