@@ -1,7 +1,7 @@
 """How the Quart routes answer: JSON bodies, and errors in OpenAI's shape (never HTML or a
 traceback).
 
-``OpenAIError`` (``_errors``) is rendered as is; Quart's own HTTP errors (404, 405, 413,
+``OpenAIError`` (``_errors``) is rendered as is; Quart's own HTTP errors (404, 405,
 bad JSON) are mapped to OpenAI's wording, and a bug to a 500. The hot endpoints, raw ASGI,
 send the same bytes themselves (``_endpoint``).
 """
@@ -16,10 +16,8 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from .._openai._errors import (
-    BODY_TIMEOUT,
     METHOD_NOT_ALLOWED,
     SERVER_ERROR,
-    TOO_LARGE,
     OpenAIError,
     error_body_for,
 )
@@ -47,7 +45,8 @@ def error_response(error: OpenAIError) -> Response:
 
 
 def from_http_exception(error: HTTPException) -> OpenAIError:
-    """Map Quart/Werkzeug's HTTP errors (404, 405, 413, bad JSON) to OpenAI's wording."""
+    """Map Quart/Werkzeug's HTTP errors (404, 405, bad JSON) to OpenAI's wording. (A body
+    too large or too slow never reaches Quart: ``_serve._request.front`` refuses it.)"""
     status = error.code or 500
     if status == 404:
         return OpenAIError(
@@ -55,10 +54,6 @@ def from_http_exception(error: HTTPException) -> OpenAIError:
         )
     if status == 405:
         return METHOD_NOT_ALLOWED
-    if status == 413:
-        return TOO_LARGE
-    if status == 408:
-        return BODY_TIMEOUT
     return OpenAIError(status, error.description or error.name)
 
 
