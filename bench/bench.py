@@ -7,7 +7,7 @@ Loopback only. Each server runs as a subprocess of this interpreter on a free po
 file (``run.py``: wrk for ``rps``, ``loadgen.py`` for ``stream``, ``pace`` and ``closed``),
 then stops the server (SIGTERM, then SIGKILL). The load client lives in this directory, so a
 fresh clone needs nothing beside it but ``wrk`` (Debian package ``wrk``) for throughput,
-endpoints and workers2, and ``h2load`` (``nghttp2-client``) for resilience: a phase whose
+endpoints, workers2 and shared, and ``h2load`` (``nghttp2-client``) for resilience: a phase whose
 tool is missing is skipped with a note (and named in the summary's ``skipped``), not an abort.
 
 Two references run before trio-mock, each on Hypercorn's trio worker with trio-mock's
@@ -55,6 +55,12 @@ some), each on a fresh server:
                              cassette at zero latency (``replay_recorded``, ``replay`` with
                              ``*_vs_recorded``: 1.0 = the recorded timing, kept)
   workers2, trio-mock --workers 2 (not with --quick): the throughput phase again
+  shared, trio-mock --workers 2, zero latency: rps (wrk, 64 connections) with no shared-state
+                             knob, then with shared rate limits and shared capacity set so
+                             they never refuse (``SHARED_KNOBS``, ``rps_vs_plain``); with
+                             ``--against REF``, the plain server of that git commit too, run
+                             alternately with this one (``rps_vs_previous``); each server
+                             twice, the better run kept
   resilience, trio-mock only, what abusive clients do (``resilience.py``), a line each:
                              h2load_goaway (``h2load -D 1`` runs survived, of 10; a dead server
                              is reported and restarted), disconnect_storm (RSS idle, peak and
@@ -150,11 +156,30 @@ CAPACITY_BURST_S, CAPACITY_CLOSED_S = 30.0, 60.0  # each search's budget
 QUICK_CAPACITY_BURST_S, QUICK_CAPACITY_CLOSED_S = 20.0, 35.0
 CAPACITY_PROBE_S, QUICK_CAPACITY_PROBE_S = 3.0, 2.0  # a closed-loop probe's measured seconds
 CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 3 * (90.0 + 20.0), 3 * (55.0 + 15.0)  # added
-PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "replay", "workers2", "resilience")
+PHASES = (
+    "throughput",
+    "pace",
+    "capacity",
+    "endpoints",
+    "load",
+    "replay",
+    "workers2",
+    "shared",
+    "resilience",
+)
+# The shared phase: --workers 2 at zero latency, alone and with each knob whose state the
+# workers share (issue 18), each set so that it never refuses: what sharing costs.
+SHARED_KNOBS: dict[str, list[str]] = {
+    "plain": [],
+    "rpm": ["--rate-limit-rpm", "1000000000", "--rate-limit-tpm", "1000000000000"],
+    "capacity": ["--max-concurrency", "100000"],
+}
+PREVIOUS = "previous"  # the label of --against's checkout
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
     "workers2": [("wrk", "wrk")],
+    "shared": [("wrk", "wrk")],
     "resilience": [("h2load", "nghttp2-client")],
 }
 SETTLE_S, QUICK_SETTLE_S = 60.0, 10.0  # the disconnect storm's wait before RSS "after"
@@ -521,6 +546,31 @@ class Bench:
                 self.record(label, "replay", replayed | phase | {"scenario": "replay"})
                 self.note(label, server=replayer)
 
+    def shared(self, template: str, label: str, previous: str | None) -> None:
+        """Requests/s of ``--workers 2`` with each shared-state knob of ``SHARED_KNOBS`` against
+        none (``rps_vs_plain``), and with none against ``--against``'s checkout
+        (``rps_vs_previous``), the two servers run alternately, twice each."""
+        phase = {"phase": "shared", "workers": 2}
+        runs = [(label, template, "plain")] * 2
+        if previous is not None:
+            runs = [(PREVIOUS, previous, "plain"), (label, template, "plain")] * 2
+        runs += [(label, template, name) for name in SHARED_KNOBS if name != "plain"]
+        best: dict[tuple[str, str], Record] = {}
+        for who, command, name in runs:
+            with self.running(command, 0.0, 0.0, 2, extra=SHARED_KNOBS[name]) as server:
+                (line,) = self.run(server, who, "rps")
+                self.note(who, server)
+            kept = best.get((who, name))
+            if kept is None or line["rps"] > kept["rps"]:  # the quieter run of two
+                best[who, name] = line
+        for (who, name), line in best.items():
+            line |= phase | {"scenario": f"shared_{name}", "knobs": " ".join(SHARED_KNOBS[name])}
+            if name != "plain":
+                line["rps_vs_plain"] = ratio(line["rps"], best[label, "plain"]["rps"])
+            elif who == label and (previous_line := best.get((PREVIOUS, "plain"))):
+                line["rps_vs_previous"] = ratio(line["rps"], previous_line["rps"])
+            self.record(who, line["scenario"], line)
+
     def resilient(self, label: str, line: Record) -> None:
         """Record a resilience line (other work on the box skews every figure: say how much)."""
         extra = {"phase": "resilience", "label": label, "loadavg_1m": os.getloadavg()[0]}
@@ -644,6 +694,14 @@ class Bench:
             },
             "workers2_rps_vs_1worker": get(MOCK_W2, "rps", "rps_vs_1worker"),
             "workers2_tokens_per_s_vs_1worker": get(MOCK_W2, "stream", "tokens_per_s_vs_1worker"),
+            "shared": {
+                "rps_plain_vs_previous": get(MOCK, "shared_plain", "rps_vs_previous"),
+                **{
+                    f"rps_{name}_vs_plain": get(MOCK, f"shared_{name}", "rps_vs_plain")
+                    for name in SHARED_KNOBS
+                    if name != "plain"
+                },
+            },
             "baseline": reference_summary(get, BASELINE),  # the bare ASGI callable
             "quart": reference_summary(get, QUART),
         }
@@ -822,6 +880,26 @@ def phase_list(text: str) -> tuple[str, ...]:
     return names
 
 
+@contextlib.contextmanager
+def checkout(ref: str | None) -> Generator[str | None]:
+    """The server command for commit ``ref``'s ``src/``, unpacked in a temporary folder
+    (None without a ref): what ``--against`` compares the working tree with."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-against-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "src"],
+            capture_output=True,
+            check=False,
+        )
+        if archive.returncode:
+            raise SystemExit(f"bench: --against {ref}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        source = shlex.quote(str(Path(folder) / "src"))
+        yield f"env PYTHONPATH={source} " + TRIO_MOCK_CMD
+
+
 def port_range(text: str) -> range:
     """``--ports``'s value: ``LOW-HIGH``, both included."""
     low, _, high = text.partition("-")
@@ -864,6 +942,12 @@ def main() -> None:
         type=float,
         help=f"resilience: wait after the disconnect storm (default {SETTLE_S:g}, --quick "
         f"{QUICK_SETTLE_S:g})",
+    )
+    ap.add_argument(
+        "--against",
+        metavar="REF",
+        help="shared: also run this git commit's trio-mock (its src/, checked out in a"
+        " temporary folder) against the current one",
     )
     ap.add_argument("--duration", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, help=argparse.SUPPRESS)
@@ -939,6 +1023,11 @@ def main() -> None:
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)
     elif "workers2" in phases and not args.quick:
         print("bench: --server-cmd has no {workers}: skipping --workers 2", file=sys.stderr)
+    if "shared" in phases and mock == TRIO_MOCK_CMD:
+        with checkout(args.against) as previous:
+            bench.attempt("trio-mock shared", bench.shared, mock, MOCK, previous)
+    elif "shared" in phases:
+        bench.skipped.append("shared: --server-cmd is not trio-mock's own command")
     if "resilience" in phases:  # last: abused servers are fresh ones, but the box may not be
         bench.attempt("trio-mock resilience h2load", bench.resilience_h2load, mock, MOCK)
         bench.attempt("trio-mock resilience storm", bench.resilience_storm, mock, MOCK)
