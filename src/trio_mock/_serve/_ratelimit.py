@@ -140,13 +140,15 @@ class RateLimiter:
         """``take`` on the caller's shared levels, under the lock that every worker takes.
         The time is read under the lock too: read before it, it could precede another
         worker's charge, and a refill over a negative time would take from the bucket."""
-        with shared.held(key) as levels:
+        with shared.locked():
+            offset, levels = shared.find(key)
             requests, budget = self.restored(levels)
-            answer = self.take(requests, budget, model, tokens, shared.clock())
-            if requests is not None:
+            answer = self.take(requests, budget, model, tokens, shared.clock())  # or raises:
+            if requests is not None:  # a refused request takes nothing, and is not stored
                 levels.requests, levels.updated = requests.level, requests.updated
             if budget is not None:
                 levels.tokens, levels.updated = budget.level, budget.updated
+            shared.store(offset, levels)
             return answer
 
     def restored(self, levels: Levels) -> tuple[Bucket | None, Bucket | None]:

@@ -13,11 +13,6 @@ import fcntl
 import mmap
 import os
 import tempfile
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from collections.abc import Generator
 
 
 class SharedPages:
@@ -28,11 +23,25 @@ class SharedPages:
         os.unlink(path)  # the descriptor, which forks inherit, keeps it
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size)  # MAP_SHARED: forks share it
+        self.lock = PagesLock(self.fd)
 
-    @contextmanager
-    def locked(self) -> Generator[None, None, None]:
+    def locked(self) -> PagesLock:
+        """``with pages.locked(): ...``: the pages are this process's for the block."""
+        return self.lock
+
+
+class PagesLock:
+    """The record lock on the pages' file, as a context manager. A class, not a
+    ``@contextmanager`` generator: that costs a microsecond more per use (measured), and
+    a rate-limited request takes it once."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
         fcntl.lockf(self.fd, fcntl.LOCK_EX)  # waits only for another's few instructions
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
