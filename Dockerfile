@@ -26,8 +26,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     TRIO_MOCK_HOST=0.0.0.0 \
     TRIO_MOCK_PORT=8000
 # The bind mount keeps the wheel out of every layer; the user is created in the same layer.
+# With the optional extras: Hugging Face tokenizers (--tokenizer-models, a mounted
+# tokenizer.json or HF cache) and record mode's HTTP client (--record-upstream).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install /wheels/*.whl \
+    set -- /wheels/*.whl && python -m pip install "$1[hf,record]" \
     && groupadd --system --gid 10001 trio-mock \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin trio-mock
