@@ -15,8 +15,8 @@ What this file proves:
   on every worker; a SIGKILLed worker's replacement has the config and the rules, with
   their uses counted so far.
 - A worker's journal spool (no fork) reads back what its journal kept, entry for entry,
-  with its worker number; what closed since the last tick is not in it yet; past two
-  rings it is rewritten from the ring, so it stays bounded and still holds the newest;
+  with its worker number; what closed since the last tick is not in it yet; its two
+  files, written in turn, hold the newest ring and at most two;
   a batch cut by a kill is skipped, the ones before it stand; clearing empties it.
 - The hub keeps a dead worker's spooled entries, answers the journal with them beside the
   living workers', and clears them with the rest.
@@ -52,7 +52,7 @@ from trio_mock._app._hub import Hub
 from trio_mock._app._messages import Answer, Ask, Change, Done, Order, Report
 from trio_mock._app._runtime import HOUSEKEEPING_S
 from trio_mock._observe._journal import Journal, Record
-from trio_mock._observe._spool import Spool, pickled, read_spool
+from trio_mock._observe._spool import SEGMENTS, Spool, pickled, read_spool
 from trio_mock._serve._scripts import Scripts
 from trio_mock._serve._tally import Tally, TallyFull
 
@@ -225,27 +225,26 @@ def test_a_spool_reads_back_what_the_journal_kept(tmp_path: Path) -> None:
     assert [r.request_id for r in read_spool(str(path))] == ["r0", "r1", "r2", "r3"]
 
 
-def test_a_spool_is_rewritten_from_the_ring_past_two_rings(tmp_path: Path) -> None:
+def test_a_spool_holds_between_one_and_two_rings_in_two_files(tmp_path: Path) -> None:
     path = tmp_path / "worker-0.spool"
     journal = spooling(path, size=3)
     spool = journal.spool
     assert spool is not None
-    sizes = []
+    one_record = 0
     for number in range(20):
         journal.add(closed_record(number))
         journal.flush()
-        assert spool.count <= 2 * 3
-        sizes.append(path.stat().st_size)
-        assert [r.request_id for r in read_spool(str(path))][-3:] == [
-            f"r{n}" for n in range(max(0, number - 2), number + 1)
-        ]
-    assert max(sizes) <= 2 * max(sizes[:3])  # bounded: two rings at most
-    journal.add(closed_record(20))  # a batch bigger than the spool may hold: the ring
-    journal.add(closed_record(21))
-    journal.add(closed_record(22))
-    journal.add(closed_record(23))
+        back = [r.request_id for r in read_spool(str(path))]
+        assert back[-3:] == [f"r{n}" for n in range(max(0, number - 2), number + 1)]
+        assert len(back) <= 2 * 3
+        sizes = [Path(f"{path}{end}").stat().st_size for end in SEGMENTS]
+        one_record = one_record or sizes[0]
+        assert spool.count <= 3
+        assert max(sizes) < 3.2 * one_record  # each file: a ring at most (ids grow a digit)
+    for number in range(20, 25):  # a tick with more than a ring: its newest ring
+        journal.add(closed_record(number))
     journal.flush()
-    assert [r.request_id for r in read_spool(str(path))] == ["r21", "r22", "r23"]
+    assert [r.request_id for r in read_spool(str(path))][-3:] == ["r22", "r23", "r24"]
 
 
 def test_a_cut_batch_is_skipped_and_a_clear_empties_the_spool(tmp_path: Path) -> None:
@@ -253,7 +252,7 @@ def test_a_cut_batch_is_skipped_and_a_clear_empties_the_spool(tmp_path: Path) ->
     journal = spooling(path, size=10)
     journal.add(closed_record(0))
     journal.flush()
-    with path.open("ab") as file:  # a kill in the middle of the next batch's write
+    with Path(f"{path}.0").open("ab") as file:  # a kill in the middle of a batch's write
         file.write(pickled([closed_record(1), closed_record(2)])[:-40])
     assert [r.request_id for r in read_spool(str(path))] == ["r0"]
     journal.clear()
@@ -272,7 +271,7 @@ def test_the_hub_answers_and_clears_a_dead_workers_entries(tmp_path: Path) -> No
     dead.close()
     members = Members()
     assert members.hub.depart(str(path)) == 2
-    assert not path.exists()
+    assert not any(Path(f"{path}{end}").exists() for end in SEGMENTS)
     members.hub.leave(1)
     living = orjson.dumps([closed_record(1).to_data(4096) | {"worker": 0}])
     members.ask(0, 1, "journal.select", {"limit": None})

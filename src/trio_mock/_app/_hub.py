@@ -31,7 +31,7 @@ from .._config._changes import change_of
 from .._config._knobs import SettingsError
 from .._config._settings import KNOBS, flatten
 from .._observe._journal import Journal
-from .._observe._spool import read_spool
+from .._observe._spool import SEGMENTS, read_spool
 from .._openai._errors import OpenAIError
 from ._messages import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
 
@@ -124,9 +124,9 @@ class Hub:
           How many it held (the newest ``journal_size`` of all dead workers' are kept).
         """
         records = read_spool(spool)
-        for path in (spool, spool + ".new"):
+        for end in SEGMENTS:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                os.unlink(spool + end)
         self.departed.merge(records)
         return len(records)
 

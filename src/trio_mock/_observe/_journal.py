@@ -261,7 +261,7 @@ class Journal:
         """Write the waiting lines to the file and the records closed since the last
         flush to the spool (the app does it four times a second)."""
         if self.spool is not None:
-            self.spool.write(self.records, self.records.maxlen or 0)
+            self.spool.write(self.records.maxlen or 0)
         self.write_lines()
 
     def write_lines(self) -> None:
