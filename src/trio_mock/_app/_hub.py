@@ -84,7 +84,7 @@ class Hub:
         self.buckets = buckets
         self.version = 0
         obs = settings.observability
-        # The dead workers' journal entries, each with its worker number (None of the file).
+        # The dead workers' journal entries, each under its worker's number; memory only.
         self.departed = Journal(obs.journal_size, None, obs.journal_body_bytes)
         self.members: dict[int, Connection] = {}  # by worker number
         self.asks: collections.deque[tuple[int, Ask]] = collections.deque()

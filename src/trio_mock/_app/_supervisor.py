@@ -132,11 +132,9 @@ class Supervisor:
         watch: Sources | None = None,
         spools: str | None = None,
     ) -> None:
-        """Args:
-        spools: the directory (the supervisor's own) where each worker spools its
-          journal entries, read when it dies; None: a dead worker's entries are lost.
-        """
         self.watch = watch
+        # Where each worker spools its journal entries, read when it dies (the
+        # supervisor's own directory); None: a dead worker's entries are lost.
         self.spools = spools
         self.settings = settings
         self.sock = sock

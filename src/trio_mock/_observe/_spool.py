@@ -71,7 +71,7 @@ class Spool:
                 self.count = 0
             write_all(self.fds[self.current], pickled(pending))
             self.count += len(pending)
-        except OSError:  # a full disk must not fail requests
+        except Exception:  # a full disk (or a bug) must not fail requests or housekeeping
             log.exception("journal spool %s: no longer writing it", self.path)
             self.close()
 
