@@ -221,6 +221,7 @@ def test_a_spool_reads_back_what_the_journal_kept(tmp_path: Path) -> None:
     assert [r.to_data(4096) for r in back] == journal.select()[:3]
     assert [r.worker for r in back] == [2, 2, 2]
     assert back[0].to_data(4096)["headers"]["authorization"] == "[redacted]"
+    assert b"sk-1" not in b"".join(Path(f"{path}{end}").read_bytes() for end in SEGMENTS)
     journal.close()  # a worker that stops writes what it holds
     assert [r.request_id for r in read_spool(str(path))] == ["r0", "r1", "r2", "r3"]
 

@@ -7,14 +7,15 @@ request's path; the supervisor reads the file of a worker that died into its "de
 journal (``_app._hub``). What a kill loses: the records closed since the last tick, and
 the requests in flight.
 
-A batch is one pickle of a list of tuples of the record's fields (its event times as
-bytes), about 2 us a record, a fraction of pickling the records themselves or of their
-JSON; it goes in one ``write`` on an ``O_APPEND`` descriptor, so a kill in the middle of
-one leaves a cut last batch, which ``read_spool`` skips. The spool is two files in turn:
-when the one being written would pass the ring's size, the other is emptied and written
-next, so both together hold at most two rings and at least the newest ring's worth, and
-no record is pickled twice. Only the supervisor's own workers write the directory (made
-``0700``), so unpickling its files trusts no one else.
+A batch is one pickle of a list of tuples of the record's fields (secret headers
+redacted, never on disk; event times as bytes), about 2 us a record, a fraction of
+pickling the records themselves or of their JSON; it goes in one ``write`` on an
+``O_APPEND`` descriptor, so a kill in the middle of one leaves a cut last batch, which
+``read_spool`` skips. The spool is two files in turn: when the one being written would
+pass the ring's size, the other is emptied and written next, so both together hold at
+most two rings and at least the newest ring's worth, and no record is pickled twice.
+Only the supervisor's own workers write the directory (made ``0700``), so unpickling its
+files trusts no one else.
 """
 
 from __future__ import annotations
@@ -28,17 +29,19 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from ._journal import ARRIVED, Record
+from ._journal import ARRIVED, REDACTED, SECRET_HEADERS, Record
 
 log = logging.getLogger("trio_mock")
 
-# Every field but --log-raw's, which a dead worker's journal entry never shows, and the
-# event times, pickled as bytes (arrays of doubles pickle several times slower).
-TIMES = ("due", "sent")
+# Every field but --log-raw's, which a dead worker's journal entry never shows; then the
+# headers, their secrets left out (never on disk), and the event times as bytes (arrays
+# of doubles pickle several times slower).
+LAST = ("headers", "due", "sent")
 FIELDS = tuple(
-    f.name for f in attrs.fields(Record) if f.name not in {"response", "request_logged", *TIMES}
+    f.name for f in attrs.fields(Record) if f.name not in {"response", "request_logged", *LAST}
 )
 fields_of = operator.attrgetter(*FIELDS)
+SECRET = REDACTED.encode()
 SEGMENTS = (".0", ".1")  # the spool's two files, written in turn
 
 
@@ -95,7 +98,11 @@ def open_spool(path: str) -> int:
 
 
 def flat(record: Record) -> tuple[Any, ...]:
-    return (*fields_of(record), record.due.tobytes(), record.sent.tobytes())
+    headers = [
+        (name, SECRET) if name.lower() in SECRET_HEADERS else (name, value)
+        for name, value in record.headers
+    ]
+    return (*fields_of(record), headers, record.due.tobytes(), record.sent.tobytes())
 
 
 def pickled(records: list[Record]) -> bytes:
@@ -103,8 +110,8 @@ def pickled(records: list[Record]) -> bytes:
 
 
 def record_of(values: tuple[Any, ...]) -> Record:
-    *kept, due, sent = values
-    record = Record(**dict(zip(FIELDS, kept, strict=True)))
+    *kept, headers, due, sent = values
+    record = Record(headers=headers, **dict(zip(FIELDS, kept, strict=True)))
     record.due, record.sent = array("d", due), array("d", sent)
     return record
 
