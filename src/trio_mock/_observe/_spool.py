@@ -98,11 +98,10 @@ def open_spool(path: str) -> int:
 
 
 def flat(record: Record) -> tuple[Any, ...]:
-    headers = [
-        (name, SECRET) if name.lower() in SECRET_HEADERS else (name, value)
-        for name, value in record.headers
-    ]
-    return (*fields_of(record), headers, record.due.tobytes(), record.sent.tobytes())
+    headers = record.headers
+    if any(name.lower() in SECRET_HEADERS for name, _ in headers):
+        headers = [(n, SECRET) if n.lower() in SECRET_HEADERS else (n, v) for n, v in headers]
+    return fields_of(record), headers, record.due.tobytes(), record.sent.tobytes()
 
 
 def pickled(records: list[Record]) -> bytes:
@@ -110,7 +109,7 @@ def pickled(records: list[Record]) -> bytes:
 
 
 def record_of(values: tuple[Any, ...]) -> Record:
-    *kept, headers, due, sent = values
+    kept, headers, due, sent = values
     record = Record(headers=headers, **dict(zip(FIELDS, kept, strict=True)))
     record.due, record.sent = array("d", due), array("d", sent)
     return record
