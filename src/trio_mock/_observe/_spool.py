@@ -8,8 +8,8 @@ journal (``_app._hub``). What a kill loses: the records closed since the last ti
 the requests in flight.
 
 A batch is one pickle of a list of tuples of the record's fields (secret headers
-redacted, never on disk; event times as bytes), about 2 us a record, a fraction of
-pickling the records themselves or of their JSON; it goes in one ``write`` on an
+redacted, never on disk; event times as bytes), 2 to 4 us for a short request's record
+(``bench/spool_cost.py``), a fraction of pickling the records themselves or their JSON; it goes in one ``write`` on an
 ``O_APPEND`` descriptor, so a kill in the middle of one leaves a cut last batch, which
 ``read_spool`` skips. The spool is two files in turn: when the one being written would
 pass the ring's size, the other is emptied and written next, so both together hold at
