@@ -19,7 +19,8 @@ What this file proves:
   files, written in turn, hold the newest ring and at most two;
   a batch cut by a kill is skipped, the ones before it stand; clearing empties it.
 - The hub keeps a dead worker's spooled entries, answers the journal with them beside the
-  living workers', and clears them with the rest.
+  living workers', and clears them with the rest; a worker that died before it cleared
+  its spool brings back nothing that arrived before the clear.
 - Through the real CLI: after a SIGKILL, ``GET /_mock/requests`` still lists every request,
   the dead worker's included under its number, in arrival order (``limit`` too), and
   DELETE clears them all; every ``--journal-file`` line names the worker that served it.
@@ -282,11 +283,18 @@ def test_the_hub_answers_and_clears_a_dead_workers_entries(tmp_path: Path) -> No
     assert answer.report.applied == (0, 2)
     entries = [entry for part in answer.result for entry in orjson.loads(part)]
     assert sorted((e["id"], e["worker"]) for e in entries) == [("r0", 1), ("r1", 0), ("r2", 1)]
+    stale = closed_record(3)  # arrived before the clear, on a worker that dies unaware
     members.ask(2, 2, "journal.clear")
     for worker, order in zip([0, 2], members.orders([0, 2]), strict=True):
         members.done(worker, order, 1 if worker == 0 else 0)
     assert members.answer(2).result == 3  # the living workers' one and the dead one's two
     assert members.hub.departed.select() == []
+    late = spooling(path, size=10, worker=2)
+    late.add(stale)
+    late.add(closed_record(4))
+    late.close()
+    assert members.hub.depart(str(path)) == 1
+    assert [e["id"] for e in members.hub.departed.select()] == ["r4"]
 
 
 # --- the real CLI with three workers ------------------------------------------------------------

@@ -86,6 +86,7 @@ class Hub:
         obs = settings.observability
         # The dead workers' journal entries, each under its worker's number; memory only.
         self.departed = Journal(obs.journal_size, None, obs.journal_body_bytes)
+        self.cleared_at = 0.0  # wall clock of the last journal clear
         self.members: dict[int, Connection] = {}  # by worker number
         self.asks: collections.deque[tuple[int, Ask]] = collections.deque()
         self.current: Operation | None = None
@@ -123,7 +124,9 @@ class Hub:
         Returns:
           How many it held (the newest ``journal_size`` of all dead workers' are kept).
         """
-        records = read_spool(spool)
+        # A worker that died before it could clear its spool must not bring back what a
+        # clear since then removed.
+        records = [r for r in read_spool(spool) if r.arrived >= self.cleared_at]
         for end in SEGMENTS:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spool + end)
@@ -276,4 +279,5 @@ class Hub:
     def clear_journal(self, _: Any) -> Step:
         """Every worker's entries (and spool) and the dead workers': how many in all."""
         departed = self.departed.clear()
+        self.cleared_at = time.time()
         return self.order("journal.clear"), lambda counts: sum(counts.values()) + departed
