@@ -1,21 +1,21 @@
 """A worker's journal spool: its closed records, on disk, for when it dies.
 
 With ``--workers N`` a worker killed by SIGKILL or the OOM killer takes its ``Journal``
-ring with it. So each worker appends the records it closed to its own file in a directory
-the supervisor owns, in one batch per housekeeping tick (a quarter second), off the
-request's path; the supervisor reads the file of a worker that died into its "departed"
-journal (``_app._hub``). What a kill loses: the records closed since the last tick, and
-the requests in flight.
+ring with it. So each worker appends the records it closed to its own spool in a
+directory the supervisor owns, in one batch per housekeeping tick (a quarter second), off
+the request's path; the supervisor reads the spool of a worker that died into its
+"departed" journal (``_app._hub``). What a kill loses: the records closed since the last
+tick, and the requests in flight.
 
-A batch is one pickle of a list of tuples of the record's fields (secret headers
-redacted, never on disk; event times as bytes), 2 to 4 us for a short request's record
-(``bench/spool_cost.py``), a fraction of pickling the records themselves or their JSON; it goes in one ``write`` on an
-``O_APPEND`` descriptor, so a kill in the middle of one leaves a cut last batch, which
-``read_spool`` skips. The spool is two files in turn: when the one being written would
-pass the ring's size, the other is emptied and written next, so both together hold at
-most two rings and at least the newest ring's worth, and no record is pickled twice.
-Only the supervisor's own workers write the directory (made ``0700``), so unpickling its
-files trusts no one else.
+A batch is one pickle of a list of tuples of the records' fields (secret headers
+redacted, never on disk; event times as bytes): 2 to 4 us for a short request's record
+(``bench/spool_cost.py``), a fraction of pickling the records themselves or their JSON.
+It goes in one ``write`` on an ``O_APPEND`` descriptor, so a kill in the middle of one
+leaves a cut last batch, which ``read_spool`` skips. The spool is two files in turn: when
+the one being written would pass the ring's size, the other is emptied and written next,
+so both together hold at most two rings and at least the newest ring's worth, and no
+record is pickled twice. Only the supervisor's own workers write the directory (made
+``0700``), so unpickling its files trusts no one else.
 """
 
 from __future__ import annotations
