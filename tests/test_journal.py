@@ -16,7 +16,8 @@ What this file proves:
   say; bad values are OpenAI-shaped 400s naming the parameter; DELETE clears.
 - The ring keeps the newest ``journal_size`` entries (0: none, resizable at runtime); the
   JSONL file holds one line per request (lines reach the disk within about a second, and
-  all of them once the server has stopped), whatever the ring size.
+  all of them once the server has stopped), whatever the ring size, each line the entry
+  GET lists, ``worker`` (0 for one process) included.
 - Bodies are cut at ``journal_body_bytes`` with a note of what was left out; secret headers
   are redacted in the ring and in the file.
 - Refused requests (400, 401), injected faults (503, error-after, disconnect-after), a
@@ -473,8 +474,9 @@ def test_jsonl_file_has_a_line_per_request(tmp_path: Path, size: int) -> None:
     assert {name: entries[3]["headers"][name] for name in SECRETS} == dict.fromkeys(
         SECRETS, "[redacted]"
     )
-    if size:  # the same entries as GET lists, which adds the worker that served each
-        assert kept == [entry | {"worker": 0} for entry in entries]
+    assert {e["worker"] for e in entries} == {0}  # one process: worker 0, as GET shows
+    if size:  # the same entries as GET lists
+        assert kept == entries
 
 
 def test_jsonl_file_records_bodies(tmp_path: Path) -> None:

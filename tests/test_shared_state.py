@@ -14,6 +14,16 @@ What this file proves:
   arrival order with their worker; two PATCHes at once end in the later version's state
   on every worker; a SIGKILLed worker's replacement has the config and the rules, with
   their uses counted so far.
+- A worker's journal spool (no fork) reads back what its journal kept, entry for entry,
+  with its worker number; what closed since the last tick is not in it yet; its two
+  files, written in turn, hold the newest ring and at most two;
+  a batch cut by a kill is skipped, the ones before it stand; clearing empties it.
+- The hub keeps a dead worker's spooled entries, answers the journal with them beside the
+  living workers', and clears them with the rest; a worker that died before it cleared
+  its spool brings back nothing that arrived before the clear.
+- Through the real CLI: after a SIGKILL, ``GET /_mock/requests`` still lists every request,
+  the dead worker's included under its number, in arrival order (``limit`` too), and
+  DELETE clears them all; every ``--journal-file`` line names the worker that served it.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 import pytest
 import trio
 
@@ -40,6 +51,9 @@ from trio_mock import Settings, SettingsError
 from trio_mock._app import _hub
 from trio_mock._app._hub import Hub
 from trio_mock._app._messages import Answer, Ask, Change, Done, Order, Report
+from trio_mock._app._runtime import HOUSEKEEPING_S
+from trio_mock._observe._journal import Journal, Record
+from trio_mock._observe._spool import SEGMENTS, Spool, pickled, read_spool
 from trio_mock._serve._scripts import Scripts
 from trio_mock._serve._tally import Tally, TallyFull
 
@@ -176,6 +190,113 @@ def test_hub_refuses_a_bad_change_before_any_worker_sees_it() -> None:
     assert members.hub.version == 0
 
 
+# --- the journal spool and the departed workers' entries -------------------------------------
+
+
+def closed_record(number: int) -> Record:
+    """A closed streamed request, as ``Observer.close`` leaves it."""
+    record = Record(100.0 + number, CHAT, [(b"authorization", b"sk-1"), (b"x-n", b"%d" % number)])
+    record.request_id, record.model, record.stream = f"r{number}", "m", True
+    record.body, record.body_size, record.status = b'{"model": "m"}', 14, 200
+    record.completion_tokens, record.planned_events = 2, 2
+    record.wrote([record.start + 0.1], record.start + 0.11)
+    record.wrote([record.start + 0.2, record.start + 0.2], record.start + 0.21, closing=True)
+    record.ended = record.start + 0.25
+    return record
+
+
+def spooling(path: Path, size: int, worker: int = 2) -> Journal:
+    journal = Journal(size, None, 4096, worker=worker)
+    journal.spool = Spool(str(path))
+    return journal
+
+
+def test_a_spool_reads_back_what_the_journal_kept(tmp_path: Path) -> None:
+    path = tmp_path / "worker-2.spool"
+    journal = spooling(path, size=10)
+    for number in range(3):
+        journal.add(closed_record(number))
+    journal.flush()  # the tick
+    journal.add(closed_record(3))  # closed since: not spooled yet
+    back = read_spool(str(path))
+    assert [r.to_data(4096) for r in back] == journal.select()[:3]
+    assert [r.worker for r in back] == [2, 2, 2]
+    assert back[0].to_data(4096)["headers"]["authorization"] == "[redacted]"
+    assert b"sk-1" not in b"".join(Path(f"{path}{end}").read_bytes() for end in SEGMENTS)
+    journal.close()  # a worker that stops writes what it holds
+    assert [r.request_id for r in read_spool(str(path))] == ["r0", "r1", "r2", "r3"]
+
+
+def test_a_spool_holds_between_one_and_two_rings_in_two_files(tmp_path: Path) -> None:
+    path = tmp_path / "worker-0.spool"
+    journal = spooling(path, size=3)
+    spool = journal.spool
+    assert spool is not None
+    one_record = 0
+    for number in range(20):
+        journal.add(closed_record(number))
+        journal.flush()
+        back = [r.request_id for r in read_spool(str(path))]
+        assert back[-3:] == [f"r{n}" for n in range(max(0, number - 2), number + 1)]
+        assert len(back) <= 2 * 3
+        sizes = [Path(f"{path}{end}").stat().st_size for end in SEGMENTS]
+        one_record = one_record or sizes[0]
+        assert spool.count <= 3
+        assert max(sizes) < 3.2 * one_record  # each file: a ring at most (ids grow a digit)
+    for number in range(20, 25):  # a tick with more than a ring: its newest ring
+        journal.add(closed_record(number))
+    journal.flush()
+    assert [r.request_id for r in read_spool(str(path))][-3:] == ["r22", "r23", "r24"]
+
+
+def test_a_cut_batch_is_skipped_and_a_clear_empties_the_spool(tmp_path: Path) -> None:
+    path = tmp_path / "worker-1.spool"
+    journal = spooling(path, size=10)
+    journal.add(closed_record(0))
+    journal.flush()
+    with Path(f"{path}.0").open("ab") as file:  # a kill in the middle of a batch's write
+        file.write(pickled([closed_record(1), closed_record(2)])[:-40])
+    assert [r.request_id for r in read_spool(str(path))] == ["r0"]
+    journal.clear()
+    assert read_spool(str(path)) == []
+    journal.add(closed_record(3))
+    journal.flush()
+    assert [r.request_id for r in read_spool(str(path))] == ["r3"]
+    assert read_spool(str(tmp_path / "none.spool")) == []
+
+
+def test_the_hub_answers_and_clears_a_dead_workers_entries(tmp_path: Path) -> None:
+    path = tmp_path / "worker-1.spool"
+    dead = spooling(path, size=10, worker=1)
+    for number in (0, 2):
+        dead.add(closed_record(number))
+    dead.close()
+    members = Members()
+    assert members.hub.depart(str(path)) == 2
+    assert not any(Path(f"{path}{end}").exists() for end in SEGMENTS)
+    members.hub.leave(1)
+    living = orjson.dumps([closed_record(1).to_data(4096) | {"worker": 0}])
+    members.ask(0, 1, "journal.select", {"limit": None})
+    for worker, order in zip([0, 2], members.orders([0, 2]), strict=True):
+        members.done(worker, order, living if worker == 0 else b"[]")
+    answer = members.answer(0)
+    assert answer.report.applied == (0, 2)
+    entries = [entry for part in answer.result for entry in orjson.loads(part)]
+    assert sorted((e["id"], e["worker"]) for e in entries) == [("r0", 1), ("r1", 0), ("r2", 1)]
+    stale = closed_record(3)  # arrived before the clear, on a worker that dies unaware
+    members.ask(2, 2, "journal.clear")
+    for worker, order in zip([0, 2], members.orders([0, 2]), strict=True):
+        members.done(worker, order, 1 if worker == 0 else 0)
+    assert members.answer(2).result == 3  # the living workers' one and the dead one's two
+    assert members.hub.departed.select() == []
+    late = spooling(path, size=10, worker=2)
+    late.add(stale)
+    late.add(closed_record(4))
+    late.close()
+    assert members.hub.depart(str(path)) == 1
+    assert [e["id"] for e in members.hub.departed.select()] == ["r4"]
+
+
 # --- the real CLI with three workers ------------------------------------------------------------
 
 
@@ -220,8 +341,11 @@ def chat(text: str = "Hi.") -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": text}], "max_tokens": 2}
 
 
-async def send_all(server: Cluster, count: int, text: str = "Hi.") -> dict[str, httpx.Response]:
-    """``count`` chats, ``AT_ONCE`` at a time, each on a new connection; by request id."""
+async def send_all(
+    server: Cluster, count: int, text: str = "Hi.", prefix: str = "r"
+) -> dict[str, httpx.Response]:
+    """``count`` chats, ``AT_ONCE`` at a time, each on a new connection; by request id
+    (``prefix`` and a number)."""
     responses: dict[str, httpx.Response] = {}
     limiter = trio.CapacityLimiter(AT_ONCE)
 
@@ -232,7 +356,7 @@ async def send_all(server: Cluster, count: int, text: str = "Hi.") -> dict[str, 
 
     async with server.client() as client, trio.open_nursery() as nursery:
         for i in range(count):
-            nursery.start_soon(one, client, f"r{i}")
+            nursery.start_soon(one, client, f"{prefix}{i}")
     return responses
 
 
@@ -247,6 +371,15 @@ async def journal(server: Cluster, count: int) -> list[dict[str, Any]]:
             if len(entries) >= count:
                 return entries
             await trio.sleep(0.05)
+
+
+async def journal_with(server: Cluster, ids: set[str]) -> list[dict[str, Any]]:
+    """The journal once it lists every request of ``ids``."""
+    while True:
+        entries = await journal(server, len(ids))
+        if ids <= {e["id"] for e in entries}:
+            return entries
+        await trio.sleep(0.05)
 
 
 async def journal_entry(server: Cluster, request_id: str) -> dict[str, Any]:
@@ -393,3 +526,36 @@ def test_a_bad_scripts_file_stops_several_workers_in_one_line(tmp_path: Path) ->
     (line,) = [line for line in done.stderr.splitlines() if "error" in line]
     assert line.startswith("trio-mock: error: --scripts-file")
     assert "times must be at least 1" in line
+
+
+@pytest.mark.slow
+async def test_a_killed_workers_journal_entries_stay(tmp_path: Path) -> None:
+    lines = tmp_path / "journal.jsonl"
+    with trio.fail_after(LIMIT_S):
+        async with cluster(tmp_path, "--journal-file", str(lines)) as server:
+            responses = await send_all(server, REQUESTS)
+            before = await journal(server, REQUESTS)
+            await trio.sleep(2 * HOUSEKEEPING_S)  # every worker's tick has spooled them
+            served = Counter(e["worker"] for e in before)
+            number = served.most_common(1)[0][0]
+            victim = (await server.workers())[number]
+            os.kill(victim, signal.SIGKILL)
+            assert (await server.workers(WORKERS + 1))[number] != victim  # replaced
+            later = await send_all(server, 6, prefix="after")
+            everything = await journal_with(server, set(later))
+            async with server.client() as client:
+                newest = (await client.get("/_mock/requests", params={"limit": 10})).json()
+                deleted = (await client.delete("/_mock/requests")).json()
+                left = (await client.get("/_mock/requests")).json()["data"]
+    kept = [e for e in everything if e["id"] in responses]
+    assert kept == before  # the dead worker's entries too, as they were, in arrival order
+    arrived = [(e["arrived"], e["worker"], e["seq"]) for e in everything]
+    assert arrived == sorted(arrived)
+    assert newest["data"] == everything[-10:]
+    assert deleted["deleted"] == len(everything)
+    assert left == []
+    assert f"(number {number}) was killed by SIGKILL; {served[number]} journal entries kept" in (
+        server.log.read_text()
+    )
+    written = {e["id"]: e["worker"] for e in map(orjson.loads, lines.read_bytes().splitlines())}
+    assert {k: written[k] for k in responses} == {e["id"]: e["worker"] for e in before}

@@ -19,6 +19,9 @@ What this file proves:
   key): both get the change and the rules, one line each, exit 0; an endpoint that is
   down is reported and the exit status is 1; a host name stands for each of its
   addresses (a fake resolver, IPv4 and IPv6, duplicates once); bad use exits 2.
+- ``trio-mock ctl`` steers every endpoint at once: three that never answer, one live
+  and one refusing take about one ``--timeout`` in all, not three, and the lines come
+  in the order given.
 """
 
 from __future__ import annotations
@@ -278,6 +281,42 @@ async def test_ctl_steers_every_replica_and_reports_each(
             assert await trio.to_thread.run_sync(ctl_main, argv) == 1
             assert f"error  {two.base_url}: 401" in capsys.readouterr().out
             assert two.settings.latency.ttft_ms == 25
+
+
+async def test_ctl_steers_all_at_once_and_a_silent_endpoint_delays_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three endpoints that accept and never answer (a listening socket nobody accepts
+    from: the kernel completes the handshake), one live, one refusing: one at a time,
+    the silent ones alone would take three timeouts."""
+    timeout_s = 1.0
+    silent = [socket.socket() for _ in range(3)]
+    refused = f"http://127.0.0.1:{free_port()}"
+    try:
+        for sock in silent:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(8)
+        silent_urls = [f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in silent]
+        with trio.fail_after(LIMIT_S):
+            async with running(corpus_articles=64) as live:
+                targets = [*silent_urls[:2], live.base_url, refused, silent_urls[2]]
+                argv = [*(arg for url in targets for arg in ("--url", url)),
+                        "--set", "ttft_ms=7", "--timeout", str(timeout_s)]  # fmt: skip
+                started = trio.current_time()
+                status = await trio.to_thread.run_sync(ctl_main, argv)
+                took_s = trio.current_time() - started
+                assert live.settings.latency.ttft_ms == 7
+    finally:
+        for sock in silent:
+            sock.close()
+    out = capsys.readouterr().out.splitlines()
+    assert status == 1
+    assert timeout_s <= took_s < 2.5 * timeout_s, took_s
+    assert [line.split()[1].rstrip(":") for line in out[:-1]] == targets  # in the order given
+    assert out[2] == f"ok     {live.base_url}: changed ttft_ms"
+    assert [line.split()[0] for line in out[:-1]] == ["error", "error", "ok", "error", "error"]
+    assert all("timed out" in out[i] for i in (0, 1, 4)), out
+    assert out[-1] == "1 of 5 endpoints applied it"
 
 
 @pytest.mark.slow

@@ -95,8 +95,7 @@ class Control:
         return self.live.journal.clear(), None
 
     def own_requests(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        worker = self.worker
-        return [entry | {"worker": worker} for entry in self.live.journal.select(**filters)]
+        return self.live.journal.select(**filters)  # each entry names its worker
 
 
 class Reply:
@@ -145,16 +144,16 @@ class SharedControl(Control):
         return count, report
 
     async def requests(self, **filters: Any) -> tuple[list[dict[str, Any]], Report | None]:
-        parts: dict[int, bytes]
+        parts: list[bytes]  # each worker's entries, and the dead workers' (``Hub``)
         parts, report = await self.ask("journal.select", filters)
-        entries = [entry for part in parts.values() for entry in orjson.loads(part)]
+        entries = [entry for part in parts for entry in orjson.loads(part)]
         entries.sort(key=ARRIVAL_ORDER)
         return newest(entries, filters.get("limit")), report
 
     async def clear_requests(self) -> tuple[int, Report | None]:
-        counts: dict[int, int]
-        counts, report = await self.ask("journal.clear")
-        return sum(counts.values()), report
+        count: int
+        count, report = await self.ask("journal.clear")
+        return count, report
 
     async def ask(self, op: str, payload: Any = None) -> tuple[Any, Report]:
         """Send an ask to the supervisor and wait for its answer.

@@ -1,8 +1,10 @@
 """``trio-mock ctl``: apply a config change or a scripts file to every replica at once.
 
 The endpoints are the addresses a host name resolves to (a headless Kubernetes Service
-resolves to every ready pod's IP) and any ``--url`` given. Each one gets the change in
-turn, within ``--timeout``, and a line saying ok or why not; the exit status is 1 if any
+resolves to every ready pod's IP) and any ``--url`` given. All of them get the change at
+once, each from its own thread and within ``--timeout`` (both its requests together), and
+a line each, in the order given, saying ok or why not; so a dead or slow endpoint costs
+the others at most the timeout, however many there are. The exit status is 1 if any
 failed. Rate limits and the journal stay each replica's own: this only steers them.
 Stdlib at module level (httpx is imported when used), so the CLI's imports stay shallow.
 """
@@ -14,6 +16,8 @@ import json
 import pathlib
 import socket
 import sys
+import threading
+import time
 import tomllib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     import httpx
 
 Resolver = Callable[..., list[tuple[Any, ...]]]  # socket.getaddrinfo's shape
+JOIN_MARGIN_S = 0.5  # past an endpoint's deadline, before it is reported as not answering
 
 
 class CtlError(Exception):
@@ -89,20 +94,60 @@ def scripts_rules(path: str) -> Any:
         raise CtlError(f"--scripts-file {path}: {error}") from None
 
 
-def apply(client: httpx.Client, base: str, change: dict[str, Any] | None, rules: Any) -> str:
-    """Apply the change and replace the rules on one endpoint; what it says back.
+def apply(
+    client: httpx.Client, base: str, change: dict[str, Any] | None, rules: Any, deadline: float
+) -> str:
+    """Apply the change and replace the rules on one endpoint, by ``deadline`` (a
+    ``time.monotonic()`` value); what it says back.
 
     Raises:
-      httpx.HTTPError: the endpoint cannot be reached or answered an error.
+      httpx.HTTPError: the endpoint cannot be reached, answered an error, or is too slow.
     """
     done = []
     if change:
-        answer = checked(client.patch(f"{base}/_mock/config", json=change))
+        sent = client.patch(f"{base}/_mock/config", json=change, timeout=left(deadline))
+        answer = checked(sent)
         done.append("changed " + (", ".join(answer.get("changed", [])) or "nothing"))
     if rules is not None:
-        answer = checked(client.put(f"{base}/_mock/scripts", json=rules))
+        answer = checked(client.put(f"{base}/_mock/scripts", json=rules, timeout=left(deadline)))
         done.append(f"{len(answer.get('data', []))} rules")
     return "; ".join(done)
+
+
+def left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)  # 0 would mean no timeout to httpx
+
+
+def steer_all(
+    targets: Sequence[str],
+    change: dict[str, Any] | None,
+    rules: Any,
+    headers: dict[str, str],
+    timeout: float,
+) -> list[tuple[bool, str]]:
+    """Apply to every endpoint at once, each from its own thread and within ``timeout``;
+    (ok, what it said or why not) for each, in the order of ``targets``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    results: list[tuple[bool, str] | None] = [None] * len(targets)
+
+    def steer(index: int, base: str) -> None:
+        try:
+            with httpx.Client(headers=headers) as client:
+                results[index] = True, apply(client, base, change, rules, deadline)
+        except httpx.HTTPError as error:
+            results[index] = False, str(error) or type(error).__name__
+
+    threads = [
+        threading.Thread(target=steer, args=item, daemon=True) for item in enumerate(targets)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:  # daemons: one still stuck past the margin does not hold the exit
+        thread.join(max(0.0, deadline + JOIN_MARGIN_S - time.monotonic()))
+    silent = (False, f"no answer within {timeout:g} s")
+    return [silent if result is None else result for result in results]
 
 
 def checked(response: httpx.Response) -> dict[str, Any]:
@@ -145,15 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML file of knobs to change")
     parser.add_argument("--scripts-file", metavar="FILE", help="rules that replace the rules")
     parser.add_argument("--admin-key", help="sent as x-admin-key (or TRIO_MOCK_ADMIN_KEY)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per endpoint")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds for each endpoint (all at once)"
+    )
     return parser
 
 
 def ctl_main(argv: Sequence[str], resolve: Resolver = socket.getaddrinfo) -> int:
     """Run ``trio-mock ctl``; the exit status (1 if any endpoint failed, 2 for bad use)."""
     import os
-
-    import httpx
 
     args = build_parser().parse_args(argv)
     try:
@@ -169,13 +214,9 @@ def ctl_main(argv: Sequence[str], resolve: Resolver = socket.getaddrinfo) -> int
         return 2
     key = args.admin_key or os.environ.get("TRIO_MOCK_ADMIN_KEY")
     headers = {"x-admin-key": key} if key else {}
-    failures = 0
-    with httpx.Client(headers=headers, timeout=args.timeout) as client:
-        for base in targets:
-            try:
-                print(f"ok     {base}: {apply(client, base, change, rules)}")
-            except httpx.HTTPError as error:
-                failures += 1
-                print(f"error  {base}: {error or type(error).__name__}")
+    results = steer_all(targets, change, rules, headers, args.timeout)
+    for base, (ok, said) in zip(targets, results, strict=True):
+        print(f"{'ok   ' if ok else 'error'}  {base}: {said}")
+    failures = sum(not ok for ok, _ in results)
     print(f"{len(targets) - failures} of {len(targets)} endpoints applied it")
     return 1 if failures else 0

@@ -9,21 +9,29 @@ handled one at a time, so two changes at once end as if made one after the other
 built on the last, and a worker forked later starts from what was committed. Each worker
 has a duplex pipe to the supervisor; requests never use it (rule uses are counted in a
 shared ``Tally``, rate-limit levels kept in ``SharedBuckets``). Sync, without Trio or threads: the supervisor forks.
+
+The hub also keeps the journal entries of the workers that died (``departed``, read from
+their spools: ``_observe._spool``), which the journal's answers include.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from attrs import define, field
 
 from .._config._changes import change_of
 from .._config._knobs import SettingsError
 from .._config._settings import KNOBS, flatten
+from .._observe._journal import Journal
+from .._observe._spool import SEGMENTS, read_spool
 from .._openai._errors import OpenAIError
 from ._messages import ANSWER_WITHIN_S, Answer, Ask, Change, Done, Order, Report
 
@@ -75,6 +83,10 @@ class Hub:
         self.scripts = scripts
         self.buckets = buckets
         self.version = 0
+        obs = settings.observability
+        # The dead workers' journal entries, each under its worker's number; memory only.
+        self.departed = Journal(obs.journal_size, None, obs.journal_body_bytes)
+        self.cleared_at = 0.0  # wall clock of the last journal clear
         self.members: dict[int, Connection] = {}  # by worker number
         self.asks: collections.deque[tuple[int, Ask]] = collections.deque()
         self.current: Operation | None = None
@@ -105,6 +117,21 @@ class Hub:
             self.current.waiting.discard(worker)
             self.current.failed[worker] = "exited (its replacement starts from the change)"
         self.advance()
+
+    def depart(self, spool: str) -> int:
+        """A worker died: keep the journal entries in its ``spool`` file, which goes.
+
+        Returns:
+          How many it held (the newest ``journal_size`` of all dead workers' are kept).
+        """
+        # A worker that died before it could clear its spool must not bring back what a
+        # clear since then removed.
+        records = [r for r in read_spool(spool) if r.arrived >= self.cleared_at]
+        for end in SEGMENTS:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spool + end)
+        self.departed.merge(records)
+        return len(records)
 
     def connections(self) -> dict[Connection, int]:
         return {conn: worker for worker, conn in self.members.items()}
@@ -213,6 +240,9 @@ class Hub:
         if not changed:
             return None, lambda _: Change([], new, self.version)
         self.settings, self.version = new, self.version + 1
+        obs = new.observability
+        self.departed.resize(obs.journal_size)
+        self.departed.body_limit = obs.journal_body_bytes
         if self.buckets is not None and any(KNOBS[n].group == "rate_limits" for n in changed):
             self.buckets.clear()  # new limits start full, as one process's new limiter does
         change = Change(changed, new, self.version)
@@ -238,8 +268,16 @@ class Hub:
         return self.order("scripts.clear"), lambda _: count
 
     def select_journal(self, filters: dict[str, Any]) -> Step:
-        """Each worker's own entries, answered by worker (the asker merges them)."""
-        return self.order("journal.select", filters), dict
+        """Each worker's own entries and the dead workers' as JSON parts (the asker
+        merges them). The dead ones' are chosen last: a worker that died meanwhile's too."""
+
+        def parts(selected: dict[int, bytes]) -> list[bytes]:
+            return [*selected.values(), orjson.dumps(self.departed.select(**filters))]
+
+        return self.order("journal.select", filters), parts
 
     def clear_journal(self, _: Any) -> Step:
-        return self.order("journal.clear"), dict
+        """Every worker's entries (and spool) and the dead workers': how many in all."""
+        departed = self.departed.clear()
+        self.cleared_at = time.time()
+        return self.order("journal.clear"), lambda counts: sum(counts.values()) + departed

@@ -79,10 +79,12 @@ class Change:
 class Membership:
     """What a forked worker needs to join: its number, its end of the pipe, and the
     rules and the change count committed when it was forked (its settings are passed
-    beside it: the committed ones too), and the rate-limit levels every worker shares."""
+    beside it: the committed ones too), the rate-limit levels every worker shares, and
+    the directory of the journal spools (``_observe._spool``)."""
 
     worker: int
     conn: Connection
     scripts: Scripts
     version: int
     buckets: SharedBuckets | None = None
+    spools: str | None = None

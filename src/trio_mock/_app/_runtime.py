@@ -29,6 +29,7 @@ from .._observe._journal import Journal
 from .._observe._logs import LEVELLED_LOGGERS, configure_logging
 from .._observe._metrics import Metrics, multiprocess
 from .._observe._observer import Observer
+from .._observe._spool import Spool, spool_path
 from .._openai._errors import anthropic_error_body, openrouter_error_body
 from .._openai._model import MockModel
 from .._openai._openrouter import Prices
@@ -330,6 +331,9 @@ def create_app(
     else:
         live = app.live = Live(settings, tokenizer, membership.scripts, membership.buckets)
         live.version = membership.version
+        live.journal.worker = membership.worker
+        if membership.spools is not None:
+            live.journal.spool = Spool(spool_path(membership.spools, membership.worker))
         app.control = SharedControl(live, membership)
     install_info_routes(app, live, tokenizer)
     install_vllm_routes(app, lambda: live.settings, lambda model: live.model.tokenizer_for(model))

@@ -33,6 +33,7 @@ import trio
 from attrs import frozen
 
 from .._observe._metrics import MULTIPROC_DIR
+from .._observe._spool import spool_path
 from .._serve._buckets import SharedBuckets
 from .._serve._scripts import Scripts
 from .._serve._tally import Tally
@@ -80,16 +81,16 @@ def supervise(settings: Settings, watch: Sources | None = None) -> int:
         host, port = sock.getsockname()[:2]
         log.info("serving on http%s://%s:%d with %d workers; shared state: %s (Ctrl+C to stop)",
                  "s" if srv.certfile else "", host, port, srv.workers, MECHANISM)  # fmt: skip
-        if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
-            return Supervisor(
-                settings, sock, hub, watch
-            ).run()  # a directory the user chose is theirs
-        with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
-            os.environ[MULTIPROC_DIR] = directory
-            try:
-                return Supervisor(settings, sock, hub, watch).run()
-            finally:
-                del os.environ[MULTIPROC_DIR]
+        with tempfile.TemporaryDirectory(prefix="trio-mock-journal-") as spools:
+            supervisor = Supervisor(settings, sock, hub, watch, spools)
+            if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
+                return supervisor.run()  # a directory the user chose is theirs
+            with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
+                os.environ[MULTIPROC_DIR] = directory
+                try:
+                    return supervisor.run()
+                finally:
+                    del os.environ[MULTIPROC_DIR]
 
 
 def preload(settings: Settings) -> None:
@@ -124,9 +125,17 @@ class Supervisor:
     """
 
     def __init__(
-        self, settings: Settings, sock: socket.socket, hub: Hub, watch: Sources | None = None
+        self,
+        settings: Settings,
+        sock: socket.socket,
+        hub: Hub,
+        watch: Sources | None = None,
+        spools: str | None = None,
     ) -> None:
         self.watch = watch
+        # Where each worker spools its journal entries, read when it dies (the
+        # supervisor's own directory); None: a dead worker's entries are lost.
+        self.spools = spools
         self.settings = settings
         self.sock = sock
         self.hub = hub
@@ -153,6 +162,7 @@ class Supervisor:
                 worker = self.workers.pop(ready)
                 process = worker.process
                 process.join()
+                kept = self.depart(worker.number)  # before ``leave``, which may answer an ask
                 self.hub.leave(worker.number)
                 failures = 0 if worker.ready.is_set() else failures + 1
                 self.forget(process)
@@ -161,12 +171,16 @@ class Supervisor:
                               process.pid, describe(process.exitcode), failures)  # fmt: skip
                     self.stopping, status = True, 1
                     break
-                log.error("worker %d %s; starting a new one", process.pid,
-                          describe(process.exitcode))  # fmt: skip
+                log.error("worker %d (number %d) %s; %d journal entries kept; starting a new one",
+                          process.pid, worker.number, describe(process.exitcode), kept)  # fmt: skip
                 self.start_worker(worker.number)
             self.hub.expire()
         self.stop_workers()
         return status
+
+    def depart(self, number: int) -> int:
+        """Worker ``number`` died: the hub keeps the entries of its journal spool."""
+        return 0 if self.spools is None else self.hub.depart(spool_path(self.spools, number))
 
     def on_signal(self, signum: int, frame: Any) -> None:
         log.info("received %s, stopping the workers", signal.Signals(signum).name)
@@ -179,7 +193,9 @@ class Supervisor:
         ready = self.context.Event()
         ours, theirs = self.context.Pipe()
         hub = self.hub
-        membership = Membership(number, theirs, hub.scripts, hub.version, hub.buckets)
+        membership = Membership(
+            number, theirs, hub.scripts, hub.version, hub.buckets, spools=self.spools
+        )
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,

@@ -15,15 +15,19 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import operator
 import os
 import time
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from attrs import define, field
+
+if TYPE_CHECKING:
+    from ._spool import Spool
 
 log = logging.getLogger("trio_mock")
 
@@ -93,6 +97,7 @@ class Record:
     ended: float | None = None
     disconnected: bool = False  # the client left early
     cut: str | None = None  # the server ended it early: "fault" or "time_limit"
+    worker: int = 0  # the worker of ``--workers N`` that served it (set by ``Journal.add``)
     # Arrays of doubles, not lists of floats: a quarter of the memory, and nothing for
     # the garbage collector to walk in a full journal.
     due: array[float] = field(factory=lambda: array("d"), repr=False)  # each event's deadline
@@ -202,9 +207,11 @@ class Record:
             if self.stream
             else [],
             "events_omitted": self.omitted if self.stream else 0,
+            "worker": self.worker,
         }
 
 
+ARRIVED = operator.attrgetter("arrived", "worker", "seq")
 FLUSH_LINES = 1024  # write sooner than the app's next flush when this many wait
 # A model name is whatever a body says, megabytes if it likes: kept cut, as the body is.
 MAX_MODEL_CHARS = 1024
@@ -216,16 +223,19 @@ class Journal:
 
     Lines wait in memory and reach the file in one ``write`` of whole lines on an
     ``O_APPEND`` descriptor, so the workers of ``--workers N`` can share one file: their
-    writes never interleave within a line.
+    writes never interleave within a line. A worker of several also spools the records
+    it keeps (``_spool``), so that they outlive it, and marks each with its ``worker``.
     """
 
-    def __init__(self, size: int, path: str | None, body_limit: int) -> None:
+    def __init__(self, size: int, path: str | None, body_limit: int, *, worker: int = 0) -> None:
         self.records: collections.deque[Record] = collections.deque(maxlen=size)
         self.body_limit = body_limit
+        self.worker = worker
         self.fd: int | None = None
         if path:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.lines: list[bytes] = []
+        self.spool: Spool | None = None
 
     def resize(self, size: int) -> None:
         self.records = collections.deque(self.records, maxlen=size)
@@ -235,17 +245,26 @@ class Journal:
         if not self.records.maxlen and self.fd is None:
             return
         record.trim()
+        record.worker = self.worker
         if record.model is not None and len(record.model) > MAX_MODEL_CHARS:
             record.model = record.model[:MAX_MODEL_CHARS]
         if self.records.maxlen:
             self.records.append(record)
+            if self.spool is not None:
+                self.spool.pending.append(record)
         if self.fd is not None:
             self.lines.append(orjson.dumps(record.to_data(self.body_limit)) + b"\n")
             if len(self.lines) >= FLUSH_LINES:
-                self.flush()
+                self.write_lines()
 
     def flush(self) -> None:
-        """Write the waiting lines to the file (the app does it four times a second)."""
+        """Write the waiting lines to the file and the records closed since the last
+        flush to the spool (the app does it four times a second)."""
+        if self.spool is not None:
+            self.spool.write(self.records.maxlen or 0)
+        self.write_lines()
+
+    def write_lines(self) -> None:
         if self.fd is None or not self.lines:
             return
         data, self.lines = b"".join(self.lines), []
@@ -254,10 +273,15 @@ class Journal:
                 data = data[os.write(self.fd, data) :]
         except OSError:  # a full disk must not fail requests
             log.exception("journal file: no longer writing it")
-            self.close()
+            self.close_file()
 
     def close(self) -> None:
         self.flush()
+        if self.spool is not None:
+            self.spool.close()
+        self.close_file()
+
+    def close_file(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -265,7 +289,14 @@ class Journal:
     def clear(self) -> int:
         count = len(self.records)
         self.records.clear()
+        if self.spool is not None:
+            self.spool.clear()
         return count
+
+    def merge(self, records: Iterable[Record]) -> None:
+        """Take in ``records`` (a dead worker's), keeping the newest by arrival."""
+        merged = sorted([*self.records, *records], key=ARRIVED)
+        self.records = collections.deque(merged, maxlen=self.records.maxlen)
 
     def select(
         self,
