@@ -33,8 +33,10 @@ import trio
 from attrs import frozen
 
 from .._observe._metrics import MULTIPROC_DIR
+from .._serve._arrivals import SharedArrivals
 from .._serve._buckets import SharedBuckets
 from .._serve._scripts import Scripts
+from .._serve._slots import SharedSlots
 from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
@@ -74,7 +76,8 @@ def supervise(settings: Settings, watch: Sources | None = None) -> int:
       SettingsError: the scripts file cannot be read or holds a bad rule.
     """
     preload(settings)
-    hub = Hub(settings, load_scripts(settings, Scripts(Tally())), SharedBuckets())
+    scripts = load_scripts(settings, Scripts(Tally()))
+    hub = Hub(settings, scripts, SharedBuckets(), SharedArrivals())
     srv = settings.server
     with listen(srv.host, srv.port, srv.backlog) as sock:
         host, port = sock.getsockname()[:2]
@@ -130,6 +133,7 @@ class Supervisor:
         self.settings = settings
         self.sock = sock
         self.hub = hub
+        self.slots = SharedSlots(settings.server.workers)  # the server's capacity
         self.context = multiprocessing.get_context("fork")
         self.stop_reader, self.stop_writer = os.pipe()
         self.workers: dict[int, Worker] = {}  # by sentinel
@@ -154,6 +158,7 @@ class Supervisor:
                 process = worker.process
                 process.join()
                 self.hub.leave(worker.number)
+                self.slots.forget(worker.number)  # its slots and its place in the queue
                 failures = 0 if worker.ready.is_set() else failures + 1
                 self.forget(process)
                 if failures >= START_FAILURES:
@@ -179,7 +184,9 @@ class Supervisor:
         ready = self.context.Event()
         ours, theirs = self.context.Pipe()
         hub = self.hub
-        membership = Membership(number, theirs, hub.scripts, hub.version, hub.buckets)
+        membership = Membership(
+            number, theirs, hub.scripts, hub.version, hub.buckets, self.slots, hub.arrivals
+        )
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,
