@@ -106,9 +106,7 @@ def is_number(text: str) -> bool:
 class FaultInjector:
     """Draws the faults of ``--failure-percent`` requests, reproducibly under a seed."""
 
-    def __init__(
-        self, settings: FaultSettings, arrivals: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, settings: FaultSettings, arrivals: Callable[[], int] | None = None) -> None:
         """Args:
         arrivals: each call numbers an arrival (the server's, with several workers);
           None counts this injector's own, from 0.
