@@ -15,7 +15,7 @@ Both use one spelling:
   mix, a draw that spares the request.
 
 A request's draws are made when it arrives and depend only on ``--fault-seed`` and its
-arrival number (a hash of the two, ``uniforms``), so the same sequence of requests meets
+arrival number (a hash of the two, ``unit``), so the same sequence of requests meets
 the same faults; with several workers the number is the server's (``arrivals``). The cut
 point of a header's fault comes from one generator per app, seeded likewise.
 """
@@ -124,17 +124,17 @@ class FaultInjector:
         """This request's fault, if it is one of the unlucky ones (call once per arrival)."""
         if not self.active:
             return None
-        jitter, chance, pick, share = uniforms(self.seed, self.arrivals())
+        seed, arrival = self.seed, self.arrivals()
         rate = self.percent
         if self.jitter:
-            rate += (2.0 * jitter - 1.0) * self.jitter
-        if chance * 100 >= rate:
+            rate += (2.0 * unit(seed, arrival, 0) - 1.0) * self.jitter
+        if unit(seed, arrival, 1) * 100 >= rate:
             return None
-        fault = self.mix[int(pick * len(self.mix))]
+        fault = self.mix[int(unit(seed, arrival, 2) * len(self.mix))]
         if fault.kind == "none":
             return None
         if fault.kind in CUTS and fault.after is None:
-            return attrs.evolve(fault, share=share)
+            return attrs.evolve(fault, share=unit(seed, arrival, 3))
         return fault
 
     def decide(self, drawn: Fault | None, asked: Fault | None) -> Fault | None:
@@ -151,19 +151,14 @@ class FaultInjector:
         return fault
 
 
-def uniforms(seed: int, arrival: int) -> tuple[float, float, float, float]:
-    """Four floats in [0, 1) from ``seed`` and ``arrival``: splitmix64's steps from a
-    state mixed of both (a few integer operations, where seeding a ``random.Random`` per
-    request would cost microseconds)."""
-    state = (seed * GOLDEN ^ arrival * 0xBF58476D1CE4E5B9) & MASK
-    out = []
-    for _ in range(4):
-        state = (state + GOLDEN) & MASK
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-        out.append(((z ^ (z >> 31)) >> 11) * TO_UNIT)
-    return out[0], out[1], out[2], out[3]
+def unit(seed: int, arrival: int, draw: int) -> float:
+    """Draw number ``draw`` of an arrival, in [0, 1): splitmix64's output for a state mixed
+    of the three (a few integer operations, where seeding a ``random.Random`` per request
+    would cost microseconds)."""
+    z = (seed * GOLDEN + arrival * 0xD1B54A32D192ED03 + (draw + 1) * GOLDEN) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return ((z ^ (z >> 31)) >> 11) * TO_UNIT
 
 
 # (deadline, source of (tokens the event carries, source of its frame)): the count is read
