@@ -269,12 +269,18 @@ async def test_at_most_two_run_and_the_rest_queue_in_arrival_order(tmp_path: Pat
     for name, _, admitted, _ in ran:  # a slot is freed a moment before its journal entry ends
         others = [a < admitted < e - 0.02 for n, _, a, e in ran if n != name]
         assert sum(others) <= 1, (name, ran)
-    queued = [admitted for _, _, admitted, _ in ran[2:]]
     by_arrival = sorted(entries, key=operator.itemgetter("arrived"))
     assert all(e["timing"]["admitted_ms"] > 100 for e in by_arrival[2:]), ran  # they queued
     # First come, first served: a later arrival never got a slot a round (400 ms) earlier.
-    # (Two slots freed together are noticed a few ms apart in their two workers.)
-    assert all(a < b + 0.05 for i, a in enumerate(queued) for b in queued[i + 1 :]), ran
+    # Two slots freed together are noticed a few ms apart in their two workers, and a
+    # request joins the queue a moment after it arrives: closer pairs are not judged.
+    queued = [(e["arrived"], e["arrived"] + e["timing"]["admitted_ms"] / 1000) for e in by_arrival]
+    assert all(
+        first < second + 0.05
+        for i, (came, first) in enumerate(queued[2:], 2)
+        for later, second in queued[i + 1 :]
+        if later - came > 0.02
+    ), ran
     assert len({worker for _, worker, *_ in ran}) >= 2, ran  # the kernel spread them
 
 
