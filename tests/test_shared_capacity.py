@@ -11,12 +11,14 @@ What this file proves:
 - ``SharedLoad`` (two workers on one table in one Trio run, on a mock clock): a request
   queued in one worker is admitted first-come-first-served when the other releases, within
   one poll (``POLL_S``), and at once when its own worker releases; a queue timeout gives up
-  the ticket; the load factors see both workers' counts.
+  the ticket; a limit raised in one worker admits the other's queue; the load factors see
+  both workers' counts.
 - Fault draws depend on the seed and the arrival number only: the same arrivals meet the
   same faults, whoever counts them.
 - Through the real CLI with ``--workers 3`` (loopback, bounded): with
   ``--max-concurrency 2`` never more than 2 of 8 requests run at once and the queued ones
   are admitted in arrival order; with ``--max-queue 3`` exactly 5 of 10 at once are 503s;
+  a PATCH that raises ``max_concurrency`` admits every worker's queue;
   killed workers that held slots do not shrink capacity; with ``--failure-percent 50
   --fault-seed 7`` 40 sequential requests on fresh connections meet the faults one
   process meets.
@@ -198,6 +200,28 @@ async def test_a_queue_timeout_gives_up_the_ticket(autojump_clock: trio.testing.
     assert (second.table.waiting(), second.table.running()) == (0, 1)
 
 
+async def test_a_raised_limit_admits_another_workers_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = two_workers(max_concurrency=1)
+    assert first.admit_now() is not None
+    admitted: list[float] = []
+
+    async def queue() -> None:
+        await second.admit()
+        admitted.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(queue)
+        await trio.sleep(1)
+        raised = trio.current_time()
+        wider = fast_settings(max_concurrency=3)
+        first.configure(wider.capacity, wider.latency)  # a PATCH reaches worker 0 first
+    assert admitted == [pytest.approx(raised, abs=POLL_S)] * 2
+    assert (first.table.running(), first.table.waiting()) == (3, 0)
+
+
 async def test_the_load_factors_count_every_workers_requests() -> None:
     first, second = two_workers(ttft_load_factor=0.5, itl_load_factor=0.25)
     one = first.admit_now()
@@ -339,6 +363,31 @@ async def test_killed_workers_holding_slots_do_not_shrink_capacity(tmp_path: Pat
     at_once = sorted(e["timing"]["admitted_ms"] for e in entries)
     assert at_once[:2] == [0.0, 0.0]
     assert min(at_once[2:]) > 100
+
+
+@pytest.mark.slow
+async def test_a_raised_max_concurrency_admits_the_queue_of_every_worker(tmp_path: Path) -> None:
+    flags = ("--max-concurrency", "1", "--ttft-ms", "3000")
+    with trio.fail_after(LIMIT_S):
+        async with cluster(tmp_path, *flags) as server:
+            statuses: dict[str, int] = {}
+
+            async def send() -> None:
+                statuses.update(await send_spaced(server.url, 4, gap_s=0.05))
+
+            async with trio.open_nursery() as nursery, server.client() as client:
+                nursery.start_soon(send)
+                while True:  # one runs, three queue
+                    if (await client.get("/")).json()["load"]["queued"] == 3:
+                        break
+                    await trio.sleep(0.05)
+                raised = await client.patch("/_mock/config", json={"max_concurrency": 4})
+                assert raised.json()["workers"] == {"applied": [0, 1, 2], "failed": []}
+            entries = await journal(server, 4)
+    assert set(statuses.values()) == {200}
+    waits = sorted(e["timing"]["admitted_ms"] for e in entries)
+    assert waits[0] == 0.0
+    assert max(waits) < 2500  # admitted by the change, not by the first one's end at 3 s
 
 
 async def fault_sequence(url: str, count: int) -> list[tuple[int, str | None]]:
