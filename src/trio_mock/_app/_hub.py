@@ -8,7 +8,9 @@ sends it to every worker (``Order``) and answers the asker once each one has app
 handled one at a time, so two changes at once end as if made one after the other, each
 built on the last, and a worker forked later starts from what was committed. Each worker
 has a duplex pipe to the supervisor; requests never use it (rule uses are counted in a
-shared ``Tally``, rate-limit levels kept in ``SharedBuckets``). Sync, without Trio or threads: the supervisor forks.
+shared ``Tally``, rate-limit levels kept in ``SharedBuckets``, capacity in ``SharedSlots``,
+fault draws numbered by ``SharedArrivals``). Sync, without Trio or threads: the supervisor
+forks.
 
 The hub also keeps the journal entries of the workers that died (``departed``, read from
 their spools: ``_observe._spool``), which the journal's answers include.
@@ -40,13 +42,14 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from .._config._settings import Settings
+    from .._serve._arrivals import SharedArrivals
     from .._serve._buckets import SharedBuckets
     from .._serve._scripts import Scripts
 
 log = logging.getLogger("trio_mock")
 MECHANISM = (
-    "config and scripts pushed through the supervisor, rule uses and rate-limit buckets"
-    " in shared memory"
+    "config and scripts pushed through the supervisor; rule uses, rate-limit buckets,"
+    " capacity and fault arrivals in shared memory"
 )
 
 
@@ -77,11 +80,16 @@ class Hub:
     """The committed state (settings, rules, a change count) and the asks in turn."""
 
     def __init__(
-        self, settings: Settings, scripts: Scripts, buckets: SharedBuckets | None = None
+        self,
+        settings: Settings,
+        scripts: Scripts,
+        buckets: SharedBuckets | None = None,
+        arrivals: SharedArrivals | None = None,
     ) -> None:
         self.settings = settings
         self.scripts = scripts
         self.buckets = buckets
+        self.arrivals = arrivals
         self.version = 0
         obs = settings.observability
         # The dead workers' journal entries, each under its worker's number; memory only.
@@ -245,6 +253,8 @@ class Hub:
         self.departed.body_limit = obs.journal_body_bytes
         if self.buckets is not None and any(KNOBS[n].group == "rate_limits" for n in changed):
             self.buckets.clear()  # new limits start full, as one process's new limiter does
+        if self.arrivals is not None and any(KNOBS[n].group == "faults" for n in changed):
+            self.arrivals.clear()  # new fault settings draw from their seed's start
         change = Change(changed, new, self.version)
         return self.order("settings", (new, self.version)), lambda _: change
 

@@ -12,8 +12,10 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from .._config._settings import Settings
+    from .._serve._arrivals import SharedArrivals
     from .._serve._buckets import SharedBuckets
     from .._serve._scripts import Scripts
+    from .._serve._slots import SharedSlots
 
 ANSWER_WITHIN_S = 30.0  # for every worker to apply a change (a new corpus takes seconds)
 
@@ -79,12 +81,15 @@ class Change:
 class Membership:
     """What a forked worker needs to join: its number, its end of the pipe, and the
     rules and the change count committed when it was forked (its settings are passed
-    beside it: the committed ones too), the rate-limit levels every worker shares, and
-    the directory of the journal spools (``_observe._spool``)."""
+    beside it: the committed ones too), what every worker shares in memory (the rate-limit
+    levels, the capacity slots and the fault draws' arrival count), and the directory of
+    the journal spools (``_observe._spool``)."""
 
     worker: int
     conn: Connection
     scripts: Scripts
     version: int
     buckets: SharedBuckets | None = None
+    slots: SharedSlots | None = None
+    arrivals: SharedArrivals | None = None
     spools: str | None = None

@@ -40,7 +40,7 @@ from .._serve._embeddings import EmbeddingsHandler
 from .._serve._endpoint import Endpoint
 from .._serve._exchange import Handler, Services, Stages, WithExtras
 from .._serve._housekeeping import Trimmer, Watchdog
-from .._serve._load import Load
+from .._serve._load import Load, SharedLoad
 from .._serve._messages import AnthropicDialect, MessagesHandler
 from .._serve._offload import off_loop
 from .._serve._pacing import Pacer
@@ -63,8 +63,10 @@ from ._watch import Watch
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
+    from .._serve._arrivals import SharedArrivals
     from .._serve._buckets import SharedBuckets
     from .._serve._request import ASGIApp
+    from .._serve._slots import SharedSlots
     from .._sim._tokens import Tokenizer
     from ._messages import Membership
     from ._watch import Sources
@@ -114,11 +116,14 @@ class Live:
         tokenizer: Tokenizer,
         scripts: Scripts | None = None,
         buckets: SharedBuckets | None = None,
+        shared: tuple[SharedSlots, SharedArrivals, int] | None = None,
     ) -> None:
         """Args:
           scripts: rules loaded already (the supervisor's, with several workers); else
             those of the scripts file, if any.
           buckets: the rate-limit levels a server's workers share; None keeps them here.
+          shared: a worker's capacity slots, fault arrival count and number, which make
+            capacity and fault draws the server's; None keeps them here.
 
         Raises:
           SettingsError: the scripts file holds a bad rule, or a model's own tokenizer
@@ -128,7 +133,11 @@ class Live:
         self.settings = settings
         self.version = 0  # changes made so far (with several workers, the supervisor's count)
         self.tokenizer = tokenizer
-        self.load = Load(settings.capacity, settings.latency)
+        self.shared = shared
+        if shared is None:
+            self.load = Load(settings.capacity, settings.latency)
+        else:
+            self.load = SharedLoad(settings.capacity, settings.latency, shared[0], shared[2])
         self.journal = Journal(obs.journal_size, obs.journal_file, obs.journal_body_bytes)
         self.metrics = Metrics(settings, self.load) if obs.metrics else None
         itl_s = settings.latency.itl_ms / 1000
@@ -140,7 +149,7 @@ class Live:
             self.metrics.cache = self.model.prefix_caches
         self.buckets = buckets
         self.limiter = RateLimiter(settings.rate_limits, buckets)
-        self.faults = FaultInjector(settings.faults)
+        self.faults = self.fault_injector(settings)
         self.watchdog = Watchdog()
         self.pacer = Pacer()
         self.cassette = replayed_cassette(settings)  # outlives changes: its turns go on
@@ -148,6 +157,12 @@ class Live:
         self.routes: dict[str, ASGIApp] = {}
         self.changing = trio.Lock()
         self.build_routes()
+
+    def fault_injector(self, settings: Settings) -> FaultInjector:
+        """Fault draws numbered by this app's arrivals, or the server's (the hub restarts
+        the count when the fault knobs change)."""
+        arrivals = None if self.shared is None else self.shared[1].next
+        return FaultInjector(settings.faults, arrivals)
 
     def build_routes(self) -> None:
         """Endpoints for the current settings, swapped in at once; each also without the
@@ -235,7 +250,7 @@ class Live:
             self.limiter = RateLimiter(new.rate_limits, self.buckets)  # the hub cleared them
             self.limiter.start(started)
         if "faults" in groups:
-            self.faults = FaultInjector(new.faults)
+            self.faults = self.fault_injector(new)
         self.load.configure(new.capacity, new.latency)
         obs = new.observability
         self.journal.resize(obs.journal_size)
@@ -292,7 +307,7 @@ class Live:
             self.limiter.start()
             if self.buckets is not None:
                 self.buckets.clear()
-            self.faults = FaultInjector(settings.faults)
+            self.faults = self.fault_injector(settings)
             if self.metrics is not None and not multiprocess():
                 self.metrics = Metrics(settings, self.load)
                 self.observer.metrics = self.metrics
@@ -329,7 +344,9 @@ def create_app(
         live = app.live = Live(settings, tokenizer)
         app.control = Control(live)
     else:
-        live = app.live = Live(settings, tokenizer, membership.scripts, membership.buckets)
+        m = membership
+        shared = None if m.slots is None or m.arrivals is None else (m.slots, m.arrivals, m.worker)
+        live = app.live = Live(settings, tokenizer, m.scripts, m.buckets, shared)
         live.version = membership.version
         live.journal.worker = membership.worker
         if membership.spools is not None:

@@ -34,8 +34,10 @@ from attrs import frozen
 
 from .._observe._metrics import MULTIPROC_DIR
 from .._observe._spool import spool_path
+from .._serve._arrivals import SharedArrivals
 from .._serve._buckets import SharedBuckets
 from .._serve._scripts import Scripts
+from .._serve._slots import SharedSlots
 from .._serve._tally import Tally
 from .._sim._corpus import release_free_memory, shared_corpus
 from .._sim._tokens import load_tokenizer
@@ -75,7 +77,8 @@ def supervise(settings: Settings, watch: Sources | None = None) -> int:
       SettingsError: the scripts file cannot be read or holds a bad rule.
     """
     preload(settings)
-    hub = Hub(settings, load_scripts(settings, Scripts(Tally())), SharedBuckets())
+    scripts = load_scripts(settings, Scripts(Tally()))
+    hub = Hub(settings, scripts, SharedBuckets(), SharedArrivals())
     srv = settings.server
     with listen(srv.host, srv.port, srv.backlog) as sock:
         host, port = sock.getsockname()[:2]
@@ -139,6 +142,7 @@ class Supervisor:
         self.settings = settings
         self.sock = sock
         self.hub = hub
+        self.slots = SharedSlots(settings.server.workers)  # the server's capacity
         self.context = multiprocessing.get_context("fork")
         self.stop_reader, self.stop_writer = os.pipe()
         self.workers: dict[int, Worker] = {}  # by sentinel
@@ -164,6 +168,7 @@ class Supervisor:
                 process.join()
                 kept = self.depart(worker.number)  # before ``leave``, which may answer an ask
                 self.hub.leave(worker.number)
+                self.slots.forget(worker.number)  # its slots and its place in the queue
                 failures = 0 if worker.ready.is_set() else failures + 1
                 self.forget(process)
                 if failures >= START_FAILURES:
@@ -194,7 +199,14 @@ class Supervisor:
         ours, theirs = self.context.Pipe()
         hub = self.hub
         membership = Membership(
-            number, theirs, hub.scripts, hub.version, hub.buckets, spools=self.spools
+            number,
+            theirs,
+            hub.scripts,
+            hub.version,
+            hub.buckets,
+            self.slots,
+            hub.arrivals,
+            spools=self.spools,
         )
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(

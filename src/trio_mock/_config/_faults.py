@@ -14,12 +14,15 @@ Both use one spelling:
 - ``none``: in the header, no fault for this request whatever the failure rate; in the
   mix, a draw that spares the request.
 
-All draws come from one generator per app, seeded by ``--fault-seed``, and are made when a
-request arrives, so the same sequence of requests meets the same faults.
+A request's draws are made when it arrives and depend only on ``--fault-seed`` and its
+arrival number (a hash of the two, ``unit``), so the same sequence of requests meets
+the same faults; with several workers the number is the server's (``arrivals``). The cut
+point of a header's fault comes from one generator per app, seeded likewise.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import TYPE_CHECKING, Literal
@@ -30,10 +33,15 @@ from attrs import frozen
 from ._ranges import LATENCY_MS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._settings import FaultSettings
 
 FaultKind = Literal["status", "disconnect", "error", "stall", "slow-headers", "none"]
 CUTS = frozenset({"disconnect", "error", "stall"})
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment
+TO_UNIT = 2.0**-53
 
 
 @frozen
@@ -98,24 +106,36 @@ def is_number(text: str) -> bool:
 class FaultInjector:
     """Draws the faults of ``--failure-percent`` requests, reproducibly under a seed."""
 
-    def __init__(self, settings: FaultSettings) -> None:
+    def __init__(self, settings: FaultSettings, arrivals: Callable[[], int] | None = None) -> None:
+        """Args:
+        arrivals: each call numbers an arrival (the server's, with several workers);
+          None counts this injector's own, from 0.
+        """
         self.percent = settings.failure_percent
         self.jitter = settings.failure_jitter
         self.mix = [parse_fault(spec) for spec in settings.failure_mix]
-        self.rng = random.Random(settings.fault_seed)  # None: seeded from the OS
+        seed = settings.fault_seed
+        self.seed = random.getrandbits(64) if seed is None else seed
+        self.rng = random.Random(seed)  # header cut points; None: seeded from the OS
+        self.arrivals = arrivals if arrivals is not None else itertools.count().__next__
         self.active = self.percent > 0 or self.jitter > 0
 
     def draw(self) -> Fault | None:
         """This request's fault, if it is one of the unlucky ones (call once per arrival)."""
         if not self.active:
             return None
+        seed, arrival = self.seed, self.arrivals()
         rate = self.percent
         if self.jitter:
-            rate += self.rng.uniform(-self.jitter, self.jitter)
-        if self.rng.random() * 100 >= rate:
+            rate += (2.0 * unit(seed, arrival, 0) - 1.0) * self.jitter
+        if unit(seed, arrival, 1) * 100 >= rate:
             return None
-        fault = self.rng.choice(self.mix)
-        return None if fault.kind == "none" else self.placed(fault)
+        fault = self.mix[int(unit(seed, arrival, 2) * len(self.mix))]
+        if fault.kind == "none":
+            return None
+        if fault.kind in CUTS and fault.after is None:
+            return attrs.evolve(fault, share=unit(seed, arrival, 3))
+        return fault
 
     def decide(self, drawn: Fault | None, asked: Fault | None) -> Fault | None:
         """The request's fault: the header's when it sent one (``none``: no fault), else
@@ -129,6 +149,16 @@ class FaultInjector:
         if fault.kind in CUTS and fault.after is None:
             return attrs.evolve(fault, share=self.rng.random())
         return fault
+
+
+def unit(seed: int, arrival: int, draw: int) -> float:
+    """Draw number ``draw`` of an arrival, in [0, 1): splitmix64's output for a state mixed
+    of the three (a few integer operations, where seeding a ``random.Random`` per request
+    would cost microseconds)."""
+    z = (seed * GOLDEN + arrival * 0xD1B54A32D192ED03 + (draw + 1) * GOLDEN) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return ((z ^ (z >> 31)) >> 11) * TO_UNIT
 
 
 # (deadline, source of (tokens the event carries, source of its frame)): the count is read

@@ -118,7 +118,9 @@ def fault_kind(spec: str) -> str:
 class LoadView(Protocol):
     """What the gauges read of the server's load (``_load.Load``)."""
 
-    def snapshot(self) -> dict[str, int]: ...
+    def own_snapshot(self) -> dict[str, int]:
+        """This process's figures: with several workers the gauges sum them."""
+        ...
 
 
 class CacheView(Protocol):
@@ -401,7 +403,7 @@ class Metrics:
     def refresh(self) -> None:
         """Set the gauges from the load model (on every scrape, and each second with
         several workers, whose gauges are summed, along with a flush of the batch)."""
-        snapshot = self.load.snapshot()
+        snapshot = self.load.own_snapshot()
         self.running.set(snapshot["running"])
         self.waiting.set(snapshot["queued"])
         self.vllm_running.labels(self.model_name, ENGINE).set(snapshot["running"])

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._openai._errors import OpenAIError
+from ._slots import ADMITTED, FULL
 
 if TYPE_CHECKING:
     from .._config._settings import CapacitySettings, LatencySettings
+    from ._slots import SharedSlots
 
 
 def overloaded(status: int, why: str) -> OpenAIError:
@@ -55,6 +57,10 @@ class Load:
             self.slots = trio.CapacityLimiter(total)
 
     def snapshot(self) -> dict[str, int]:
+        return self.own_snapshot()
+
+    def own_snapshot(self) -> dict[str, int]:
+        """This process's figures (with several workers, the metrics' gauges sum them)."""
         return {
             "queued": self.queued,
             "running": self.prefilling + self.decoding,
@@ -139,3 +145,142 @@ class Admission:
             self.load.prefilling -= 1
         if self.slots is not None:
             self.slots.release_on_behalf_of(self)
+
+
+POLL_S = 0.002  # how soon a queued request hears of a slot released in another worker
+
+
+class SharedLoad(Load):
+    """A worker's part of the server's load with ``--workers N``: capacity, the queue and
+    the load factors' counts are the server's (``_slots``). Without a capacity limit a
+    request takes no lock, only publishes its worker's counts (two words).
+
+    A queued request waits on a Trio event: a release in this worker sets it at once; for
+    releases in other workers the oldest waiter here reads the shared ``granted`` count
+    every ``POLL_S`` and wakes those it reaches (one poll per worker, not per request).
+    """
+
+    def __init__(
+        self,
+        capacity: CapacitySettings,
+        latency: LatencySettings,
+        table: SharedSlots,
+        worker: int,
+    ) -> None:
+        self.table = table
+        self.worker = worker
+        self.waiters: dict[int, trio.Event] = {}  # by ticket, oldest first
+        super().__init__(capacity, latency)
+
+    def configure(self, capacity: CapacitySettings, latency: LatencySettings) -> None:
+        self.capacity = capacity
+        self.ttft_factor = latency.ttft_load_factor
+        self.itl_factor = latency.itl_load_factor
+        self.table.set_limit(capacity.max_concurrency)  # raising it admits the queue
+        self.wake_granted()
+
+    def snapshot(self) -> dict[str, int]:
+        """The server's figures (``own_snapshot``: this worker's)."""
+        prefilling, decoding = self.table.prefilling(), self.table.decoding()
+        return {
+            "queued": self.table.waiting(),
+            "running": prefilling + decoding,
+            "prefilling": prefilling,
+            "decoding": decoding,
+        }
+
+    def admit_now(self) -> Admission | None:
+        if not self.capacity.max_concurrency:
+            return self.started(SharedAdmission(self, held=False))
+        if not self.table.take(self.worker):
+            return None
+        return self.started(SharedAdmission(self, held=True))
+
+    async def admit(self) -> Admission:
+        await trio.lowlevel.checkpoint()  # before the claim: a cancel must not strand a slot
+        cap = self.capacity
+        if not cap.max_concurrency:
+            return self.started(SharedAdmission(self, held=False))
+        ticket = self.table.claim(self.worker, cap.max_queue)
+        if ticket == FULL:
+            raise overloaded(cap.overload_status, "the queue is full")
+        if ticket == ADMITTED:
+            return self.started(SharedAdmission(self, held=True))
+        granted = False
+        self.queued += 1
+        try:
+            with trio.move_on_after(cap.queue_timeout_s or math.inf):
+                await self.wait_granted(ticket)
+                granted = True
+        finally:
+            self.queued -= 1
+            if not granted:  # its slot, if granted meanwhile, goes to the next
+                self.table.give_up(self.worker, ticket)
+                self.wake_granted()
+        if not granted:
+            raise overloaded(cap.overload_status, f"no slot within {cap.queue_timeout_s:g} s")
+        return self.started(SharedAdmission(self, held=True))
+
+    async def wait_granted(self, ticket: int) -> None:
+        """Until ``ticket`` holds a slot. Only the oldest waiter here polls."""
+        event = self.waiters[ticket] = trio.Event()
+        try:
+            while ticket >= self.table.granted():
+                head = next(iter(self.waiters)) == ticket
+                with trio.move_on_after(POLL_S if head else math.inf):
+                    await event.wait()
+                if event.is_set():
+                    event = self.waiters[ticket] = trio.Event()
+                if head:
+                    self.wake_granted()
+        finally:
+            del self.waiters[ticket]
+            if self.waiters:  # the next oldest polls now
+                next(iter(self.waiters.values())).set()
+
+    def wake_granted(self) -> None:
+        """Wake this worker's waiters whose tickets were granted."""
+        if not self.waiters:
+            return
+        granted = self.table.granted()
+        for ticket, event in self.waiters.items():
+            if ticket >= granted:
+                break
+            event.set()
+
+    def started(self, holder: Admission) -> Admission:
+        prefilling = self.table.prefilling() if self.ttft_factor else 0
+        holder.ttft_scale = 1.0 + self.ttft_factor * prefilling
+        self.prefilling += 1
+        self.publish()
+        return holder
+
+    def itl_scale(self, factor: float | None = None) -> float:
+        factor = self.itl_factor if factor is None else factor
+        return 1.0 + factor * max(self.table.decoding() - 1, 0) if factor else 1.0
+
+    def publish(self) -> None:
+        self.table.publish(self.worker, self.prefilling, self.decoding)
+
+
+class SharedAdmission(Admission):
+    """An admission to a ``SharedLoad``: its moves reach the shared counts."""
+
+    def __init__(self, load: SharedLoad, *, held: bool) -> None:
+        super().__init__(load, None)
+        self.shared = load
+        self.held = held  # a slot of the server's (taken while a limit was set)
+
+    def first_token(self) -> None:
+        super().first_token()
+        self.shared.publish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        super().finish()
+        load = self.shared
+        load.publish()
+        if self.held:
+            load.table.release(load.worker)
+            load.wake_granted()
