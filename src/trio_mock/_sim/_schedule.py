@@ -58,23 +58,42 @@ def deadlines(
         yield previous
 
 
+def announced(times: Iterator[float], on_first: Callable[[], None] | None) -> Iterator[float]:
+    """``times``, calling ``on_first`` once the first of them has come."""
+    yield next(times)
+    if on_first is not None:
+        on_first()
+    yield from times
+
+
 def schedule(
     choices: Sequence[tuple[Sequence[float], Iterator[Frame]]],
     start: float,
     ttft_scale: float = 1.0,
     itl_scale: Callable[[], float] | None = None,
     on_first: Callable[[], None] | None = None,
+    stepped: Sequence[Iterator[float]] | None = None,
 ) -> Iterator[tuple[float, Iterator[Frame]]]:
     """Every choice's events, in due order (ties keep choice order): each deadline with the
     choice's frame source, from which the caller draws the frame as it goes out.
 
     Each choice keeps its own deadlines, so each one's TTFT and gaps follow the model; the
     merge is lazy, so a choice's next deadline is computed as its previous frame goes out.
+
+    Args:
+      stepped: each choice's deadlines from the batched engine (``_engine``), instead of
+        its offsets.
     """
-    timed = [
-        zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), repeat(frames))
-        for offsets, frames in choices
-    ]
+    if stepped is not None:
+        timed = [
+            zip(announced(times, on_first), repeat(frames))
+            for times, (_, frames) in zip(stepped, choices, strict=True)
+        ]
+    else:
+        timed = [
+            zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), repeat(frames))
+            for offsets, frames in choices
+        ]
     if len(timed) == 1:
         return timed[0]
     return heapq.merge(*timed, key=itemgetter(0))
