@@ -65,6 +65,13 @@ some), each on a fresh server:
                              OpenAI-shaped 4xx; the server gets ``--api-keys``,
                              ``--max-body-bytes`` and ``--body-timeout-s 2``, and runs without
                              the last if it refuses the flag)
+  engine, trio-mock only (``engine.py``): ``--engine batched --profile vllm-8b-h100``
+                             under closed loops of 1, 8, 32, 128 and 512 clients of
+                             100-token streams (TTFT, ITL p50/p99, output tokens/s beside
+                             the model's, lines engine_c*, and an SVG plot next to
+                             ``--out``), the scheduler's CPU per step (engine_cpu*), and
+                             engine_overhead: requests/s at 64 connections, batched over
+                             the default engine at zero latency (``rps_vs_simple`` >= 0.9)
 
 Without --quick, the throughput phase runs again for trio-mock ``--workers 2`` with
 ``*_vs_1worker`` ratios. Every line has a ``phase``; pace, closed and load lines add
@@ -114,6 +121,7 @@ from typing import TYPE_CHECKING, Any
 
 import bad_inputs
 import capacity
+import engine
 import lag
 import resilience
 
@@ -150,11 +158,16 @@ CAPACITY_BURST_S, CAPACITY_CLOSED_S = 30.0, 60.0  # each search's budget
 QUICK_CAPACITY_BURST_S, QUICK_CAPACITY_CLOSED_S = 20.0, 35.0
 CAPACITY_PROBE_S, QUICK_CAPACITY_PROBE_S = 3.0, 2.0  # a closed-loop probe's measured seconds
 CAPACITY_BUDGET_S, QUICK_CAPACITY_BUDGET_S = 3 * (90.0 + 20.0), 3 * (55.0 + 15.0)  # added
-PHASES = ("throughput", "pace", "capacity", "endpoints", "load", "replay", "workers2", "resilience")
+PHASES = (
+    "throughput", "pace", "capacity", "endpoints", "load", "replay", "workers2", "resilience",
+    "engine",
+)  # fmt: skip
+ENGINE_BUDGET_S, QUICK_ENGINE_BUDGET_S = 150.0, 90.0  # added when the engine phase runs
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
     "workers2": [("wrk", "wrk")],
+    "engine": [("wrk", "wrk")],
     "resilience": [("h2load", "nghttp2-client")],
 }
 SETTLE_S, QUICK_SETTLE_S = 60.0, 10.0  # the disconnect storm's wait before RSS "after"
@@ -884,12 +897,14 @@ def main() -> None:
         print(f"bench: skipping the {phase} phase: {why}", file=sys.stderr)
     if args.budget is None:
         args.budget = 0.0
-        if set(phases) - {"resilience", "capacity"}:
+        if set(phases) - {"resilience", "capacity", "engine"}:
             args.budget += QUICK_BUDGET_S if args.quick else BUDGET_S
         if "capacity" in phases:
             args.budget += QUICK_CAPACITY_BUDGET_S if args.quick else CAPACITY_BUDGET_S
         if "resilience" in phases:
             args.budget += QUICK_RESILIENCE_BUDGET_S if args.quick else RESILIENCE_BUDGET_S
+        if "engine" in phases:
+            args.budget += QUICK_ENGINE_BUDGET_S if args.quick else ENGINE_BUDGET_S
     runner = ("run.py", "loadgen.py", "chat.lua")
     if set(phases) - {"resilience"} and not all((args.bench_dir / n).is_file() for n in runner):
         raise SystemExit(f"bench: {', '.join(runner)} not found in {args.bench_dir}")
@@ -939,6 +954,10 @@ def main() -> None:
         bench.attempt("trio-mock-w2 throughput", bench.throughput, mock, MOCK_W2, 2, vs_1worker)
     elif "workers2" in phases and not args.quick:
         print("bench: --server-cmd has no {workers}: skipping --workers 2", file=sys.stderr)
+    if "engine" in phases and mock == TRIO_MOCK_CMD:
+        bench.attempt("trio-mock engine", engine.phase, bench, mock, MOCK)
+    elif "engine" in phases:
+        bench.skipped.append("engine: --server-cmd is not trio-mock's own command")
     if "resilience" in phases:  # last: abused servers are fresh ones, but the box may not be
         bench.attempt("trio-mock resilience h2load", bench.resilience_h2load, mock, MOCK)
         bench.attempt("trio-mock resilience storm", bench.resilience_storm, mock, MOCK)

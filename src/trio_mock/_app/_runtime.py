@@ -138,8 +138,7 @@ class Live:
         self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
         self.engines = engines_for(settings.latency)  # start-up only: they outlive changes
         if self.metrics is not None:  # the caches outlive runtime changes, as the model's
-            self.metrics.cache = self.model.prefix_caches
-            self.metrics.engines = self.engines
+            self.metrics.attach(self.model.prefix_caches, self.engines)
         self.buckets = buckets
         self.limiter = RateLimiter(settings.rate_limits, buckets)
         self.faults = FaultInjector(settings.faults)
@@ -298,6 +297,7 @@ class Live:
             self.faults = FaultInjector(settings.faults)
             if self.metrics is not None and not multiprocess():
                 self.metrics = Metrics(settings, self.load)
+                self.metrics.attach(self.model.prefix_caches, self.engines)
                 self.observer.metrics = self.metrics
             self.journal.clear()
             self.scripts.clear()

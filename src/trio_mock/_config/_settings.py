@@ -289,15 +289,15 @@ class LatencySettings:
         live=False,
     )
     engine_seq_ms: float = knob(
-        0.06, "batched engine: a step's time added per sequence up to the knee, ms",
+        0.05, "batched engine: a step's time added per sequence up to the knee, ms",
         PER_TOKEN_MS, live=False,
     )  # fmt: skip
     engine_knee_seqs: int = knob(
-        64, "batched engine: batch size where steps turn compute-bound", Range(1, 65536),
+        128, "batched engine: batch size where steps turn compute-bound", Range(1, 65536),
         live=False,
     )  # fmt: skip
     engine_past_knee_ms: float = knob(
-        0.12, "batched engine: a step's time added per sequence past the knee, ms",
+        0.07, "batched engine: a step's time added per sequence past the knee, ms",
         PER_TOKEN_MS, live=False,
     )  # fmt: skip
     itl_distribution: Distribution = knob(

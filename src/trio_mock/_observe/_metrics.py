@@ -370,6 +370,12 @@ class Metrics:
         self.pending = 0
         self.refresh()
 
+    def attach(self, cache: CacheView | None, engines: EngineView | None) -> None:
+        """Read the gauges of these prefix caches and batched engines; preemptions count
+        from now on."""
+        self.cache, self.engines = cache, engines
+        self.preempted = 0 if engines is None else engines.preemptions
+
     def configure(self, settings: Settings) -> None:
         """Take the model names of ``settings`` (at start and on a runtime change)."""
         models = settings.models

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
 from functools import partial
-from itertools import repeat, starmap
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -168,8 +168,9 @@ class Endpoint:
         assert reply is not None
         engine, stepped = exchange.engine, None
         if engine is not None:
+            first = admission.first_token
             pairs = zip(exchange.sequences, reply.event_ends, strict=True)
-            stepped = list(starmap(engine.deadlines, pairs))
+            stepped = [engine.deadlines(seq, ends, first) for seq, ends in pairs]
         clock = Clock(exchange.admitted, exchange.limit, exchange.ttft_scale, self.itl_scale,
                       admission.first_token, stepped)  # fmt: skip
         if reply.stream:
@@ -232,11 +233,14 @@ class Endpoint:
         assert exchange.reply is not None
         deadline, source = next(events)
         await trio.sleep_until(deadline)  # the first token's moment
+        stepwise = self.itl_scale is not None or exchange.engine is not None
+        now = trio.current_time()
         while type(source) is not Ending:
             record.was_due((deadline,))
             deadline, source = next(events)
-            if self.itl_scale is not None or exchange.engine is not None:
-                await trio.sleep_until(deadline)  # under load, each step needs its moment
+            # Under load, each step needs its moment: the next one is computed then.
+            if stepwise and deadline > now and deadline > (now := trio.current_time()):
+                await trio.sleep_until(deadline)
         await trio.sleep_until(deadline)
         if source.cut is None:
             return 200, exchange.reply.body()

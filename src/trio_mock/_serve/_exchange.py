@@ -194,7 +194,7 @@ class Stages:
             else:
                 reply = await self.handler.prepare(data, overrides)
             engines = services.engines
-            if engines is not None and not engines.fits(longest(reply)):
+            if engines is not None and not engines.fits(longest(reply, reply.event_ends)):
                 raise too_big(reply, engines)
             if services.limiter.active:
                 peer = scope["client"][0] if scope.get("client") else ""
@@ -229,8 +229,9 @@ class Stages:
             sequences: tuple[Seq, ...] = ()
             if services.engines is not None:
                 engine = services.engines[model or ""]
-                sequences = joined(engine, reply, admitted)
-                ttft_s, itl_s = stepped_times(engine, reply, sequences, start)
+                ends = reply.event_ends  # a property that builds its list
+                sequences = joined(engine, reply, ends, admitted)
+                ttft_s, itl_s = stepped_times(engine, ends, sequences, start)
             headers += plan_headers(reply, ttft_s, itl_s)
             planned = Exchange(
                 headers=tuple(headers),
@@ -258,16 +259,17 @@ class Stages:
         return refused, None
 
 
-def longest(reply: PlannedReply) -> int:
+def longest(reply: PlannedReply, event_ends: Sequence[Sequence[int]]) -> int:
     """The tokens of the reply's longest sequence, prompt and output: the KV it needs."""
-    return reply.prompt_tokens + max((ends[-1] for ends in reply.event_ends if ends), default=0)
+    return reply.prompt_tokens + max((ends[-1] for ends in event_ends if ends), default=0)
 
 
 def too_big(reply: PlannedReply, engines: Engines) -> OpenAIError:
     """The context-length error for a request no engine configured so could ever run."""
     profile = engines.profile
+    output = longest(reply, reply.event_ends) - reply.prompt_tokens
     return invalid(
-        f"This request ({reply.prompt_tokens} prompt and up to {longest(reply) - reply.prompt_tokens}"
+        f"This request ({reply.prompt_tokens} prompt and up to {output}"
         f" output tokens) needs more KV blocks of {profile.block_size} tokens than the "
         f"{profile.kv_blocks} the cache holds (--prefix-cache-blocks). Please reduce the "
         "length of the prompt or of the reply.",
@@ -276,21 +278,23 @@ def too_big(reply: PlannedReply, engines: Engines) -> OpenAIError:
     )
 
 
-def joined(engine: Engine, reply: PlannedReply, admitted: float) -> tuple[Seq, ...]:
+def joined(
+    engine: Engine, reply: PlannedReply, event_ends: Sequence[Sequence[int]], admitted: float
+) -> tuple[Seq, ...]:
     """The reply's choices, each a sequence of ``engine``'s, waiting from ``admitted``."""
     uncached = reply.prompt_tokens - (reply.cached_tokens or 0)
     return tuple(
         engine.join(admitted, reply.prompt_tokens, uncached, ends[-1] if ends else 0)
-        for ends in reply.event_ends
+        for ends in event_ends
     )
 
 
 def stepped_times(
-    engine: Engine, reply: PlannedReply, sequences: Sequence[Seq], start: float
+    engine: Engine, event_ends: Sequence[Sequence[int]], sequences: Sequence[Seq], start: float
 ) -> tuple[float, float]:
     """The planned TTFT (from arrival) and ITL under the batched engine: the first
     choice's first event as the engine steps now, and the step time of its batch."""
-    ends = reply.event_ends[0] if reply.event_ends else ()
+    ends = event_ends[0] if event_ends else ()
     if not ends or not sequences:
         return 0.0, 0.0
     first = engine.token_at(sequences[0], ends[0])

@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -124,6 +124,9 @@ class Engine:
         self.steps = 0
         self.preemptions = 0
         self.batch = 0  # sequences in the last step
+        self.prefilling = 0  # running sequences with prefill left
+        # A decode-only step's time by batch size: the common step, looked up, not computed.
+        self.decode_s = [profile.step_s(0, b) for b in range(profile.max_num_seqs + 1)]
 
     def join(self, arrival: float, prompt: int, uncached: int, output: int) -> Seq:
         """A new sequence, waiting from ``arrival``."""
@@ -149,23 +152,76 @@ class Engine:
             return
         seq.done = True
         if seq.blocks:
+            if seq.to_prefill:
+                self.prefilling -= 1
             self.running.remove(seq)
             self.used_blocks -= seq.blocks
             seq.blocks = 0
         else:
             self.waiting.remove(seq)
 
-    def deadlines(self, seq: Seq, ends: Sequence[int]) -> Iterator[float]:
+    def deadlines(
+        self, seq: Seq, ends: Sequence[int], on_first: Callable[[], None] | None = None
+    ) -> Iterator[float]:
         """The deadline of each event that carries ``seq``'s tokens up to ``ends[i]``,
-        computed lazily (as the previous event goes out)."""
-        for end in ends:
-            yield self.token_at(seq, end)
+        computed lazily (as the previous event goes out); ``on_first`` is called once the
+        first has come."""
+        token_at = self.token_at
+        it = iter(ends)
+        for end in it:
+            yield token_at(seq, end)
+            break
+        if on_first is not None:
+            on_first()
+        for end in it:
+            yield token_at(seq, end)
 
     def blocks_for(self, seq: Seq) -> int:
         return (seq.prompt + seq.generated) // self.profile.block_size + 1
 
     def step(self) -> bool:
         """Compute the next step; False when no sequence is left to run."""
+        running, waiting = self.running, self.waiting
+        if (
+            running
+            and not self.prefilling
+            and (
+                not waiting
+                or waiting[0].arrival > self.clock
+                or len(running) >= self.profile.max_num_seqs
+            )
+        ):
+            self.decode_step()
+            return True
+        return self.mixed_step()
+
+    def decode_step(self) -> None:
+        """A step in which every running sequence decodes and none joins (the common one,
+        so it is kept short: about 0.3 us a sequence)."""
+        running = self.running
+        end = self.clock + self.decode_s[len(running)]
+        self.clock = end
+        self.steps += 1
+        self.batch = len(running)
+        ended = False
+        for seq in running:
+            seq.token_times.append(end)
+            seq.generated += 1
+            seq.decode_steps += 1
+            if seq.generated >= seq.output:
+                ended = True
+        if ended:
+            for seq in [s for s in running if s.generated >= s.output]:
+                self.finish(seq)
+        kv = self.profile.kv_blocks
+        if kv:
+            for seq in running:
+                self.grow(seq)
+            if self.used_blocks > kv:
+                self.preempt_over(kv)
+
+    def mixed_step(self) -> bool:
+        """A step that prefills: chunks of running prompts, and waiting sequences admitted."""
         profile = self.profile
         running, waiting = self.running, self.waiting
         if not running:
@@ -229,6 +285,7 @@ class Engine:
                 self.grow(seq)
         if kv and self.used_blocks > kv:
             self.preempt_over(kv)
+        self.prefilling = sum(1 for seq in running if seq.to_prefill)
         return True
 
     def grow(self, seq: Seq) -> None:
@@ -248,6 +305,8 @@ class Engine:
         again when it is readmitted."""
         self.used_blocks -= seq.blocks
         seq.blocks = 0
+        if seq.to_prefill:
+            self.prefilling -= 1
         seq.to_prefill = seq.prompt + seq.generated
         seq.preemptions += 1
         self.preemptions += 1

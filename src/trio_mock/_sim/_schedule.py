@@ -58,14 +58,6 @@ def deadlines(
         yield previous
 
 
-def announced(times: Iterator[float], on_first: Callable[[], None] | None) -> Iterator[float]:
-    """``times``, calling ``on_first`` once the first of them has come."""
-    yield next(times)
-    if on_first is not None:
-        on_first()
-    yield from times
-
-
 def schedule(
     choices: Sequence[tuple[Sequence[float], Iterator[Frame]]],
     start: float,
@@ -82,12 +74,11 @@ def schedule(
 
     Args:
       stepped: each choice's deadlines from the batched engine (``_engine``), instead of
-        its offsets.
+        its offsets (which tell ``on_first`` themselves).
     """
     if stepped is not None:
         timed = [
-            zip(announced(times, on_first), repeat(frames))
-            for times, (_, frames) in zip(stepped, choices, strict=True)
+            zip(times, repeat(frames)) for times, (_, frames) in zip(stepped, choices, strict=True)
         ]
     else:
         timed = [
