@@ -162,7 +162,7 @@ PHASES = (
     "throughput", "pace", "capacity", "endpoints", "load", "replay", "workers2", "resilience",
     "engine",
 )  # fmt: skip
-ENGINE_BUDGET_S, QUICK_ENGINE_BUDGET_S = 150.0, 90.0  # added when the engine phase runs
+ENGINE_BUDGET_S, QUICK_ENGINE_BUDGET_S = 300.0, 180.0  # added when the engine phase runs
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
@@ -591,7 +591,7 @@ class Bench:
             if time.monotonic() > self.deadline:
                 raise BenchError(f"skipped: the time budget ({self.args.budget:g} s) is spent")
             phase(*args)
-        except BenchError as error:
+        except (BenchError, engine.EngineBenchError) as error:
             self.failed_phases.append(what)
             lines = str(error).strip().splitlines()  # the first line says what, the last why
             self.problems.append(f"{what}: {lines[0]}" + (f" ... {lines[-1]}" if lines[1:] else ""))
