@@ -13,6 +13,7 @@ import itertools
 import operator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -138,6 +139,22 @@ def test_a_released_sequence_frees_its_place() -> None:
     assert times(engine, second, 2) == pytest.approx([0.030, 0.040])
     assert engine.token_at(first, 3) == float("inf")  # never comes
     engine.finish(first)  # twice is harmless
+
+
+def test_decode_runs_step_in_one_loop_exactly_as_step_by_step() -> None:
+    fast, slow = Engine(PROFILE), Engine(attrs.evolve(PROFILE, kv_blocks=10**6))
+    got = []
+    for engine in (fast, slow):  # a KV limit takes the step-by-step path
+        first = engine.join(0.0, prompt=4, uncached=4, output=30)
+        second = engine.join(0.1, prompt=4, uncached=4, output=5)  # joins mid-way
+        third = engine.join(0.2, prompt=4, uncached=4, output=20)  # after the second left
+        got.append((times(engine, first, 30), times(engine, second, 5), times(engine, third, 20)))
+    assert got[0] == got[1]
+    first_times, second_times, _ = got[0]
+    assert first_times[0] == pytest.approx(0.014)  # 10 ms + 4 prefilled tokens
+    assert first_times[9] == pytest.approx(0.104)  # the step that ends past 100 ms ...
+    assert second_times[0] == pytest.approx(0.104 + 0.015)  # ... and the one it joins
+    assert fast.steps == slow.steps
 
 
 def test_an_idle_engine_starts_at_the_next_arrival() -> None:

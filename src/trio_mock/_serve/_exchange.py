@@ -194,7 +194,8 @@ class Stages:
             else:
                 reply = await self.handler.prepare(data, overrides)
             engines = services.engines
-            if engines is not None and not engines.fits(longest(reply, reply.event_ends)):
+            ends = reply.event_ends if engines is not None else []  # a property: built once
+            if engines is not None and not engines.fits(longest(reply, ends)):
                 raise too_big(reply, engines)
             if services.limiter.active:
                 peer = scope["client"][0] if scope.get("client") else ""
@@ -229,7 +230,6 @@ class Stages:
             sequences: tuple[Seq, ...] = ()
             if services.engines is not None:
                 engine = services.engines[model or ""]
-                ends = reply.event_ends  # a property that builds its list
                 sequences = joined(engine, reply, ends, admitted)
                 ttft_s, itl_s = stepped_times(engine, ends, sequences, start)
             headers += plan_headers(reply, ttft_s, itl_s)

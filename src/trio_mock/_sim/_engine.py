@@ -79,7 +79,6 @@ class Seq:
         "decode_steps",
         "done",
         "generated",
-        "order",
         "output",
         "preemptions",
         "prefill_steps",
@@ -88,12 +87,11 @@ class Seq:
         "token_times",
     )
 
-    def __init__(self, arrival: float, prompt: int, uncached: int, output: int, order: int):
+    def __init__(self, arrival: float, prompt: int, uncached: int, output: int) -> None:
         self.arrival = arrival
         self.prompt = prompt  # all of it holds KV blocks, cached or not
         self.to_prefill = max(uncached, 1)  # vLLM recomputes at least the last token
         self.output = output
-        self.order = order
         self.generated = 0
         self.blocks = 0  # held while running
         self.token_times = array("d")
@@ -130,7 +128,7 @@ class Engine:
 
     def join(self, arrival: float, prompt: int, uncached: int, output: int) -> Seq:
         """A new sequence, waiting from ``arrival``."""
-        seq = Seq(arrival, prompt, uncached, output, self.joined)
+        seq = Seq(arrival, prompt, uncached, output)
         self.joined += 1
         if output > 0:
             self.waiting.append(seq)
@@ -142,9 +140,41 @@ class Engine:
         """When ``seq``'s ``k``-th token (from 1) comes out: the end of its step."""
         times = seq.token_times
         while len(times) < k:
-            if seq.done or not self.step():
-                return math.inf  # released, or (a bug) never scheduled: never due
+            if seq.done:
+                return math.inf  # released: never due
+            if not self.profile.kv_blocks and self.decodes_only():
+                self.decode_run(seq, k)
+            elif not self.step():
+                return math.inf  # (a bug) never scheduled: never due
         return times[k - 1]
+
+    def decode_run(self, seq: Seq, k: int) -> None:
+        """``decode_step`` repeated in one loop until ``seq``'s ``k``-th token, a
+        sequence's last, or the step that someone waiting joins: the same steps, for less
+        (the common case: a few streams decoding, or a mock whose steps outrun arrivals).
+        Only without a KV limit, whose blocks each step would have to grow."""
+        running, waiting = self.running, self.waiting
+        joins_at = waiting[0].arrival if waiting else math.inf
+        step_s = self.decode_s[len(running)]
+        clock, times, count = self.clock, seq.token_times, 0
+        ended = False
+        while len(times) < k and not ended:
+            clock += step_s
+            count += 1
+            for each in running:
+                each.token_times.append(clock)
+                each.generated += 1
+                each.decode_steps += 1
+                if each.generated >= each.output:
+                    ended = True
+            if clock >= joins_at:  # the next step starts once it has arrived: it joins
+                break
+        self.clock = clock
+        self.steps += count
+        self.batch = len(running)
+        if ended:
+            for each in [s for s in running if s.generated >= s.output]:
+                self.finish(each)
 
     def finish(self, seq: Seq) -> None:
         """Release ``seq`` (its stream ended or its client left): its blocks are freed."""
@@ -181,19 +211,24 @@ class Engine:
 
     def step(self) -> bool:
         """Compute the next step; False when no sequence is left to run."""
-        running, waiting = self.running, self.waiting
-        if (
-            running
+        if self.decodes_only():
+            self.decode_step()
+            return True
+        return self.mixed_step()
+
+    def decodes_only(self) -> bool:
+        """Whether the next step only decodes: nothing prefills, and no one waiting can
+        join (none has arrived by its start, or the batch is full)."""
+        waiting = self.waiting
+        return (
+            bool(self.running)
             and not self.prefilling
             and (
                 not waiting
                 or waiting[0].arrival > self.clock
-                or len(running) >= self.profile.max_num_seqs
+                or len(self.running) >= self.profile.max_num_seqs
             )
-        ):
-            self.decode_step()
-            return True
-        return self.mixed_step()
+        )
 
     def decode_step(self) -> None:
         """A step in which every running sequence decodes and none joins (the common one,
