@@ -136,7 +136,10 @@ def modelled(latency: Any, clients: int, prompt: int, warmup: float, duration: f
     assert engines is not None
     engine = Engine(engines.profile)
     end = warmup + duration
-    live = [engine.join(0.0, prompt, prompt, TOKENS) for _ in range(clients)]
+    # Clients start spread over one unloaded request's time: in lockstep (all at 0) every
+    # wave would prefill at once, which a real loop's jitter soon breaks up.
+    spread = engines.profile.step_s(prompt, 1) + (TOKENS - 1) * engines.profile.itl_s
+    live = [engine.join(i * spread / clients, prompt, prompt, TOKENS) for i in range(clients)]
     done = []
     while live and engine.step():  # until the last request sent before ``end`` is out
         for seq in [s for s in live if len(s.token_times) == TOKENS]:
