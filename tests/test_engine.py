@@ -275,6 +275,36 @@ async def test_concurrent_streams_share_steps(autojump_clock: trio.testing.MockC
                                     shared + 0.043])  # fmt: skip
 
 
+async def test_each_choice_is_a_sequence_of_the_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = app_with()
+    answer = await call(app, "/v1/chat/completions", chat("Hello?", n=2))
+    events = answer.events()
+    usage = next(e[2]["usage"] for e in events if isinstance(e[2], dict) and e[2].get("usage"))
+    prompt = usage["prompt_tokens"]
+    by_choice: dict[int, list[float]] = {0: [], 1: []}
+    for at, _, data in events:
+        for choice in data.get("choices", []) if isinstance(data, dict) else []:
+            if (choice.get("delta") or {}).get("content"):
+                by_choice[choice["index"]].append(at)
+    first = (10 + 2 * prompt + 1) * MS  # both prefilled in one step of two sequences
+    expected = [first + 11 * MS * k for k in range(5)]
+    assert by_choice[0] == pytest.approx(expected)
+    assert by_choice[1] == pytest.approx(expected)
+
+
+async def test_a_stream_cut_short_leaves_the_batch(autojump_clock: trio.testing.MockClock) -> None:
+    app = app_with(output_tokens_mean=100, max_request_s=0.5)
+    cut = await call(app, "/v1/chat/completions", chat("Hello?"))
+    assert b"timeout" in cut.body  # cut at 0.5 s, long before its 100th token
+    await trio.sleep(0.05)  # past the step already fixed when the cut came
+    later, usage = await streamed(app, chat("Hello again?", max_tokens=5))
+    # Alone again: had the cut sequence stayed, it would decode beside this one (11 ms).
+    assert later[1] - later[0] == pytest.approx(10 * MS)
+    assert later[0] == pytest.approx((10 + usage["prompt_tokens"]) * MS)
+
+
 async def test_a_body_comes_when_its_last_step_ends(autojump_clock: trio.testing.MockClock) -> None:
     app = app_with()
     start = trio.current_time()
