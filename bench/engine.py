@@ -7,7 +7,9 @@ Three parts, a JSON line each:
   tokens/s, beside ``model_*``, what the pure engine predicts for the same closed loop
   stepped here without a server (so the gap is the server's own lateness). One SVG
   (latency and throughput against concurrency, drawn here by hand) goes next to the
-  lines: ``--out``'s name with ``.svg``, else ``bench-engine.svg``.
+  lines: ``--out``'s name with ``.svg``, else ``bench-engine.svg``. At 512 clients,
+  ``clients_lost`` counts connections the server closed once idle for its keep-alive
+  timeout after the window ended (the loop sends nothing then), not failures.
 * ``engine_cpu``: the scheduler's own CPU per step, in this process (no server), for
   batches of 8, 64 and 256 decoding sequences.
 * ``engine_overhead``: requests/s of non-streamed chat (wrk, 64 connections) with the
