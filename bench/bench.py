@@ -71,6 +71,13 @@ some), each on a fresh server:
                              OpenAI-shaped 4xx; the server gets ``--api-keys``,
                              ``--max-body-bytes`` and ``--body-timeout-s 2``, and runs without
                              the last if it refuses the flag)
+  engine, trio-mock only (``engine.py``): ``--engine batched --profile vllm-8b-h100``
+                             under closed loops of 1, 8, 32, 128 and 512 clients of
+                             100-token streams (TTFT, ITL p50/p99, output tokens/s beside
+                             the model's, lines engine_c*, and an SVG plot next to
+                             ``--out``), the scheduler's CPU per step (engine_cpu*), and
+                             engine_overhead: requests/s at 64 connections, batched over
+                             the default engine at zero latency (``rps_vs_simple`` >= 0.9)
 
 Without --quick, the throughput phase runs again for trio-mock ``--workers 2`` with
 ``*_vs_1worker`` ratios. Every line has a ``phase``; pace, closed and load lines add
@@ -120,6 +127,7 @@ from typing import TYPE_CHECKING, Any
 
 import bad_inputs
 import capacity
+import engine
 import lag
 import resilience
 
@@ -166,6 +174,7 @@ PHASES = (
     "workers2",
     "shared",
     "resilience",
+    "engine",
 )
 # The shared phase: --workers 2 at zero latency, alone and with each knob whose state the
 # workers share (issue 18), each set so that it never refuses: what sharing costs.
@@ -175,11 +184,13 @@ SHARED_KNOBS: dict[str, list[str]] = {
     "capacity": ["--max-concurrency", "100000"],
 }
 PREVIOUS = "previous"  # the label of --against's checkout
+ENGINE_BUDGET_S, QUICK_ENGINE_BUDGET_S = 300.0, 180.0  # added when the engine phase runs
 TOOLS = {  # what a phase needs on PATH, and the Debian package that has it
     "throughput": [("wrk", "wrk")],
     "endpoints": [("wrk", "wrk")],
     "workers2": [("wrk", "wrk")],
     "shared": [("wrk", "wrk")],
+    "engine": [("wrk", "wrk")],
     "resilience": [("h2load", "nghttp2-client")],
 }
 SETTLE_S, QUICK_SETTLE_S = 60.0, 10.0  # the disconnect storm's wait before RSS "after"
@@ -628,7 +639,7 @@ class Bench:
             if time.monotonic() > self.deadline:
                 raise BenchError(f"skipped: the time budget ({self.args.budget:g} s) is spent")
             phase(*args)
-        except BenchError as error:
+        except (BenchError, engine.EngineBenchError) as error:
             self.failed_phases.append(what)
             lines = str(error).strip().splitlines()  # the first line says what, the last why
             self.problems.append(f"{what}: {lines[0]}" + (f" ... {lines[-1]}" if lines[1:] else ""))
@@ -968,12 +979,14 @@ def main() -> None:
         print(f"bench: skipping the {phase} phase: {why}", file=sys.stderr)
     if args.budget is None:
         args.budget = 0.0
-        if set(phases) - {"resilience", "capacity"}:
+        if set(phases) - {"resilience", "capacity", "engine"}:
             args.budget += QUICK_BUDGET_S if args.quick else BUDGET_S
         if "capacity" in phases:
             args.budget += QUICK_CAPACITY_BUDGET_S if args.quick else CAPACITY_BUDGET_S
         if "resilience" in phases:
             args.budget += QUICK_RESILIENCE_BUDGET_S if args.quick else RESILIENCE_BUDGET_S
+        if "engine" in phases:
+            args.budget += QUICK_ENGINE_BUDGET_S if args.quick else ENGINE_BUDGET_S
     runner = ("run.py", "loadgen.py", "chat.lua")
     if set(phases) - {"resilience"} and not all((args.bench_dir / n).is_file() for n in runner):
         raise SystemExit(f"bench: {', '.join(runner)} not found in {args.bench_dir}")
@@ -1028,6 +1041,10 @@ def main() -> None:
             bench.attempt("trio-mock shared", bench.shared, mock, MOCK, previous)
     elif "shared" in phases:
         bench.skipped.append("shared: --server-cmd is not trio-mock's own command")
+    if "engine" in phases and mock == TRIO_MOCK_CMD:
+        bench.attempt("trio-mock engine", engine.phase, bench, mock, MOCK)
+    elif "engine" in phases:
+        bench.skipped.append("engine: --server-cmd is not trio-mock's own command")
     if "resilience" in phases:  # last: abused servers are fresh ones, but the box may not be
         bench.attempt("trio-mock resilience h2load", bench.resilience_h2load, mock, MOCK)
         bench.attempt("trio-mock resilience storm", bench.resilience_storm, mock, MOCK)

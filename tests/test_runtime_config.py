@@ -706,6 +706,12 @@ START_UP_CHANGES: dict[str, dict[str, Any]] = {
     "replay_ignore": {"replay_ignore": "user"},
     "prefix_cache_blocks": {"prefix_cache_blocks": 64},
     "kv_block_size": {"kv_block_size": 32},
+    "engine": {"engine": "batched"},
+    "max_num_seqs": {"max_num_seqs": 8},
+    "max_num_batched_tokens": {"max_num_batched_tokens": 512},
+    "engine_seq_ms": {"engine_seq_ms": 1},
+    "engine_knee_seqs": {"engine_knee_seqs": 8},
+    "engine_past_knee_ms": {"engine_past_knee_ms": 1},
 }
 
 

@@ -98,6 +98,7 @@ def install_info_routes(app: QuartTrio, live: Live, tokenizer: Tokenizer) -> Non
                     name: voice.tokenizer.description for name, voice in live.model.voices.items()
                 },
                 "load": live.load.snapshot(),
+                "engine": engine_view(live),
                 "endpoints": ENDPOINTS,
                 "settings": live.settings.public(),
             }
@@ -187,3 +188,18 @@ class CorsApp(TrioMockApp):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.cors(scope, receive, send)
+
+
+def engine_view(live: Live) -> dict[str, Any]:
+    """The engine, live: its kind, and when batched its last batch, KV usage, preemptions
+    and the prefix cache's hit rate so far."""
+    view: dict[str, Any] = {"kind": live.settings.latency.engine}
+    engines, metrics = live.engines, live.metrics
+    if engines is not None:
+        view |= {"batch": engines.batch, "kv_cache_usage": engines.usage,
+                 "preemptions": engines.preemptions}  # fmt: skip
+    if metrics is not None:
+        metrics.flush()
+    if metrics is not None and metrics.cache_queried:
+        view["prefix_cache_hit_rate"] = metrics.cache_hit / metrics.cache_queried
+    return view

@@ -49,6 +49,7 @@ from .._serve._realtime import RealtimeEndpoint
 from .._serve._responses import ResponsesHandler
 from .._serve._scripts import Scripts, read_rules
 from .._sim._corpus import release_free_memory
+from .._sim._engine import engines_for
 from .._sim._tokens import load_tokenizer
 from ._admin_routes import install_control_routes
 from ._anthropic_routes import install_anthropic_routes
@@ -145,8 +146,9 @@ class Live:
         self.scripts = scripts if scripts is not None else load_scripts(settings)
         self.tokenizers = model_tokenizers(settings.models)  # a model's own, by name
         self.model = MockModel(settings, tokenizer, offload=off_loop, tokenizers=self.tokenizers)
+        self.engines = engines_for(settings.latency)  # start-up only: they outlive changes
         if self.metrics is not None:  # the caches outlive runtime changes, as the model's
-            self.metrics.cache = self.model.prefix_caches
+            self.metrics.attach(self.model.prefix_caches, self.engines)
         self.buckets = buckets
         self.limiter = RateLimiter(settings.rate_limits, buckets)
         self.faults = self.fault_injector(settings)
@@ -180,6 +182,7 @@ class Live:
             watchdog=self.watchdog,
             pacer=self.pacer,
             replayer=replayer(self.cassette, settings),
+            engines=self.engines,
         )
         self.auth = services.auth
         routes: dict[str, ASGIApp] = {}
@@ -310,6 +313,7 @@ class Live:
             self.faults = self.fault_injector(settings)
             if self.metrics is not None and not multiprocess():
                 self.metrics = Metrics(settings, self.load)
+                self.metrics.attach(self.model.prefix_caches, self.engines)
                 self.observer.metrics = self.metrics
             self.journal.clear()
             self.scripts.clear()

@@ -33,7 +33,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # An 8B model under vLLM on one H100: prefill runs at ~20k tokens/s (0.05 ms a token),
     # decode ~7 ms a token alone and ~11 ms at batch 64 (+0.9 % per running request);
-    # vLLM's default max_num_seqs is 256.
+    # vLLM's default max_num_seqs is 256. For --engine batched (README "Batched engine"):
+    # a step of B sequences takes 7 + 0.05 (B - 1) ms up to the knee at 128, where decode
+    # turns compute-bound, then 0.07 ms more per sequence: 22 ms at 256, ~11.5k output
+    # tokens/s, the order of the ~12.5k public runs report for Llama-3.1-8B on one H100.
     "vllm-8b-h100": {
         "ttft_distribution": "normal",
         "ttft_ms": 25.0,
@@ -45,6 +48,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "itl_jitter_ms": 0.5,
         "itl_load_factor": 0.009,
         "max_concurrency": 256,
+        "max_num_seqs": 256,
+        "max_num_batched_tokens": 8192,
+        "engine_seq_ms": 0.05,
+        "engine_knee_seqs": 128,
+        "engine_past_knee_ms": 0.07,
         "output_tokens_mean": 256.0,
         "output_tokens_stddev": 96.0,
     },

@@ -44,6 +44,7 @@ from ._tokenizer_models import MAX_MODEL_NAME as MAX_MODEL_NAME, tokenizer_model
 
 OutputMode = Literal["corpus", "echo", "fixed"]
 Distribution = Literal["constant", "normal", "lognormal", "uniform"]
+EngineKind = Literal["simple", "batched"]
 LengthDistribution = Literal["fixed", "normal", "lognormal", "uniform"]
 
 
@@ -270,6 +271,34 @@ class LatencySettings:
     kv_block_size: int = knob(
         16, "prefix cache: prompt tokens a block holds (vLLM's block_size)", Range(1, 1024),
         live=False,
+    )  # fmt: skip
+    engine: EngineKind = knob(
+        "simple",
+        "simple: each request on its own sampled schedule; batched: a simulated engine "
+        "steps its batch, and deadlines come from the steps",
+        live=False,
+    )
+    max_num_seqs: int = knob(
+        256, "batched engine: sequences in one step (vLLM's max_num_seqs)", Range(1, 65536),
+        live=False,
+    )  # fmt: skip
+    max_num_batched_tokens: int = knob(
+        8192,
+        "batched engine: tokens in one step, prefill chunks and decodes (chunked prefill)",
+        Range(1, 10**7),
+        live=False,
+    )
+    engine_seq_ms: float = knob(
+        0.05, "batched engine: a step's time added per sequence up to the knee, ms",
+        PER_TOKEN_MS, live=False,
+    )  # fmt: skip
+    engine_knee_seqs: int = knob(
+        128, "batched engine: batch size where steps turn compute-bound", Range(1, 65536),
+        live=False,
+    )  # fmt: skip
+    engine_past_knee_ms: float = knob(
+        0.07, "batched engine: a step's time added per sequence past the knee, ms",
+        PER_TOKEN_MS, live=False,
     )  # fmt: skip
     itl_distribution: Distribution = knob(
         "normal", "ITL distribution: constant, normal, lognormal or uniform"
@@ -530,6 +559,17 @@ class Settings:
             raise SettingsError(
                 f"{describe('tokens_per_event_min')}: must not exceed tokens_per_event_max "
                 f"({out.tokens_per_event_min} > {out.tokens_per_event_max})"
+            )
+        lat = self.latency
+        if lat.engine == "batched" and lat.max_num_batched_tokens < lat.kv_block_size:
+            raise SettingsError(
+                f"{describe('max_num_batched_tokens')}: must be at least kv_block_size "
+                f"({lat.max_num_batched_tokens} < {lat.kv_block_size})"
+            )
+        if lat.engine == "batched" and lat.max_num_batched_tokens < lat.max_num_seqs:
+            raise SettingsError(
+                f"{describe('max_num_batched_tokens')}: must be at least max_num_seqs, a "
+                f"decode token each ({lat.max_num_batched_tokens} < {lat.max_num_seqs})"
             )
         if (srv.certfile is None) != (srv.keyfile is None):
             raise SettingsError(f"{describe('certfile')}: certfile and keyfile go together")

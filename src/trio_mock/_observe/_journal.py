@@ -110,6 +110,8 @@ class Record:
     lag_max_s: float | None = None
     lag_p99_s: float | None = None
     response: list[bytes] | None = field(default=None, repr=False)  # kept for --log-raw
+    # Per choice, its time queued and steps in the batched engine (None: simple engine).
+    engine: list[dict[str, object]] | None = None
     request_logged: bool = False  # --log-raw's request line went out
 
     def wrote(self, due: Sequence[float], at: float, closing: bool = False) -> None:
@@ -200,6 +202,7 @@ class Record:
                 "lag_max_ms": ms(self.lag_max_s, 0.0),
                 "lag_p99_ms": ms(self.lag_p99_s, 0.0),
             },
+            "engine": self.engine,
             "events": [
                 {"due_ms": ms(d, start), "sent_ms": ms(s, start), "kind": kind}
                 for d, s, kind in zip(self.due, self.sent, self.kinds(), strict=True)

@@ -130,6 +130,19 @@ class CacheView(Protocol):
     def usage(self) -> float: ...
 
 
+class EngineView(Protocol):
+    """What the gauges read of the batched engines (``_sim._engine.Engines``)."""
+
+    @property
+    def usage(self) -> float: ...
+
+    @property
+    def batch(self) -> int: ...
+
+    @property
+    def preemptions(self) -> int: ...
+
+
 class ModelLabels:
     """The ``model`` label each model name is counted under.
 
@@ -242,6 +255,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.load = load
         self.cache: CacheView | None = None  # the prefix caches, when there are
+        self.engines: EngineView | None = None  # the batched engines, when they run
+        self.preempted = 0  # preemptions counted so far
+        self.cache_queried = self.cache_hit = 0  # prompt tokens looked up and found
         self.model_name = ""
         self.model_labels = ModelLabels((), 0)
         self.configure(settings)
@@ -336,9 +352,31 @@ class Metrics:
                   multiprocess_mode="livemax")
             for name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
         ]  # fmt: skip
+        self.vllm_preemptions = Counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+            vllm, registry=r,
+        )  # fmt: skip
+        self.batch_size = Gauge(
+            "trio_mock_engine_batch_size", "Sequences in the batched engine's last step.",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.kv_usage = Gauge(
+            "trio_mock_kv_cache_usage", "Share of the KV cache's blocks in use, 0 to 1.",
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.hit_rate = Gauge(
+            "trio_mock_prefix_cache_hit_rate", "Prompt tokens the prefix cache held, of those "
+            "looked up, so far.", registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         self.batch = Batch()
         self.pending = 0
         self.refresh()
+
+    def attach(self, cache: CacheView | None, engines: EngineView | None) -> None:
+        """Read the gauges of these prefix caches and batched engines; preemptions count
+        from now on."""
+        self.cache, self.engines = cache, engines
+        self.preempted = 0 if engines is None else engines.preemptions
 
     def configure(self, settings: Settings) -> None:
         """Take the model names of ``settings`` (at start and on a runtime change)."""
@@ -386,6 +424,8 @@ class Metrics:
             for model, n in tokens.items():
                 for counter in family:
                     counter.labels(model, ENGINE).inc(n)
+        self.cache_queried += sum(batch.cache_queries.values())
+        self.cache_hit += sum(batch.cache_hits.values())
         for key, values in batch.ttft.items():
             observe_many(self.ttft.labels(*key), np.asarray(values))
             observe_many(self.vllm_ttft.labels(key[1], ENGINE), np.asarray(values))
@@ -409,6 +449,18 @@ class Metrics:
         self.vllm_running.labels(self.model_name, ENGINE).set(snapshot["running"])
         self.vllm_waiting.labels(self.model_name, ENGINE).set(snapshot["queued"])
         usage = 0.0 if self.cache is None else self.cache.usage
+        engines = self.engines
+        if engines is not None:  # the running sequences' blocks, as vLLM's gauge counts
+            usage = engines.usage
+            self.batch_size.set(engines.batch)
+            preempted = engines.preemptions
+            if preempted > self.preempted:
+                self.vllm_preemptions.labels(self.model_name, ENGINE).inc(
+                    preempted - self.preempted
+                )
+                self.preempted = preempted
+        self.kv_usage.set(usage)
+        self.hit_rate.set(self.cache_hit / self.cache_queried if self.cache_queried else 0.0)
         for gauge in self.vllm_cache_usage:
             gauge.labels(self.model_name, ENGINE).set(usage)
 

@@ -19,7 +19,10 @@ from ._journal import Record, redacted, shown
 from ._lag import LagMonitor
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._openai._exchange import Exchange
+    from .._sim._engine import Engine, Seq
     from ._journal import Journal
     from ._metrics import Metrics
 
@@ -107,6 +110,14 @@ class Observer:
         record.cut = reason
         if error is not None:
             record.error = error
+
+    @staticmethod
+    def stepped(record: Record, engine: Engine, sequences: Sequence[Seq]) -> None:
+        """The request's sequences leave the batched engine: what the journal keeps of
+        their steps."""
+        record.engine = [seq.summary() for seq in sequences]
+        for seq in sequences:
+            engine.finish(seq)
 
     @staticmethod
     def gone(record: Record) -> None:

@@ -17,6 +17,7 @@ from ._frames import Planned
 
 if TYPE_CHECKING:
     from .._config._faults import Fault
+    from .._sim._engine import Engine, Seq
     from ._errors import OpenAIError
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -43,6 +44,9 @@ class Exchange(Generic[Reply]):
     planned_ttft_s: float = 0.0  # the first token's moment after arrival (the queue included)
     planned_itl_s: float = 0.0  # the mean gap between the first choice's token events
     planned_events: int = 0  # token events, over all choices
+    # The batched engine its choices run in, one sequence each (none: the simple engine).
+    engine: Engine | None = None
+    sequences: tuple[Seq, ...] = ()
 
     @property
     def cutting_fault(self) -> Fault | None:

@@ -149,6 +149,8 @@ class Endpoint:
                 await self.play(exchange, admission, scope, receive, send, record)
             finally:
                 admission.finish()
+                if exchange.engine is not None:
+                    observer.stepped(record, exchange.engine, exchange.sequences)
         finally:
             observer.close(record)
 
@@ -164,8 +166,13 @@ class Endpoint:
         events carry no frames (only its last moment matters)."""
         reply = exchange.reply
         assert reply is not None
+        engine, stepped = exchange.engine, None
+        if engine is not None:
+            first = admission.first_token
+            pairs = zip(exchange.sequences, reply.event_ends, strict=True)
+            stepped = [engine.deadlines(seq, ends, first) for seq, ends in pairs]
         clock = Clock(exchange.admitted, exchange.limit, exchange.ttft_scale, self.itl_scale,
-                      admission.first_token)  # fmt: skip
+                      admission.first_token, stepped)  # fmt: skip
         if reply.stream:
             choices = reply.streams()
         else:
@@ -187,7 +194,8 @@ class Endpoint:
         """Answer on schedule while watching for a disconnect."""
         reply = exchange.reply
         assert reply is not None
-        if exchange.fault is None and not reply.stream and max(o[-1] for o in reply.offsets) == 0:
+        instant = exchange.engine is None and max(o[-1] for o in reply.offsets) == 0
+        if exchange.fault is None and not reply.stream and instant:
             admission.first_token()  # nothing to wait for
             record.was_due(repeat(exchange.admitted, record.planned_events))
             await self.send_whole(send, record, 200, reply.body(), exchange)
@@ -225,10 +233,13 @@ class Endpoint:
         assert exchange.reply is not None
         deadline, source = next(events)
         await trio.sleep_until(deadline)  # the first token's moment
+        stepwise = self.itl_scale is not None or exchange.engine is not None
+        now = trio.current_time()
         while type(source) is not Ending:
             record.was_due((deadline,))
             deadline, source = next(events)
-            if self.itl_scale is not None:  # under load, each step needs its moment
+            # Under load, each step needs its moment: the next one is computed then.
+            if stepwise and deadline > now and deadline > (now := trio.current_time()):
                 await trio.sleep_until(deadline)
         await trio.sleep_until(deadline)
         if source.cut is None:

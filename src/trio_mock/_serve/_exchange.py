@@ -18,7 +18,13 @@ import trio
 from attrs import frozen
 
 from .._openai._convert import parse_json
-from .._openai._errors import METHOD_NOT_ALLOWED, SERVER_ERROR, OpenAIError, status_error
+from .._openai._errors import (
+    METHOD_NOT_ALLOWED,
+    SERVER_ERROR,
+    OpenAIError,
+    invalid,
+    status_error,
+)
 from .._openai._exchange import Exchange, plan_headers, planned_times
 from .._openai._openrouter import openai_request
 from .._openai._overrides import merged, parse_overrides
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from .._openai._frames import PlannedReply
     from .._openai._openrouter import Reasoning
     from .._openai._overrides import Overrides
+    from .._sim._engine import Engine, Engines, Seq
     from ._auth import Auth
     from ._housekeeping import Watchdog
     from ._load import Admission, Load
@@ -92,6 +99,7 @@ class Services:
     watchdog: Watchdog
     pacer: Pacer
     replayer: Replayer | None = None  # --cassette without an upstream
+    engines: Engines | None = None  # --engine batched
 
 
 async def wait_for_slot(load: Load, receive: Receive) -> Admission:
@@ -185,6 +193,10 @@ class Stages:
                 reply: PlannedReply = replayer.reply(found, headers)  # or its recorded error
             else:
                 reply = await self.handler.prepare(data, overrides)
+            engines = services.engines
+            ends = reply.event_ends if engines is not None else []  # a property: built once
+            if engines is not None and not engines.fits(longest(reply, ends)):
+                raise too_big(reply, engines)
             if services.limiter.active:
                 peer = scope["client"][0] if scope.get("client") else ""
                 charged = services.limiter.charge(scope["headers"], str(named), reply.charge, peer)
@@ -214,6 +226,12 @@ class Stages:
         else:
             admitted = anchor + (fault.delay_s if fault is not None else 0.0)
             ttft_s, itl_s, events = planned_times(reply, start, admitted, admission.ttft_scale)
+            engine: Engine | None = None
+            sequences: tuple[Seq, ...] = ()
+            if services.engines is not None:
+                engine = services.engines[model or ""]
+                sequences = joined(engine, reply, ends, admitted)
+                ttft_s, itl_s = stepped_times(engine, ends, sequences, start)
             headers += plan_headers(reply, ttft_s, itl_s)
             planned = Exchange(
                 headers=tuple(headers),
@@ -230,6 +248,8 @@ class Stages:
                 planned_ttft_s=ttft_s,
                 planned_itl_s=itl_s,
                 planned_events=events,
+                engine=engine,
+                sequences=sequences,
             )
             return planned, admission
         refused: Exchange[PlannedReply] = Exchange(
@@ -237,3 +257,45 @@ class Stages:
             refusal=refusal, recording=recording,
         )  # fmt: skip
         return refused, None
+
+
+def longest(reply: PlannedReply, event_ends: Sequence[Sequence[int]]) -> int:
+    """The tokens of the reply's longest sequence, prompt and output: the KV it needs."""
+    return reply.prompt_tokens + max((ends[-1] for ends in event_ends if ends), default=0)
+
+
+def too_big(reply: PlannedReply, engines: Engines) -> OpenAIError:
+    """The context-length error for a request no engine configured so could ever run."""
+    profile = engines.profile
+    output = longest(reply, reply.event_ends) - reply.prompt_tokens
+    return invalid(
+        f"This request ({reply.prompt_tokens} prompt and up to {output}"
+        f" output tokens) needs more KV blocks of {profile.block_size} tokens than the "
+        f"{profile.kv_blocks} the cache holds (--prefix-cache-blocks). Please reduce the "
+        "length of the prompt or of the reply.",
+        None,
+        "context_length_exceeded",
+    )
+
+
+def joined(
+    engine: Engine, reply: PlannedReply, event_ends: Sequence[Sequence[int]], admitted: float
+) -> tuple[Seq, ...]:
+    """The reply's choices, each a sequence of ``engine``'s, waiting from ``admitted``."""
+    uncached = reply.prompt_tokens - (reply.cached_tokens or 0)
+    return tuple(
+        engine.join(admitted, reply.prompt_tokens, uncached, ends[-1] if ends else 0)
+        for ends in event_ends
+    )
+
+
+def stepped_times(
+    engine: Engine, event_ends: Sequence[Sequence[int]], sequences: Sequence[Seq], start: float
+) -> tuple[float, float]:
+    """The planned TTFT (from arrival) and ITL under the batched engine: the first
+    choice's first event as the engine steps now, and the step time of its batch."""
+    ends = event_ends[0] if event_ends else ()
+    if not ends or not sequences:
+        return 0.0, 0.0
+    first = engine.token_at(sequences[0], ends[0])
+    return first - start, engine.profile.step_s(0, max(engine.batch, 1))

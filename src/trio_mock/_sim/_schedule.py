@@ -64,17 +64,27 @@ def schedule(
     ttft_scale: float = 1.0,
     itl_scale: Callable[[], float] | None = None,
     on_first: Callable[[], None] | None = None,
+    stepped: Sequence[Iterator[float]] | None = None,
 ) -> Iterator[tuple[float, Iterator[Frame]]]:
     """Every choice's events, in due order (ties keep choice order): each deadline with the
     choice's frame source, from which the caller draws the frame as it goes out.
 
     Each choice keeps its own deadlines, so each one's TTFT and gaps follow the model; the
     merge is lazy, so a choice's next deadline is computed as its previous frame goes out.
+
+    Args:
+      stepped: each choice's deadlines from the batched engine (``_engine``), instead of
+        its offsets (which tell ``on_first`` themselves).
     """
-    timed = [
-        zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), repeat(frames))
-        for offsets, frames in choices
-    ]
+    if stepped is not None:
+        timed = [
+            zip(times, repeat(frames)) for times, (_, frames) in zip(stepped, choices, strict=True)
+        ]
+    else:
+        timed = [
+            zip(deadlines(offsets, start, ttft_scale, itl_scale, on_first), repeat(frames))
+            for offsets, frames in choices
+        ]
     if len(timed) == 1:
         return timed[0]
     return heapq.merge(*timed, key=itemgetter(0))

@@ -30,6 +30,7 @@ class Clock:
     ttft_scale: float = 1.0
     itl_scale: Callable[[], float] | None = None
     on_first: Callable[[], None] | None = None  # the first token's moment has come
+    stepped: Sequence[Iterator[float]] | None = None  # the batched engine's, per choice
 
 
 def timeline(
@@ -51,7 +52,7 @@ def timeline(
     Args:
       event_ends: each choice's tokens sent by the end of each of its events.
     """
-    args = clock.start, clock.ttft_scale, clock.itl_scale, clock.on_first
+    args = clock.start, clock.ttft_scale, clock.itl_scale, clock.on_first, clock.stepped
     if fault is None or fault.kind not in CUTS:
         events: Iterator[Event] = ending_with(schedule(choices, *args), closing)
     else:
