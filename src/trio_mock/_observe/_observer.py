@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .._openai._exchange import Exchange
-    from .._sim._engine import Engine, Seq
+    from .._sim._engine import Seq
     from ._journal import Journal
     from ._metrics import Metrics
 
@@ -112,12 +112,10 @@ class Observer:
             record.error = error
 
     @staticmethod
-    def stepped(record: Record, engine: Engine, sequences: Sequence[Seq]) -> None:
-        """The request's sequences leave the batched engine: what the journal keeps of
+    def stepped(record: Record, sequences: Sequence[Seq]) -> None:
+        """The request's sequences left the batched engine: what the journal keeps of
         their steps."""
         record.engine = [seq.summary() for seq in sequences]
-        for seq in sequences:
-            engine.finish(seq)
 
     @staticmethod
     def gone(record: Record) -> None:

@@ -150,7 +150,8 @@ class Endpoint:
             finally:
                 admission.finish()
                 if exchange.engine is not None:
-                    observer.stepped(record, exchange.engine, exchange.sequences)
+                    exchange.engine.release(exchange.sequences)
+                    observer.stepped(record, exchange.sequences)
         finally:
             observer.close(record)
 

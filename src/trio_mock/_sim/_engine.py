@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import math
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import frozen
@@ -190,6 +190,11 @@ class Engine:
         else:
             self.waiting.remove(seq)
 
+    def release(self, sequences: Iterable[Seq]) -> None:
+        """A request's sequences leave: its answer ended, its client left, or it was cut."""
+        for seq in sequences:
+            self.finish(seq)
+
     def deadlines(
         self, seq: Seq, ends: Sequence[int], on_first: Callable[[], None] | None = None
     ) -> Iterator[float]:
@@ -336,8 +341,8 @@ class Engine:
             self.preempt(running.pop())
 
     def preempt(self, seq: Seq) -> None:
-        """``seq``, just taken off the running list, goes back to the front of the queue; its prompt and output so far are prefilled
-        again when it is readmitted."""
+        """``seq``, just taken off the running list, goes back to the front of the queue;
+        its prompt and output so far are prefilled again when it is readmitted."""
         self.used_blocks -= seq.blocks
         seq.blocks = 0
         if seq.to_prefill:
