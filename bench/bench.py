@@ -57,9 +57,11 @@ some), each on a fresh server:
   workers2, trio-mock --workers 2 (not with --quick): the throughput phase again
   shared, trio-mock --workers 2, zero latency: rps (wrk, 64 connections) with no shared-state
                              knob, then with shared rate limits and shared capacity set so
-                             they never refuse (``SHARED_KNOBS``, ``rps_vs_plain``); with
-                             ``--against REF``, the plain server of that git commit too, run
-                             alternately with this one (``rps_vs_previous``); each server
+                             they never refuse (``SHARED_KNOBS``, ``rps_vs_plain``, and the
+                             server's CPU per request, steadier on a busy machine,
+                             ``server_cpu_us_per_request_vs_plain``); with ``--against
+                             REF``, the plain server of that git commit too, run
+                             alternately with this one (``*_vs_previous``); each server
                              twice, the better run kept
   resilience, trio-mock only, what abusive clients do (``resilience.py``), a line each:
                              h2load_goaway (``h2load -D 1`` runs survived, of 10; a dead server
@@ -574,12 +576,17 @@ class Bench:
             kept = best.get((who, name))
             if kept is None or line["rps"] > kept["rps"]:  # the quieter run of two
                 best[who, name] = line
+        cpu = "server_cpu_us_per_request"
         for (who, name), line in best.items():
             line |= phase | {"scenario": f"shared_{name}", "knobs": " ".join(SHARED_KNOBS[name])}
+            against = None
             if name != "plain":
-                line["rps_vs_plain"] = ratio(line["rps"], best[label, "plain"]["rps"])
-            elif who == label and (previous_line := best.get((PREVIOUS, "plain"))):
-                line["rps_vs_previous"] = ratio(line["rps"], previous_line["rps"])
+                against, suffix = best[label, "plain"], "_vs_plain"
+            elif who == label and (PREVIOUS, "plain") in best:
+                against, suffix = best[PREVIOUS, "plain"], "_vs_previous"
+            if against is not None:
+                line["rps" + suffix] = ratio(line["rps"], against["rps"])
+                line[cpu + suffix] = ratio(line.get(cpu), against.get(cpu))
             self.record(who, line["scenario"], line)
 
     def resilient(self, label: str, line: Record) -> None:
@@ -707,10 +714,14 @@ class Bench:
             "workers2_tokens_per_s_vs_1worker": get(MOCK_W2, "stream", "tokens_per_s_vs_1worker"),
             "shared": {
                 "rps_plain_vs_previous": get(MOCK, "shared_plain", "rps_vs_previous"),
+                "cpu_plain_vs_previous": get(
+                    MOCK, "shared_plain", "server_cpu_us_per_request_vs_previous"
+                ),
                 **{
-                    f"rps_{name}_vs_plain": get(MOCK, f"shared_{name}", "rps_vs_plain")
+                    f"{figure}_{name}_vs_plain": get(MOCK, f"shared_{name}", f"{key}_vs_plain")
                     for name in SHARED_KNOBS
                     if name != "plain"
+                    for figure, key in (("rps", "rps"), ("cpu", "server_cpu_us_per_request"))
                 },
             },
             "baseline": reference_summary(get, BASELINE),  # the bare ASGI callable

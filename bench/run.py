@@ -68,6 +68,16 @@ def memory_mib(pid: int, field: str) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) the process tree has used so far."""
+    total = 0
+    for p in descendants(pid):
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: the 14th and 15th
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(args: argparse.Namespace, seconds: float) -> dict:
     env = os.environ | {
         "BENCH_PATH": chat_path(args.url),
@@ -91,8 +101,15 @@ def run_wrk(args: argparse.Namespace, seconds: float) -> dict:
 
 
 def scenario_rps(args: argparse.Namespace) -> dict:
+    """wrk's figures, and with ``--pid`` the server's CPU per request: steadier than
+    requests/s on a busy machine, where the load client and the server share the cores."""
     run_wrk(args, 2)  # warm-up, not reported
-    return run_wrk(args, args.duration)
+    before = cpu_s(args.pid) if args.pid else 0.0
+    result = run_wrk(args, args.duration)
+    if args.pid and result.get("requests"):
+        used = cpu_s(args.pid) - before
+        result["server_cpu_us_per_request"] = round(used / result["requests"] * 1e6, 1)
+    return result
 
 
 def run_h2load(args: argparse.Namespace, body_file: str, url: str, requests: int) -> str:
