@@ -105,9 +105,10 @@ class SharedSlots(SharedPages):
             self.grant()
 
     def publish(self, worker: int, prefilling: int, decoding: int) -> None:
-        """``worker``'s own load counts (its slots, which no other process writes)."""
-        self.put(self.prefilling_at + 8 * worker, prefilling)
-        self.put(self.decoding_at + 8 * worker, decoding)
+        """``worker``'s own load counts (its slots, which no other process writes); three
+        times a request, so ``pack_into`` itself rather than ``put``."""
+        COUNT.pack_into(self.map, self.prefilling_at + 8 * worker, prefilling)
+        COUNT.pack_into(self.map, self.decoding_at + 8 * worker, decoding)
 
     def prefilling(self) -> int:
         """Requests in prefill in every worker (read without the lock)."""
