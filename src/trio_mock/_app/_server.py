@@ -99,14 +99,20 @@ def sockets(config: Config, listening: socket.socket) -> Sockets:
     return Sockets([listening] if tls else [], [] if tls else [listening], [])
 
 
-def listen(host: str, port: int, backlog: int) -> socket.socket:
+def listen(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket, as Hypercorn makes it, but closed when it cannot be bound
     (Hypercorn leaves that one to the garbage collector, which warns); says so when the
-    kernel caps ``backlog``."""
+    kernel caps ``backlog``.
+
+    Args:
+      reuse_port: ``SO_REUSEPORT``, so that one socket per worker can listen on the port.
+    """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.setblocking(False)
         sock.listen(backlog)
@@ -114,7 +120,7 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
         sock.close()
         raise
     cap = somaxconn()
-    if cap is not None and cap < backlog:
+    if cap is not None and cap < backlog and not reuse_port:  # said once, for the first
         log.warning(
             "listen backlog %d is capped at %d by the kernel: raise it with "
             "sysctl -w net.core.somaxconn=%d",

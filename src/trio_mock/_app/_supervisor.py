@@ -1,4 +1,4 @@
-"""``--workers N``: N worker processes on one listening socket, kept at N until shutdown.
+"""``--workers N``: N worker processes on one port, kept at N until shutdown.
 
 This replaces Hypercorn's supervisor (``hypercorn.run.run``), which, when one worker dies,
 stops all the others and exits 0, so a process manager never restarts the server. Here
@@ -11,6 +11,11 @@ first, so every worker shares those pages (and the imported modules') copy-on-wr
 instead of holding its own copy, and a replacement starts without re-importing anything.
 That needs the supervisor never to start Trio or a thread before it forks.
 
+Each worker number has its own listening socket on the port (``SO_REUSEPORT``), made and
+kept by the supervisor. With one shared socket, the worker that wakes first drains a
+burst of connections (64 opened at once all went to one worker about half the time, and
+requests/s halved); with one each, the kernel hashes every connection to a socket.
+
 The supervisor also keeps the state the workers share (``_hub``): each worker has a pipe
 to it, which the supervisor's loop reads beside the workers' sentinels, and a replacement
 starts from the config and rules committed so far.
@@ -18,6 +23,7 @@ starts from the config and rules committed so far.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -80,12 +86,15 @@ def supervise(settings: Settings, watch: Sources | None = None) -> int:
     scripts = load_scripts(settings, Scripts(Tally()))
     hub = Hub(settings, scripts, SharedBuckets(), SharedArrivals())
     srv = settings.server
-    with listen(srv.host, srv.port, srv.backlog) as sock:
-        host, port = sock.getsockname()[:2]
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(listen(srv.host, srv.port, srv.backlog, reuse_port=True))]
+        host, port = socks[0].getsockname()[:2]
+        for _ in range(srv.workers - 1):  # the same port: the kernel spreads connections
+            socks.append(stack.enter_context(listen(host, port, srv.backlog, reuse_port=True)))
         log.info("serving on http%s://%s:%d with %d workers; shared state: %s (Ctrl+C to stop)",
                  "s" if srv.certfile else "", host, port, srv.workers, MECHANISM)  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="trio-mock-journal-") as spools:
-            supervisor = Supervisor(settings, sock, hub, watch, spools)
+            supervisor = Supervisor(settings, socks, hub, watch, spools)
             if not settings.observability.metrics or os.environ.get(MULTIPROC_DIR):
                 return supervisor.run()  # a directory the user chose is theirs
             with tempfile.TemporaryDirectory(prefix="trio-mock-metrics-") as directory:
@@ -130,7 +139,7 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        sock: socket.socket,
+        socks: list[socket.socket],
         hub: Hub,
         watch: Sources | None = None,
         spools: str | None = None,
@@ -140,7 +149,11 @@ class Supervisor:
         # supervisor's own directory); None: a dead worker's entries are lost.
         self.spools = spools
         self.settings = settings
-        self.sock = sock
+        # One listening socket per worker number, all on the port (SO_REUSEPORT): the kernel
+        # hashes each new connection to one, so a burst is spread over the workers rather
+        # than drained by whichever woke first. The supervisor keeps them open: a dead
+        # worker's connections wait in its socket's backlog for its replacement.
+        self.socks = socks
         self.hub = hub
         self.slots = SharedSlots(settings.server.workers)  # the server's capacity
         self.context = multiprocessing.get_context("fork")
@@ -211,10 +224,11 @@ class Supervisor:
         not_its = [*hub.members.values(), ours]  # the supervisor's ends: the worker closes them
         process = self.context.Process(
             target=run_worker,
-            args=(hub.settings, self.sock, self.stop_reader, self.stop_writer, ready),
+            args=(hub.settings, self.socks[number], self.stop_reader, self.stop_writer, ready),
             kwargs={
                 "membership": membership,
                 "not_its": not_its,
+                "other_sockets": [sock for sock in self.socks if sock is not self.socks[number]],
                 "watch": self.watch if number == 0 else None,
             },
             daemon=True,
@@ -233,6 +247,8 @@ class Supervisor:
         """Ask every worker to stop; those still running after the grace period and a
         margin are killed."""
         os.close(self.stop_writer)
+        for sock in self.socks:  # with the workers' copies closed, new connections are refused
+            sock.close()
         deadline = time.monotonic() + self.settings.server.graceful_timeout_s + STOP_MARGIN_S
         for worker in self.workers.values():
             process = worker.process
@@ -266,15 +282,19 @@ def run_worker(
     *,
     membership: Membership,
     not_its: list[Connection],
+    other_sockets: list[socket.socket],
     watch: Sources | None = None,
 ) -> None:
-    """A worker process: serve on the supervisor's socket until ``stop_reader`` reads EOF."""
+    """A worker process: serve on its socket of the supervisor's until ``stop_reader``
+    reads EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the supervisor, which stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     os.close(stop_writer)  # else the pipe would stay open for as long as this worker
     for conn in not_its:
         conn.close()
+    for other in other_sockets:  # the other workers'
+        other.close()
     from prometheus_client import values
 
     # Chosen when prometheus-client was imported, before the multiprocess directory was set.
