@@ -8,10 +8,13 @@ offset; recording runs on the real clock, the upstream and the recorder each a
 
 from __future__ import annotations
 
+import http.server
 import math
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import numpy as np
@@ -40,6 +43,8 @@ from trio_mock.testing import MockServer
 pytest_plugins = ["pytester"]
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from trio_mock._sim._latency import FloatArray
 
 CHAT = "/v1/chat/completions"
@@ -327,6 +332,90 @@ def test_upstream_errors_are_answered_and_recorded(tmp_path: Path) -> None:
     assert recorded[1]["response"]["body"]["error"]["code"] == "upstream_unreachable"
     assert "cut" in recorded[3]["response"]
     assert len(recorded[3]["response"]["chunks"]) == 3  # the role chunk and two tokens
+
+
+class SlowToEnd(http.server.BaseHTTPRequestHandler):
+    """An upstream whose SSE stream sends its events, then keeps the stream open for
+    ``hold_s`` before it ends (the chunked body's terminator): as a real upstream can after
+    ``data: [DONE]``, and as one mid-stream does."""
+
+    protocol_version = "HTTP/1.1"
+    events: ClassVar[list[str]] = [chunk("Hi"), chunk(" there", "stop"), "data: [DONE]\n\n"]
+    hold_s: ClassVar[float] = 0.3
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for event in self.events:
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        time.sleep(self.hold_s)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def slow_to_end(events: list[str], hold_s: float) -> Generator[str]:
+    """A ``SlowToEnd`` upstream on loopback, in a thread; its base URL."""
+    handler = type("Handler", (SlowToEnd,), {"events": events, "hold_s": hold_s})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def leave_after(recorder: MockServer, last: str) -> None:
+    """Stream a chat through ``recorder`` and close the connection once an event starts
+    with ``last``, as the openai SDK does at ``data: [DONE]``."""
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", recorder.url + "/chat/completions", json=ASK) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith(last):
+                break
+
+
+def test_a_client_that_leaves_at_done_still_gets_its_stream_recorded(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    with (
+        slow_to_end(SlowToEnd.events, hold_s=0.3) as upstream,
+        MockServer(fast_settings(record_upstream=upstream, cassette=str(cassette))) as recorder,
+    ):
+        leave_after(recorder, "data: [DONE]")
+        deadline = time.monotonic() + 5  # the upstream ends 0.3 s later; then the line
+        while not (cassette.exists() and cassette.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    (line,) = lines(cassette)
+    assert [text for _, text in line["response"]["chunks"]] == SlowToEnd.events
+    assert "cut" not in line["response"]
+
+
+def test_a_client_that_leaves_mid_stream_is_not_recorded(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.jsonl"
+    first = SlowToEnd.events[:1]  # then the upstream holds the stream for 3 s
+    with (
+        slow_to_end(first, hold_s=3.0) as upstream,
+        MockServer(fast_settings(record_upstream=upstream, cassette=str(cassette))) as recorder,
+    ):
+        started = time.monotonic()
+        leave_after(recorder, "data: ")
+        while not recorder.requests() and time.monotonic() < started + 5:
+            time.sleep(0.02)  # the proxy gave up on the upstream (after DRAIN_S)
+        (entry,) = recorder.requests()
+    assert entry["disconnected"]
+    assert time.monotonic() - started < 3.0  # not the upstream's 3 s: DRAIN_S after leaving
+    assert not cassette.exists() or cassette.read_bytes() == b""
 
 
 # --- fit ----------------------------------------------------------------------------------

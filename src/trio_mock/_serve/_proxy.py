@@ -41,6 +41,7 @@ FORWARDED = frozenset({"content-type", "accept", "openai-beta", "openai-organiza
                        "openai-project", "user-agent"})  # fmt: skip
 RECORDED = frozenset({"content-type", "accept", "openai-beta"})  # the request's, in the cassette
 KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+DRAIN_S = 1.0  # after the client left, how long the upstream has to finish its stream
 
 
 def kept_response_header(name: str) -> bool:
@@ -85,12 +86,18 @@ class SseSplitter:
         return self.chunks
 
 
-async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, record: Record) -> None:
-    """Wait for the client to go away, then stop forwarding (as ``_endpoint``'s does)."""
+async def drain_on_disconnect(receive: Receive, scope: trio.CancelScope, record: Record) -> None:
+    """Wait for the client to go away, then give the upstream ``DRAIN_S`` more to finish.
+
+    The openai SDK closes its connection as soon as it reads ``data: [DONE]``, often
+    before the upstream's stream has formally ended: stopping then would lose a whole
+    recording. A stream the client leaves in the middle is still cut within ``DRAIN_S``
+    and not recorded; what the upstream sends meanwhile reaches no one (Hypercorn drops
+    writes to a closed connection)."""
     while (await receive())["type"] != "http.disconnect":
         pass
     record.disconnected = True
-    scope.cancel()
+    scope.deadline = min(scope.deadline, trio.current_time() + DRAIN_S)
 
 
 class Proxy:
@@ -138,28 +145,31 @@ class Proxy:
             named = data.get("model")
             record.model = named if isinstance(named, str) else None
             record.stream = data.get("stream") is True
-            line = None
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, record)
+                nursery.start_soon(drain_on_disconnect, receive, nursery.cancel_scope, record)
                 nursery.cancel_scope.deadline = start + self.limit_s
-                line = await self.forward(scope, send, body, data, start, record)
+                await self.forward(scope, send, body, data, start, record)
                 nursery.cancel_scope.cancel()
-            if line is None and record.status is None and not record.disconnected:
+            if record.status is None and not record.disconnected:
                 problem = f"no answer within --max-request-s ({self.limit_s:g} s)"
-                line = await self.refuse(send, record, scope["path"], data, 504, problem, start)
-            if line is not None:
-                await trio.to_thread.run_sync(append_line, self.cassette, line)
+                await self.refuse(send, record, scope["path"], data, 504, problem, start)
         except ClientGone:
             observer.gone(record)
         finally:
             observer.close(record)
 
+    async def keep(self, line: bytes) -> None:
+        """Append an exchange's line to the cassette. Called before the answer's last byte
+        goes out, so a client that has its whole answer can replay it at once (and a
+        server stopped right after has it on disk); a thread's write is not cancelled."""
+        await trio.to_thread.run_sync(append_line, self.cassette, line)
+
     async def forward(
         self, scope: Message, send: Send, body: bytes, data: dict[str, Any], start: float,
         record: Record,
-    ) -> bytes | None:  # fmt: skip
-        """Send the request upstream and its answer back; the cassette line, or None when
-        nothing is to be recorded (the client left)."""
+    ) -> None:  # fmt: skip
+        """Send the request upstream and its answer back, keeping the exchange in the
+        cassette (nothing when the client left first)."""
         endpoint = endpoint_of(scope["path"])
         headers = self.forwarded(scope)
         recorded_request = {k: v for k, v in headers.items() if k in RECORDED}
@@ -180,10 +190,11 @@ class Proxy:
                         whole += piece
                         if len(whole) > self.max_bytes:
                             raise httpx.DecodingError("the answer is larger than --max-body-bytes")
+                    await self.keep(line(status=response.status_code, headers=kept, body=whole,
+                                         body_at=trio.current_time() - start))  # fmt: skip
                     await send_whole(send, response.status_code, whole, out)
                     self.services.observer.answered(record, response.status_code)
-                    return line(status=response.status_code, headers=kept, body=whole,
-                                body_at=trio.current_time() - start)  # fmt: skip
+                    return
                 message = {"type": "http.response.start", "status": response.status_code}
                 await send({**message, "headers": out})
                 self.services.observer.answered(record, response.status_code)
@@ -200,27 +211,30 @@ class Proxy:
                 except httpx.HTTPError as error:  # cut: the client's connection is cut too
                     chunks = splitter.finish(trio.current_time() - start)
                     self.services.observer.cut(record, "upstream")
-                    return line(status=response.status_code, headers=kept, chunks=chunks,
-                                cut=f"{type(error).__name__}: {error}")  # fmt: skip
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    cut = f"{type(error).__name__}: {error}"
+                    await self.keep(
+                        line(status=response.status_code, headers=kept, chunks=chunks, cut=cut)
+                    )
+                    return
                 chunks = splitter.finish(trio.current_time() - start)
-                return line(status=response.status_code, headers=kept, chunks=chunks)
+                await self.keep(line(status=response.status_code, headers=kept, chunks=chunks))
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as error:
             if started:  # raised while closing a stream already answered
-                return None
+                return
             status = 504 if isinstance(error, httpx.TimeoutException) else 502
             problem = f"{type(error).__name__}: {error}"
-            return await self.refuse(send, record, scope["path"], data, status, problem, start)
+            await self.refuse(send, record, scope["path"], data, status, problem, start)
 
     async def refuse(
         self, send: Send, record: Record, path: str, data: dict[str, Any], status: int,
         problem: str, start: float,
-    ) -> bytes:  # fmt: skip
-        """Tell the client the upstream failed (502, or 504 when too slow); the line that
-        records it."""
+    ) -> None:  # fmt: skip
+        """Tell the client the upstream failed (502, or 504 when too slow), and record it."""
         payload = upstream_error(status, self.upstream, problem).to_json()
+        recorded = recording_line(endpoint=path, request=data, request_headers={},
+                                  status=status, headers={"content-type": "application/json"},
+                                  body=payload, body_at=trio.current_time() - start)  # fmt: skip
+        await self.keep(recorded)
         await send_whole(send, status, payload, JSON_HEADERS)
         self.services.observer.answered(record, status, payload)
-        return recording_line(endpoint=path, request=data, request_headers={}, status=status,
-                              headers={"content-type": "application/json"}, body=payload,
-                              body_at=trio.current_time() - start)  # fmt: skip
