@@ -9,6 +9,8 @@ zero load factors it is just three counters.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -93,17 +95,25 @@ class Load:
             full = slots.available_tokens <= 0
             if full and cap.max_queue is not None and self.queued >= cap.max_queue:
                 raise overloaded(cap.overload_status, f"{self.queued} requests already queued")
-            acquired = False
-            self.queued += 1
-            try:
-                with trio.move_on_after(cap.queue_timeout_s or math.inf):
-                    await slots.acquire_on_behalf_of(holder)
-                    acquired = True
-            finally:
-                self.queued -= 1
-            if not acquired:
-                raise overloaded(cap.overload_status, f"no slot within {cap.queue_timeout_s:g} s")
+            if not await self.queue_for(partial(slots.acquire_on_behalf_of, holder)):
+                raise self.timed_out()
         return self.started(holder)
+
+    async def queue_for(self, slot: Callable[[], Awaitable[object]]) -> bool:
+        """Wait for ``slot`` as one of the queued, at most ``queue_timeout_s``; whether
+        it came in time."""
+        self.queued += 1
+        try:
+            with trio.move_on_after(self.capacity.queue_timeout_s or math.inf):
+                await slot()
+                return True
+            return False
+        finally:
+            self.queued -= 1
+
+    def timed_out(self) -> OpenAIError:
+        cap = self.capacity
+        return overloaded(cap.overload_status, f"no slot within {cap.queue_timeout_s:g} s")
 
     def started(self, holder: Admission) -> Admission:
         """``holder`` enters prefill, slowed by the others already there."""
@@ -207,18 +217,14 @@ class SharedLoad(Load):
         if ticket == ADMITTED:
             return self.started(SharedAdmission(self, held=True))
         granted = False
-        self.queued += 1
         try:
-            with trio.move_on_after(cap.queue_timeout_s or math.inf):
-                await self.wait_granted(ticket)
-                granted = True
+            granted = await self.queue_for(partial(self.wait_granted, ticket))
         finally:
-            self.queued -= 1
-            if not granted:  # its slot, if granted meanwhile, goes to the next
+            if not granted:  # timed out or cancelled: its slot, if granted meanwhile, goes on
                 self.table.give_up(self.worker, ticket)
                 self.wake_granted()
         if not granted:
-            raise overloaded(cap.overload_status, f"no slot within {cap.queue_timeout_s:g} s")
+            raise self.timed_out()
         return self.started(SharedAdmission(self, held=True))
 
     async def wait_granted(self, ticket: int) -> None:

@@ -161,20 +161,29 @@ class Engine:
         while len(times) < k and not ended:
             clock += step_s
             count += 1
-            for each in running:
-                each.token_times.append(clock)
-                each.generated += 1
-                each.decode_steps += 1
-                if each.generated >= each.output:
-                    ended = True
+            ended = self.decoded(clock)
             if clock >= joins_at:  # the next step starts once it has arrived: it joins
                 break
         self.clock = clock
         self.steps += count
         self.batch = len(running)
         if ended:
-            for each in [s for s in running if s.generated >= s.output]:
-                self.finish(each)
+            self.finish_ended()
+
+    def decoded(self, end: float) -> bool:
+        """Every running sequence's next token, at ``end``; whether one has its last."""
+        ended = False
+        for seq in self.running:
+            seq.token_times.append(end)
+            seq.generated += 1
+            seq.decode_steps += 1
+            if seq.generated >= seq.output:
+                ended = True
+        return ended
+
+    def finish_ended(self) -> None:
+        for seq in [s for s in self.running if s.generated >= s.output]:
+            self.finish(seq)
 
     def finish(self, seq: Seq) -> None:
         """Release ``seq`` (its stream ended or its client left): its blocks are freed."""
@@ -243,16 +252,8 @@ class Engine:
         self.clock = end
         self.steps += 1
         self.batch = len(running)
-        ended = False
-        for seq in running:
-            seq.token_times.append(end)
-            seq.generated += 1
-            seq.decode_steps += 1
-            if seq.generated >= seq.output:
-                ended = True
-        if ended:
-            for seq in [s for s in running if s.generated >= s.output]:
-                self.finish(seq)
+        if self.decoded(end):
+            self.finish_ended()
         kv = self.profile.kv_blocks
         if kv:
             for seq in running:
