@@ -24,6 +24,7 @@ import inspect
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing import Pipe
 from typing import Any
 
@@ -57,11 +58,12 @@ def worker_app(settings: Settings) -> Any:
     return create_worker_app(settings, Membership(0, theirs, Scripts(Tally()), 0, **shared))
 
 
-async def main(stream: bool, requests: int, worker: bool) -> None:
-    settings = Settings.from_env().replace(ttft_ms=0.0, itl_ms=0.0)
-    app = worker_app(settings) if worker else create_app(settings)
-    body = orjson.dumps({"model": "m", "stream": stream, "max_tokens": 256 if stream else 16,
-                         "messages": [{"role": "user", "content": "hello there"}]})  # fmt: skip
+def chat_caller(
+    app: Any, body: bytes, *, checkpoint: bool = False
+) -> Callable[[], Awaitable[None]]:
+    """One chat request with ``body`` through ``app``'s ASGI callable, no socket: the
+    response is dropped (with ``checkpoint``, each write yields, as a socket's would to
+    other tasks)."""
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
              "http_version": "1.1", "query_string": b"", "extensions": {},
              "headers": [(b"content-type", b"application/json"),
@@ -71,15 +73,25 @@ async def main(stream: bool, requests: int, worker: bool) -> None:
         pending = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> dict[str, Any]:
-            if pending:
-                return pending.pop()
-            await trio.sleep_forever()
-            raise AssertionError  # never reached
+            if not pending:
+                await trio.sleep_forever()
+            return pending.pop()
 
         async def send(message: dict[str, Any]) -> None:
-            pass
+            if checkpoint:
+                await trio.lowlevel.checkpoint()
 
         await app(dict(scope), receive, send)
+
+    return one
+
+
+async def main(stream: bool, requests: int, worker: bool) -> None:
+    settings = Settings.from_env().replace(ttft_ms=0.0, itl_ms=0.0)
+    app = worker_app(settings) if worker else create_app(settings)
+    body = orjson.dumps({"model": "m", "stream": stream, "max_tokens": 256 if stream else 16,
+                         "messages": [{"role": "user", "content": "hello there"}]})  # fmt: skip
+    one = chat_caller(app, body)
 
     for _ in range(50):  # warm-up: caches, first allocations
         await one()

@@ -201,13 +201,11 @@ def overhead(bench: Bench, template: str, label: str, quick: bool) -> None:
         for kind, extra in (("simple", []), ("batched", TINY_STEPS)):
             with bench.running(template, TINY_MS, TINY_MS, extra=extra) as server:
                 wrk = argparse.Namespace(url=server.url, model="mock", extra="{}", threads=1,
-                                         concurrency=64)  # fmt: skip
-                run.run_wrk(wrk, 2)  # warm-up
-                before = cpu_s(server.pid)
-                line = run.run_wrk(wrk, bench.args.duration)
-                used = cpu_s(server.pid) - before
+                                         concurrency=64, pid=server.pid,
+                                         duration=bench.args.duration)  # fmt: skip
+                line = run.scenario_rps(wrk)  # a warm-up, then wrk with the server's CPU
                 rps[kind].append(line["rps"])
-                cpu_us[kind].append(round(used / max(line["requests"], 1) * 1e6, 1))
+                cpu_us[kind].append(line["server_cpu_us_per_request"])
                 bench.note(label, server)
         for kind in rps:
             in_process[kind].append(round(in_process_us(kind == "batched"), 1))
@@ -248,28 +246,12 @@ async def concurrent_requests(total: int) -> float:
     import gc
 
     import trio
+    from cpu import chat_caller
 
     from trio_mock import create_app
 
     app = create_app(Settings.from_env())
-    body = chat_body("mock", 16, 24, False, {})
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
-             "http_version": "1.1", "query_string": b"", "extensions": {},
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", b"%d" % len(body))]}  # fmt: skip
-
-    async def one() -> None:
-        pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if not pending:
-                await trio.sleep_forever()
-            return pending.pop()
-
-        async def send(message: dict[str, Any]) -> None:
-            await trio.lowlevel.checkpoint()
-
-        await app(dict(scope), receive, send)
+    one = chat_caller(app, chat_body("mock", 16, 24, False, {}), checkpoint=True)
 
     async def client(count: int) -> None:
         for _ in range(count):
@@ -283,15 +265,6 @@ async def concurrent_requests(total: int) -> float:
                 for _ in range(64):
                     nursery.start_soon(client, count)
     return (time.process_time() - started) / (total // 64 * 64) * 1e6
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user and system) used so far by ``pid`` and its processes."""
-    total = 0
-    for p in run.descendants(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- the plot ----------------------------------------------------------------------------
